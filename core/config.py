@@ -1,0 +1,306 @@
+"""One typed, validated configuration for a run.
+
+Every section is a frozen dataclass validated in ``__post_init__``; a bad value raises
+:class:`ConfigError` naming the field (``loss.temperature must be > 0, got -1``) before any
+Ray work starts. :meth:`RunConfig.config_hash` is a stable identity of the resolved config,
+used to name runs and to key checkpoints so a run never resumes another config's state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+LOSSES = ("supcon", "simclr", "cross_entropy", "varcon", "vsimclr", "vsupcon")
+CONTRASTIVE_LOSSES = ("supcon", "simclr", "varcon", "vsimclr", "vsupcon")
+VARIATIONAL_LOSSES = ("vsimclr", "vsupcon")
+AUGMENTATIONS = ("simaugment", "autoaugment", "randaugment", "stacked_randaugment", "none")
+BACKBONES = ("small_cnn", "resnet18", "resnet50")
+SOURCES = ("digits", "cifar10", "cifar100", "imagefolder", "parquet", "webdataset")
+OPTIMIZERS = ("sgd", "lars", "adamw")
+LR_SCALING = ("none", "linear", "sqrt")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+def _check(cond: bool, name: str, msg: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"{name} {msg}, got {value!r}")
+
+
+def _choice(value: str, name: str, options: Iterable[str]) -> None:
+    options = tuple(options)
+    _check(value in options, name, f"must be one of {list(options)}", value)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where images come from and how they are shaped."""
+
+    source: str = "digits"
+    root: str | None = None  # local path or fsspec URL for every source except digits
+    image_size: int = 16
+    num_classes: int | None = None  # None: taken from the source
+    train_limit: int | None = None  # keep the first N training images (quick runs)
+    max_bad_fraction: float = 0.01  # corrupt images tolerated before the run fails
+
+    def __post_init__(self) -> None:
+        _choice(self.source, "data.source", SOURCES)
+        _check(self.image_size >= 8, "data.image_size", "must be >= 8", self.image_size)
+        if self.source != "digits":
+            _check(bool(self.root), "data.root", f"is required for source {self.source!r}", self.root)
+        if self.num_classes is not None:
+            _check(self.num_classes >= 2, "data.num_classes", "must be >= 2", self.num_classes)
+        if self.train_limit is not None:
+            _check(self.train_limit >= 2, "data.train_limit", "must be >= 2", self.train_limit)
+        _check(0.0 <= self.max_bad_fraction < 1.0, "data.max_bad_fraction", "must be in [0, 1)", self.max_bad_fraction)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Two-view (or V-view) augmentation policy and its single strength knob."""
+
+    policy: str = "simaugment"
+    strength: float = 0.5  # 0 = identity crop, 1 = strongest
+    views: int = 2
+
+    def __post_init__(self) -> None:
+        _choice(self.policy, "augment.policy", AUGMENTATIONS)
+        _check(0.0 <= self.strength <= 1.0, "augment.strength", "must be in [0, 1]", self.strength)
+        _check(self.views >= 1, "augment.views", "must be >= 1", self.views)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoder backbone and heads."""
+
+    backbone: str = "small_cnn"
+    stem: str = "cifar"  # cifar: 3x3 stride-1 conv, no max-pool; imagenet: 7x7 stride-2 + max-pool
+    width: int = 32  # small_cnn base channel count
+    proj_hidden: int | None = None  # None: equal to the encoder feature dim
+    proj_dim: int = 128
+
+    def __post_init__(self) -> None:
+        _choice(self.backbone, "model.backbone", BACKBONES)
+        _choice(self.stem, "model.stem", ("cifar", "imagenet"))
+        _check(self.width >= 4, "model.width", "must be >= 4", self.width)
+        _check(self.proj_dim >= 2, "model.proj_dim", "must be >= 2", self.proj_dim)
+        if self.proj_hidden is not None:
+            _check(self.proj_hidden >= 2, "model.proj_hidden", "must be >= 2", self.proj_hidden)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Which objective, with every knob of every loss family (unused knobs are ignored)."""
+
+    name: str = "supcon"
+    temperature: float = 0.1  # SupCon/SimCLR t; VarCon t1
+    base_temperature: float | None = None  # SupCon: scale loss by t/base_t (off by default)
+    supcon_variant: str = "out"  # "out" (L_out, the paper's best) or "in" (L_in)
+    contrast_mode: str = "all"  # "all" or "one" (anchor = first view only)
+    epsilon: float = 0.02  # VarCon adaptive-temperature half-width
+    kl_weight: float = 1.0  # VarCon KL term weight (1.0 = official)
+    adaptive_temperature: bool = True  # VarCon ablation: False fixes t2 = t1
+    centroid_stop_grad: bool = True  # VarCon ablation: False lets gradients flow into centroids
+    beta: float = 1e-3  # VCL KL weight
+
+    def __post_init__(self) -> None:
+        _choice(self.name, "loss.name", LOSSES)
+        _check(math.isfinite(self.temperature) and self.temperature > 0, "loss.temperature", "must be > 0", self.temperature)
+        if self.base_temperature is not None:
+            _check(self.base_temperature > 0, "loss.base_temperature", "must be > 0", self.base_temperature)
+        _choice(self.supcon_variant, "loss.supcon_variant", ("out", "in"))
+        _choice(self.contrast_mode, "loss.contrast_mode", ("all", "one"))
+        _check(self.epsilon >= 0, "loss.epsilon", "must be >= 0", self.epsilon)
+        if self.name == "varcon":
+            _check(self.epsilon < self.temperature, "loss.epsilon",
+                   f"must be < loss.temperature (t1={self.temperature}) for VarCon", self.epsilon)
+        _check(self.kl_weight >= 0, "loss.kl_weight", "must be >= 0", self.kl_weight)
+        _check(self.beta >= 0, "loss.beta", "must be >= 0", self.beta)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser, schedule and batch. The LR scaling rule is explicit and logged."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.05  # base LR; effective LR = lr * scale(global_batch / 256)
+    lr_scaling: str = "none"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    batch_size: int = 256  # global batch of images (each with `augment.views` views)
+    epochs: int = 30
+    warmup_epochs: int = 0
+    min_lr_ratio: float = 1e-3  # cosine decays to lr * min_lr_ratio
+    grad_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        _choice(self.optimizer, "optim.optimizer", OPTIMIZERS)
+        _choice(self.lr_scaling, "optim.lr_scaling", LR_SCALING)
+        _check(math.isfinite(self.lr) and self.lr > 0, "optim.lr", "must be > 0", self.lr)
+        _check(0 <= self.momentum < 1, "optim.momentum", "must be in [0, 1)", self.momentum)
+        _check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0", self.weight_decay)
+        _check(self.batch_size >= 2, "optim.batch_size", "must be >= 2", self.batch_size)
+        _check(self.epochs >= 1, "optim.epochs", "must be >= 1", self.epochs)
+        _check(0 <= self.warmup_epochs < self.epochs or self.warmup_epochs == 0, "optim.warmup_epochs",
+               f"must be in [0, optim.epochs={self.epochs})", self.warmup_epochs)
+        _check(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", "must be in [0, 1]", self.min_lr_ratio)
+        if self.grad_clip is not None:
+            _check(self.grad_clip > 0, "optim.grad_clip", "must be > 0", self.grad_clip)
+
+    def effective_lr(self) -> float:
+        """The LR actually used after the explicit batch-size scaling rule."""
+        ratio = self.batch_size / 256
+        return self.lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[self.lr_scaling]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Frozen-encoder evaluation protocol."""
+
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    probe_epochs: int = 100
+    probe_lr: float = 0.1
+    online_knn: bool = True  # cheap kNN each epoch for schedulers such as ASHA
+
+    def __post_init__(self) -> None:
+        _check(self.knn_k >= 1, "eval.knn_k", "must be >= 1", self.knn_k)
+        _check(self.knn_temperature > 0, "eval.knn_temperature", "must be > 0", self.knn_temperature)
+        _check(self.probe_epochs >= 1, "eval.probe_epochs", "must be >= 1", self.probe_epochs)
+        _check(self.probe_lr > 0, "eval.probe_lr", "must be > 0", self.probe_lr)
+
+
+# Fields that place or name a run but do not change what it computes: excluded from the hash.
+_UNHASHED = frozenset({"storage_path", "name"})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one pretraining + evaluation run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    num_workers: int = 0  # 0: Ray Train local mode (in-process, no worker start-up)
+    use_gpu: bool = False
+    precision: str = "fp32"  # fp32 or bf16 (autocast; GPU)
+    storage_path: str = "runs"
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.seed >= 0, "seed", "must be >= 0", self.seed)
+        _check(self.num_workers >= 0, "num_workers", "must be >= 0", self.num_workers)
+        _choice(self.precision, "precision", ("fp32", "bf16"))
+        world = max(1, self.num_workers)
+        _check(self.optim.batch_size % world == 0, "optim.batch_size",
+               f"must be divisible by num_workers={world}", self.optim.batch_size)
+        if self.loss.name in ("simclr", "vsimclr") and self.augment.views < 2:
+            raise ConfigError(f"augment.views must be >= 2 for loss {self.loss.name!r} "
+                              f"(an instance needs a second view as its positive), got {self.augment.views}")
+
+    # -- identity -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """Stable 12-hex-digit identity of the resolved config (placement fields excluded)."""
+        payload = {k: v for k, v in self.to_dict().items() if k not in _UNHASHED}
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.loss.name}-{self.config_hash()}"
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "RunConfig":
+        return _build(cls, raw, prefix="")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Iterable[str] = ()) -> "RunConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(raw).__name__}")
+        return cls.from_dict(raw).with_overrides(overrides)
+
+    def with_overrides(self, overrides: Iterable[str]) -> "RunConfig":
+        """Apply ``section.key=value`` strings (values parsed as YAML scalars)."""
+        updates: dict[str, Any] = {}
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like section.key=value")
+            key, value = item.split("=", 1)
+            updates[key.strip()] = yaml.safe_load(value)
+        return self.with_(**updates) if updates else self
+
+    def with_(self, **dotted: Any) -> "RunConfig":
+        """Copy with dotted-key updates, e.g. ``cfg.with_(**{"loss.temperature": 0.2})``; re-validated."""
+        raw = self.to_dict()
+        for key, value in dotted.items():
+            parts = key.split(".")
+            node = raw
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"unknown config field {key!r}")
+                node = node[part]
+            if parts[-1] not in node:
+                raise ConfigError(f"unknown config field {key!r}")
+            node[parts[-1]] = value
+        return RunConfig.from_dict(raw)
+
+
+def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown config field {prefix + unknown[0]!r} (known: {sorted(known)})")
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+        if is_dataclass(default):
+            kwargs[name] = _build(type(default), value, prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, known[name], f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, f: dataclasses.Field, name: str) -> Any:
+    """Light type check: numbers for numeric fields, so 'abc' for a float fails by name."""
+    typ = str(f.type)
+    if value is None:
+        if "None" not in typ:
+            raise ConfigError(f"{name} must not be null")
+        return None
+    if typ.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if typ.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return value
+    if typ.startswith("bool") and not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if typ.startswith("str") and not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r}")
+    return value

@@ -1,0 +1,123 @@
+"""Supervised contrastive loss (Khosla et al. 2020), L_out and L_in, and SimCLR/NT-Xent.
+
+Notation: N images, V views, features ``[N, V, D]`` L2-normalised, labels ``[N]``.
+For anchor i, A(i) = all other contrast embeddings, P(i) = those in A(i) with i's label.
+
+    L_out_i = -1/|P(i)| sum_{p in P(i)} log( exp(z_i.z_p/t) / sum_{a in A(i)} exp(z_i.z_a/t) )
+    L_in_i  = -log( 1/|P(i)| sum_{p in P(i)} exp(z_i.z_p/t) / sum_{a in A(i)} exp(z_i.z_a/t) )
+
+Anchors with no positive contribute nothing and are excluded from the mean; a batch in which
+no anchor has a positive raises instead of returning a silent 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def upcast(x: Tensor) -> Tensor:
+    """float16/bfloat16 -> float32 (softmax statistics need it); float32/float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _check_features(features: Tensor, labels: Tensor | None) -> None:
+    if features.dim() != 3:
+        raise ValueError(f"features must be [N, V, D], got shape {tuple(features.shape)}")
+    if labels is not None and (labels.dim() != 1 or labels.shape[0] != features.shape[0]):
+        raise ValueError(f"labels must be [N] with N={features.shape[0]}, got shape {tuple(labels.shape)}")
+
+
+def supcon_loss(
+    features: Tensor,
+    labels: Tensor,
+    temperature: float = 0.1,
+    *,
+    variant: str = "out",
+    contrast_mode: str = "all",
+    base_temperature: float | None = None,
+) -> Tensor:
+    """SupCon loss on ``[N, V, D]`` normalised features; see the module docstring.
+
+    ``contrast_mode="one"`` uses only the first view as anchors (all views are still contrasted).
+    ``base_temperature`` multiplies the loss by ``t / base_t`` (off by default: it confounds a
+    temperature sweep with the learning rate). Similarity logits are computed in float32 even
+    under bf16 autocast.
+    """
+    _check_features(features, labels)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if variant not in ("out", "in"):
+        raise ValueError(f"variant must be 'out' or 'in', got {variant!r}")
+    if contrast_mode not in ("all", "one"):
+        raise ValueError(f"contrast_mode must be 'all' or 'one', got {contrast_mode!r}")
+    n, v, d = features.shape
+    contrast = features.transpose(0, 1).reshape(n * v, d)  # view-major, as SupContrast
+    contrast_labels = labels.repeat(v)
+    if contrast_mode == "all":
+        anchor, anchor_labels, num_anchors = contrast, contrast_labels, n * v
+    else:
+        anchor, anchor_labels, num_anchors = features[:, 0], labels, n
+
+    logits = upcast(anchor @ contrast.T) / temperature
+    self_mask = torch.zeros_like(logits, dtype=torch.bool)
+    idx = torch.arange(num_anchors, device=logits.device)
+    self_mask[idx, idx] = True  # anchors are the first rows of `contrast` in both modes
+    pos_mask = (anchor_labels[:, None] == contrast_labels[None, :]) & ~self_mask
+
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_denominator = torch.logsumexp(logits, dim=1)
+    pos_count = pos_mask.sum(1)
+    has_pos = pos_count > 0
+    if not bool(has_pos.any()):
+        raise ValueError("no anchor in the batch has a positive (every label is unique and V=1); "
+                         "SupCon is undefined for this batch")
+
+    if variant == "out":
+        log_prob = (logits - log_denominator[:, None]).masked_fill(~pos_mask, 0.0)
+        per_anchor = -log_prob.sum(1) / pos_count.clamp_min(1)
+    else:
+        pos_logits = logits.masked_fill(~pos_mask, float("-inf"))
+        # rows without positives would be all -inf (NaN gradient through logsumexp): zero them
+        pos_logits = torch.where(has_pos[:, None], pos_logits, torch.zeros_like(pos_logits))
+        log_pos = torch.logsumexp(pos_logits, dim=1)
+        per_anchor = -(log_pos - torch.log(pos_count.clamp_min(1).float()) - log_denominator)
+
+    loss = per_anchor[has_pos].mean()
+    if base_temperature is not None:
+        loss = loss * (temperature / base_temperature)
+    return loss
+
+
+def simclr_loss(features: Tensor, temperature: float = 0.1) -> Tensor:
+    """SimCLR / NT-Xent: SupCon L_out with each image its own class."""
+    _check_features(features, None)
+    if features.shape[1] < 2:
+        raise ValueError("SimCLR needs at least 2 views per image")
+    labels = torch.arange(features.shape[0], device=features.device)
+    return supcon_loss(features, labels, temperature)
+
+
+class SupConLoss(nn.Module):
+    """Module wrapper of :func:`supcon_loss`."""
+
+    def __init__(self, temperature: float = 0.1, variant: str = "out", contrast_mode: str = "all",
+                 base_temperature: float | None = None) -> None:
+        super().__init__()
+        self.temperature, self.variant = temperature, variant
+        self.contrast_mode, self.base_temperature = contrast_mode, base_temperature
+
+    def forward(self, features: Tensor, labels: Tensor) -> Tensor:
+        return supcon_loss(features, labels, self.temperature, variant=self.variant,
+                           contrast_mode=self.contrast_mode, base_temperature=self.base_temperature)
+
+
+class SimCLRLoss(nn.Module):
+    """Module wrapper of :func:`simclr_loss`; labels are ignored (instance discrimination)."""
+
+    def __init__(self, temperature: float = 0.1) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
+        return simclr_loss(features, self.temperature)

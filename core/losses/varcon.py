@@ -1,0 +1,87 @@
+"""VarCon: variational supervised contrastive loss (official ziwenwang28/VarContrast formulation).
+
+For flat normalised embeddings z ``[M, D]`` with labels y ``[M]`` and the C_b classes present:
+
+    w_r      = stopgrad(normalise(mean_{i: y_i=r} z_i))           (batch class centroids)
+    log p    = log_softmax(z . w / t1)                            ([M, C_b])
+    conf     = p(y|z)                                             (NOT detached)
+    t2       = clamp((t1 - eps) + 2 eps conf, min=1e-6)
+    q(y|z)   = e^{1/t2} / (e^{1/t2} + C_b - 1),  others 1 / (e^{1/t2} + C_b - 1)
+    L        = mean_i [ kl_weight * KL(q || p) - log p(y|z) ]
+
+q is computed in log space so a tiny t2 cannot overflow. Cost O(M * C_b * D).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core.losses.supcon import upcast
+
+
+def varcon_loss(
+    z: Tensor,
+    labels: Tensor,
+    temperature: float = 0.1,
+    epsilon: float = 0.02,
+    *,
+    kl_weight: float = 1.0,
+    adaptive_temperature: bool = True,
+    centroid_stop_grad: bool = True,
+) -> Tensor:
+    """VarCon loss on flat normalised embeddings ``z [M, D]`` and labels ``[M]``.
+
+    ``adaptive_temperature=False`` fixes t2 = t1 and ``centroid_stop_grad=False`` lets gradients
+    flow into the centroids; both exist only for ablations (defaults = official).
+    """
+    if z.dim() != 2:
+        raise ValueError(f"z must be [M, D], got shape {tuple(z.shape)}")
+    if labels.dim() != 1 or labels.shape[0] != z.shape[0]:
+        raise ValueError(f"labels must be [M] with M={z.shape[0]}, got shape {tuple(labels.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0 <= epsilon < temperature:
+        raise ValueError(f"epsilon must be in [0, temperature={temperature}), got {epsilon}")
+    z = upcast(z)
+    classes, idx = torch.unique(labels, return_inverse=True)
+    num_present = classes.numel()
+    one_hot = F.one_hot(idx, num_present).to(z.dtype)  # [M, C_b]
+    centroids = F.normalize(one_hot.T @ z / one_hot.sum(0)[:, None], dim=1)
+    if centroid_stop_grad:
+        centroids = centroids.detach()
+
+    log_p = F.log_softmax(z @ centroids.T / temperature, dim=1)
+    log_p_y = log_p.gather(1, idx[:, None]).squeeze(1)
+    if adaptive_temperature:
+        t2 = ((temperature - epsilon) + 2 * epsilon * log_p_y.exp()).clamp_min(1e-6)
+    else:
+        t2 = torch.full_like(log_p_y, temperature)
+    inv_t2 = 1.0 / t2
+    # log(e^{1/t2} + C_b - 1), with log(0) = -inf when only one class is present
+    log_norm = torch.logaddexp(inv_t2, torch.full_like(inv_t2, math.log(num_present - 1) if num_present > 1 else float("-inf")))
+    log_q = (inv_t2[:, None] * one_hot) - log_norm[:, None]  # [M, C_b]
+    kl = (log_q.exp() * (log_q - log_p)).sum(1)
+    return (kl_weight * kl - log_p_y).mean()
+
+
+def varcon_loss_views(features: Tensor, labels: Tensor, **kwargs) -> Tensor:
+    """:func:`varcon_loss` on ``[N, V, D]`` features and ``[N]`` labels (all views count)."""
+    n, v, d = features.shape
+    return varcon_loss(features.reshape(n * v, d), labels.repeat_interleave(v), **kwargs)
+
+
+class VarConLoss(nn.Module):
+    """Module wrapper of :func:`varcon_loss_views`."""
+
+    def __init__(self, temperature: float = 0.1, epsilon: float = 0.02, kl_weight: float = 1.0,
+                 adaptive_temperature: bool = True, centroid_stop_grad: bool = True) -> None:
+        super().__init__()
+        self.kwargs = dict(temperature=temperature, epsilon=epsilon, kl_weight=kl_weight,
+                           adaptive_temperature=adaptive_temperature, centroid_stop_grad=centroid_stop_grad)
+
+    def forward(self, features: Tensor, labels: Tensor) -> Tensor:
+        return varcon_loss_views(features, labels, **self.kwargs)

@@ -1,0 +1,71 @@
+"""Encoders and heads; :class:`ContrastiveModel` ties them together for every loss family."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core.config import VARIATIONAL_LOSSES, RunConfig
+from core.losses.vcl import projected_normal_sample
+from core.models.encoders import SmallCNN, build_encoder, resnet
+from core.models.heads import ProjectionHead, VariationalHead
+
+__all__ = ["ContrastiveModel", "ModelOutput", "build_model", "build_encoder", "resnet", "SmallCNN",
+           "ProjectionHead", "VariationalHead"]
+
+
+@dataclass
+class ModelOutput:
+    """What a forward pass gives: ``z`` (normalised embedding, or logits for cross-entropy) and,
+    for variational heads, the posterior parameters."""
+
+    z: Tensor
+    mu: Tensor | None = None
+    logvar: Tensor | None = None
+
+
+class ContrastiveModel(nn.Module):
+    """Encoder + one head: ``projection`` (normalised z), ``variational`` (projected-normal
+    sample while training, mu/||mu|| in eval) or ``linear`` (class logits, cross-entropy)."""
+
+    def __init__(self, encoder: nn.Module, head: str, proj_dim: int = 128, proj_hidden: int | None = None,
+                 num_classes: int | None = None) -> None:
+        super().__init__()
+        self.encoder, self.head_kind = encoder, head
+        dim = encoder.feature_dim
+        if head == "projection":
+            self.head: nn.Module = ProjectionHead(dim, proj_hidden, proj_dim)
+        elif head == "variational":
+            self.head = VariationalHead(dim, proj_hidden, proj_dim)
+        elif head == "linear":
+            if not num_classes:
+                raise ValueError("a linear (cross-entropy) head needs num_classes")
+            self.head = nn.Linear(dim, num_classes)
+        else:
+            raise ValueError(f"unknown head {head!r}")
+
+    def features(self, x: Tensor) -> Tensor:
+        """Encoder representation (what probes and kNN use)."""
+        return self.encoder(x)
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        h = self.encoder(x)
+        if self.head_kind == "variational":
+            mu, logvar = self.head(h)
+            z = projected_normal_sample(mu, logvar) if self.training else F.normalize(mu, dim=-1)
+            return ModelOutput(z, mu, logvar)
+        return ModelOutput(self.head(h))
+
+
+def build_model(cfg: RunConfig, num_classes: int, in_channels: int = 3) -> ContrastiveModel:
+    """The model a run config asks for."""
+    encoder = build_encoder(cfg.model.backbone, cfg.model.stem, cfg.model.width, in_channels)
+    if cfg.loss.name == "cross_entropy":
+        head = "linear"
+    elif cfg.loss.name in VARIATIONAL_LOSSES:
+        head = "variational"
+    else:
+        head = "projection"
+    return ContrastiveModel(encoder, head, cfg.model.proj_dim, cfg.model.proj_hidden, num_classes)
