@@ -1,0 +1,172 @@
+"""Multi-view augmentation scaled by one ``strength`` in [0, 1], seeded per sample index.
+
+Every random draw is a counter-based hash of (seed, epoch, view, draw, sample index), so a
+sample gets the same views whatever the worker count, batch composition or order. The
+geometric and colour part of every policy is vectorised over the batch (affine grid sampling,
+batched jitter); AutoAugment/RandAugment ops run per image through torchvision v2, seeded
+from the same hash.
+
+Policies (s = strength; s = 0 is the identity crop for every policy):
+- simaugment: RandomResizedCrop(area in [1 - 0.8 s, 1], aspect in [(3/4)^s, (4/3)^s]),
+  flip p=0.5 s, colour jitter (0.4 s, 0.4 s, 0.4 s, 0.1 s) with p=0.8, grayscale p=0.2 s.
+  At s=1 this is the SupContrast CIFAR recipe.
+- autoaugment: crop + flip as above, then torchvision AutoAugment (CIFAR10 policy) with p = s.
+- randaugment: crop + flip, then RandAugment(N=2, M=round(20 s)); M=10 (the default) at s=0.5.
+- stacked_randaugment: simaugment followed by RandAugment(N=2, M=round(20 s)).
+- none: no augmentation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.transforms import v2
+
+from core.config import AUGMENTATIONS
+
+MEAN, STD = 0.5, 0.25  # fixed normalisation for every source (images in [0, 1])
+_MASK = (1 << 64) - 1
+
+
+def _mix(x: int) -> int:
+    """splitmix64 finaliser on a Python int (scalar keys)."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+def _mix_np(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def sample_uniform(indices: np.ndarray, seed: int, epoch: int, view: int, draw: int) -> np.ndarray:
+    """Deterministic U[0, 1) per sample index for one (seed, epoch, view, draw) stream."""
+    key = _mix(_mix(_mix(_mix(seed) ^ epoch) ^ view) ^ draw)
+    h = _mix_np(np.asarray(indices).astype(np.uint64) ^ np.uint64(key))
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def to_float(images: Tensor) -> Tensor:
+    """uint8 ``[B, H, W, C]`` (Ray batch layout) -> float ``[B, C, H, W]`` in [0, 1]."""
+    if images.dim() != 4:
+        raise ValueError(f"images must be [B, H, W, C], got shape {tuple(images.shape)}")
+    return images.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def normalize(x: Tensor) -> Tensor:
+    return (x - MEAN) / STD
+
+
+def eval_view(images: Tensor) -> Tensor:
+    """Deterministic evaluation view: ``[B, C, H, W]`` normalised float."""
+    return normalize(to_float(images))
+
+
+def _gray(x: Tensor) -> Tensor:
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]) if x.shape[1] == 3 else x
+
+
+def _col(u: np.ndarray, device: torch.device) -> Tensor:
+    return torch.from_numpy(u).float().to(device)[:, None, None, None]
+
+
+def _crop_flip(x: Tensor, u, strength: float) -> Tensor:
+    """Vectorised RandomResizedCrop + horizontal flip via one affine grid sample."""
+    b = x.shape[0]
+    area = 1.0 - 0.8 * strength * u(0)
+    log_ratio = (2 * u(1) - 1) * math.log(4 / 3) * strength
+    w = np.minimum(np.sqrt(area * np.exp(log_ratio)), 1.0)
+    h = np.minimum(np.sqrt(area / np.exp(log_ratio)), 1.0)
+    cx, cy = (2 * u(2) - 1) * (1 - w), (2 * u(3) - 1) * (1 - h)
+    flip = np.where(u(4) < 0.5 * strength, -1.0, 1.0)
+    theta = np.zeros((b, 2, 3))
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w * flip, cx, h, cy
+    grid = F.affine_grid(torch.from_numpy(theta).float().to(x.device), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def _color(x: Tensor, u, strength: float) -> Tensor:
+    """Vectorised colour jitter (p=0.8) and random grayscale (p=0.2 s)."""
+    dev = x.device
+    apply = _col((u(5) < 0.8).astype(np.float64), dev)
+    bright = _col(1 + (2 * u(6) - 1) * 0.4 * strength, dev)
+    contrast = _col(1 + (2 * u(7) - 1) * 0.4 * strength, dev)
+    sat = _col(1 + (2 * u(8) - 1) * 0.4 * strength, dev)
+    hue = (2 * u(9) - 1) * 0.1 * strength * 2 * math.pi
+    y = x * bright
+    y = (y - _gray(y).mean((1, 2, 3), keepdim=True)) * contrast + _gray(y).mean((1, 2, 3), keepdim=True)
+    y = _gray(y) + (y - _gray(y)) * sat
+    if x.shape[1] == 3:  # hue rotation in YIQ space
+        to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=dev)
+        yiq = torch.einsum("ij,bjhw->bihw", to_yiq, y)
+        c, s = torch.from_numpy(np.cos(hue)).float().to(dev), torch.from_numpy(np.sin(hue)).float().to(dev)
+        i, q = yiq[:, 1].clone(), yiq[:, 2].clone()
+        yiq[:, 1] = c[:, None, None] * i - s[:, None, None] * q
+        yiq[:, 2] = s[:, None, None] * i + c[:, None, None] * q
+        y = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), yiq)
+    y = x + apply * (y - x)
+    gray = _col((u(10) < 0.2 * strength).astype(np.float64), dev)
+    return (y + gray * (_gray(y).expand_as(y) - y)).clamp_(0, 1)
+
+
+def _per_image(x: Tensor, op: v2.Transform, seeds: np.ndarray, apply: np.ndarray) -> Tensor:
+    """Run a torchvision v2 op per image, each seeded from its hash (deterministic)."""
+    out = x.clone()
+    as_uint8 = (x * 255).round_().to(torch.uint8)
+    with torch.random.fork_rng(devices=[]):
+        for i in np.flatnonzero(apply):
+            torch.manual_seed(int(seeds[i]))
+            img = as_uint8[i]
+            if img.shape[0] == 1:
+                img = img.expand(3, -1, -1)
+            res = op(img).float() / 255.0
+            out[i] = res[: x.shape[1]]
+    return out
+
+
+def augment_views(
+    images: Tensor,
+    indices: Tensor | np.ndarray,
+    *,
+    policy: str,
+    strength: float,
+    views: int,
+    seed: int,
+    epoch: int,
+) -> Tensor:
+    """uint8 ``[B, H, W, C]`` images -> normalised float views ``[B, V, C, H, W]``."""
+    if policy not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation policy {policy!r} (known: {list(AUGMENTATIONS)})")
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    idx = indices.cpu().numpy() if isinstance(indices, Tensor) else np.asarray(indices)
+    if idx.shape != (images.shape[0],):
+        raise ValueError(f"indices must be [B] with B={images.shape[0]}, got shape {idx.shape}")
+    x = to_float(images)
+    out = []
+    for v in range(views):
+        def u(draw: int, v: int = v) -> np.ndarray:
+            return sample_uniform(idx, seed, epoch, v, draw)
+        if policy == "none" or strength == 0.0:
+            y = x
+        else:
+            y = _crop_flip(x, u, strength)
+            if policy in ("simaugment", "stacked_randaugment"):
+                y = _color(y, u, strength)
+            seeds = (u(11) * (1 << 62)).astype(np.int64)
+            if policy == "autoaugment":
+                y = _per_image(y, v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10), seeds, u(12) < strength)
+            elif policy in ("randaugment", "stacked_randaugment"):
+                op = v2.RandAugment(num_ops=2, magnitude=round(20 * strength), num_magnitude_bins=31)
+                y = _per_image(y, op, seeds, np.ones(len(idx), dtype=bool))
+        out.append(normalize(y))
+    return torch.stack(out, dim=1)

@@ -1,0 +1,100 @@
+"""Frozen-encoder evaluation: weighted kNN and linear probe on precomputed features."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core.data.augment import eval_view
+
+KNN_PROTOCOL = "weighted kNN: cosine similarity, top-k neighbours, votes exp(sim/T) (Wu et al. 2018)"
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, images: Tensor, batch_size: int = 512, device: torch.device | str = "cpu",
+                     embedding: bool = False) -> Tensor:
+    """Encoder features (or the normalised head embedding) of uint8 ``[N, H, W, C]`` images, eval mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = eval_view(images[start: start + batch_size]).to(device)
+        out.append((model(x).z if embedding else model.features(x)).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def topk_accuracy(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """Top-k accuracy in percent for each k (k capped at the number of classes)."""
+    res = {}
+    for k in ks:
+        top = scores.topk(min(k, scores.shape[1]), dim=1).indices
+        res[f"top{k}"] = 100.0 * (top == labels[:, None]).any(1).float().mean().item()
+    return res
+
+
+@torch.no_grad()
+def knn_scores(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, num_classes: int,
+               k: int = 200, temperature: float = 0.1, chunk: int = 1024) -> Tensor:
+    """Class scores ``[N_test, C]`` from weighted kNN voting with cosine similarity."""
+    if train_feats.shape[0] == 0:
+        raise ValueError("kNN needs a non-empty training bank")
+    bank = F.normalize(train_feats.float(), dim=1)
+    k = min(k, bank.shape[0])
+    scores = []
+    for start in range(0, test_feats.shape[0], chunk):
+        q = F.normalize(test_feats[start: start + chunk].float(), dim=1)
+        sim, idx = (q @ bank.T).topk(k, dim=1)
+        votes = torch.zeros(q.shape[0], num_classes)
+        votes.scatter_add_(1, train_labels[idx], (sim / temperature).exp())
+        scores.append(votes)
+    return torch.cat(scores)
+
+
+def knn_accuracy(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, test_labels: Tensor,
+                 num_classes: int, k: int = 200, temperature: float = 0.1) -> dict[str, float]:
+    return topk_accuracy(knn_scores(train_feats, train_labels, test_feats, num_classes, k, temperature), test_labels)
+
+
+@dataclass
+class ProbeResult:
+    top1: float
+    top5: float
+    probabilities: Tensor  # [N_test, C] softmax outputs of the final-epoch probe (for calibration)
+    protocol: str
+
+
+def linear_probe(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, test_labels: Tensor,
+                 num_classes: int, epochs: int = 100, lr: float = 0.1, batch_size: int = 256,
+                 weight_decay: float = 0.0, seed: int = 0) -> ProbeResult:
+    """Linear classifier on frozen features (standardised with train statistics), SGD momentum 0.9,
+    cosine LR, cross-entropy; reports the FINAL-epoch test accuracy (no test-set model selection)."""
+    g = torch.Generator().manual_seed(seed)
+    mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
+    xtr, xte = (train_feats - mean) / std, (test_feats - mean) / std
+    clf = nn.Linear(xtr.shape[1], num_classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        clf.reset_parameters()
+    opt = torch.optim.SGD(clf.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    steps = epochs * math.ceil(xtr.shape[0] / batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(epochs):
+        perm = torch.randperm(xtr.shape[0], generator=g)
+        for start in range(0, xtr.shape[0], batch_size):
+            i = perm[start: start + batch_size]
+            loss = F.cross_entropy(clf(xtr[i]), train_labels[i])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    with torch.no_grad():
+        probs = clf(xte).softmax(1)
+    acc = topk_accuracy(probs, test_labels)
+    protocol = (f"linear probe: frozen encoder (eval mode), standardised features, SGD m=0.9 lr={lr} cosine, "
+                f"batch {batch_size}, {epochs} epochs, final-epoch accuracy")
+    return ProbeResult(acc["top1"], acc["top5"], probs, protocol)

@@ -1,0 +1,336 @@
+"""Pretraining inside a Ray Train ``TorchTrainer`` (Train V2), then frozen-encoder evaluation.
+
+``fit(cfg)`` runs one config: ``num_workers=0`` is Train's local mode (in-process, no worker
+start-up: the laptop and small-study path); ``num_workers>=1`` starts a DDP worker group (gloo
+on CPU, nccl on GPU). The run is named by the config hash, so re-running the same config
+resumes from its last checkpoint and a different config never picks up another's.
+
+CLI: ``python -m core.train --config FILE.yaml [section.key=value ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import torch
+from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from core.config import VARIATIONAL_LOSSES, RunConfig
+from core.data.augment import augment_views
+from core.data.sources import ImageSource, load_source
+from core.distributed import gather_no_grad, gather_with_grad, is_distributed
+from core.eval.probe import KNN_PROTOCOL, extract_features, knn_accuracy, linear_probe
+from core.losses import build_loss
+from core.models import build_model
+from core.optim import build_optimizer, lr_at
+
+ONLINE_KNN_BANK = 2000  # train images in the per-epoch kNN bank (cheap signal for ASHA)
+STATE_FILE = "state.pt"
+
+
+class DivergedError(RuntimeError):
+    """The loss became non-finite."""
+
+
+@dataclass
+class RunResult:
+    """Final metrics of a run plus where it lives."""
+
+    metrics: dict[str, Any]
+    run_dir: str
+    status: str
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> None:
+    """Write-then-rename, so a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _materialize(ds: ray.data.Dataset | ray.data.DataIterator) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ok rows of an (evaluation) dataset as uint8 images and labels."""
+    images, labels = [], []
+    for b in ds.iter_batches(batch_size=1024, batch_format="numpy"):
+        keep = b["ok"].astype(bool) if "ok" in b else slice(None)
+        images.append(b["image"][keep])
+        labels.append(b["label"][keep])
+    if not images or sum(len(x) for x in labels) == 0:
+        raise ValueError("evaluation dataset is empty")
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)).long()
+
+
+def _objective(loss_fn: torch.nn.Module, name: str, out, labels: torch.Tensor, b: int, v: int) -> torch.Tensor:
+    """Loss on the global batch: embeddings and labels are gathered across workers."""
+    z = out.z.reshape(b, v, -1)
+    if name == "cross_entropy":
+        return loss_fn(z, labels)
+    z_all, labels_all = gather_with_grad(z), gather_no_grad(labels)
+    if name in VARIATIONAL_LOSSES:
+        return loss_fn(z_all, labels_all, out.mu.reshape(b, v, -1), out.logvar.reshape(b, v, -1))
+    return loss_fn(z_all, labels_all)
+
+
+def _all_finite(loss: torch.Tensor) -> bool:
+    flag = torch.tensor([float(torch.isfinite(loss).item())])
+    if is_distributed():
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def evaluate(model: torch.nn.Module, cfg: RunConfig, train_eval: tuple, test: tuple, num_classes: int,
+             device: torch.device, probe: bool = True) -> dict[str, Any]:
+    """kNN (top-1/top-5) and, if ``probe``, the linear probe on the frozen encoder."""
+    ftr = extract_features(model, train_eval[0], device=device)
+    fte = extract_features(model, test[0], device=device)
+    knn = knn_accuracy(ftr, train_eval[1], fte, test[1], num_classes, cfg.eval.knn_k, cfg.eval.knn_temperature)
+    res: dict[str, Any] = {"knn_top1": knn["top1"], "knn_top5": knn["top5"],
+                           "knn_protocol": f"{KNN_PROTOCOL}, k={cfg.eval.knn_k}, T={cfg.eval.knn_temperature}"}
+    if probe:
+        pr = linear_probe(ftr, train_eval[1], fte, test[1], num_classes, cfg.eval.probe_epochs, cfg.eval.probe_lr,
+                          seed=cfg.seed)
+        res.update(probe_top1=pr.top1, probe_top5=pr.top5, probe_protocol=pr.protocol)
+    return res
+
+
+def train_loop(config: dict) -> dict[str, Any]:
+    """The per-worker loop (runs in every Train worker, or in-process in local mode)."""
+    cfg = RunConfig.from_dict(config["cfg"])
+    num_classes, train_size, run_dir = config["num_classes"], config["train_size"], config["run_dir"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    verbose = config.get("verbose", True) and rank == 0
+    torch.set_num_threads(max(1, config.get("torch_threads", torch.get_num_threads())))
+    torch.manual_seed(cfg.seed)
+    device = torch.device("cuda", torch.cuda.current_device()) if cfg.use_gpu and torch.cuda.is_available() \
+        else torch.device("cpu")
+
+    model = build_model(cfg, num_classes).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    net = ray.train.torch.prepare_model(model) if world > 1 else model
+    loss_fn = build_loss(cfg.loss)
+    optimizer = build_optimizer(model, cfg.optim)
+    base_lr = cfg.optim.effective_lr()
+    local_batch = cfg.optim.batch_size // world
+    steps_per_epoch = max(1, train_size // cfg.optim.batch_size)
+    total_steps = steps_per_epoch * cfg.optim.epochs
+    warmup_steps = steps_per_epoch * cfg.optim.warmup_epochs
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+    start_epoch, step, history = 0, 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(os.path.join(d, STATE_FILE), map_location=device, weights_only=False)
+        if state["config_hash"] != cfg.config_hash():
+            raise RuntimeError(f"checkpoint belongs to config {state['config_hash']}, not {cfg.config_hash()}")
+        if state.get("status") == "diverged":
+            return state["final"]
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]
+        torch.set_rng_state(state["torch_rng"])
+        if verbose:
+            print(f"[{cfg.run_name}] resumed from epoch {state['epoch']}", flush=True)
+
+    shard = ray.train.get_dataset_shard("train")
+    train_eval = test = None
+    if rank == 0:
+        train_eval = _materialize(ray.train.get_dataset_shard("train_eval"))
+        test = _materialize(ray.train.get_dataset_shard("test"))
+        bank = tuple(t[:ONLINE_KNN_BANK] for t in train_eval)
+    bad_seen: list[str] = []
+    seen_total = 0
+    final: dict[str, Any] = {}
+
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        net.train()
+        t0, n_views, losses = time.perf_counter(), 0, []
+        for batch in shard.iter_batches(batch_size=local_batch, drop_last=True, batch_format="numpy",
+                                        local_shuffle_buffer_size=max(local_batch * 4, 1024),
+                                        local_shuffle_seed=cfg.seed * 100003 + epoch):
+            seen_total += len(batch["label"])
+            if "ok" in batch and not batch["ok"].all():
+                keep = batch["ok"].astype(bool)
+                newly_bad = [str(p) for p in batch["path"][~keep]]
+                for p in newly_bad:
+                    warnings.warn(f"skipping undecodable image {p!r}")
+                bad_seen += newly_bad
+                if len(bad_seen) > cfg.data.max_bad_fraction * seen_total:
+                    raise RuntimeError(f"{len(bad_seen)} of {seen_total} images undecodable (> data.max_bad_fraction="
+                                       f"{cfg.data.max_bad_fraction}); first: {bad_seen[:5]}")
+                batch = {k: batch[k][keep] for k in ("image", "label", "index")}
+            images, labels = torch.from_numpy(batch["image"]), torch.from_numpy(batch["label"]).long()
+            index = batch["index"]
+            views = augment_views(images, index, policy=cfg.augment.policy, strength=cfg.augment.strength,
+                                  views=cfg.augment.views, seed=cfg.seed, epoch=epoch)
+            b, v = views.shape[:2]
+            x = views.flatten(0, 1).to(device, non_blocking=True)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            lr = lr_at(step, total_steps, warmup_steps, base_lr, cfg.optim.min_lr_ratio)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            with autocast:
+                out = net(x)
+            loss = _objective(loss_fn, cfg.loss.name, out, labels.to(device), b, v)
+            if not _all_finite(loss):
+                final = {"status": "diverged", "diverged_at": f"diverged at epoch {epoch}, step {step}",
+                         "epoch": epoch, "config_hash": cfg.config_hash()}
+                if verbose:
+                    print(f"[{cfg.run_name}] {final['diverged_at']}: non-finite loss, stopping", flush=True)
+                _report(final, {"status": "diverged", "final": final, "config_hash": cfg.config_hash()},
+                        rank, f"epoch={epoch:04d}-diverged")
+                return final
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            optimizer.step()
+            losses.append(loss.item())
+            n_views += b * v * world
+            step += 1
+        seconds = time.perf_counter() - t0
+        metrics: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
+                                   "lr": lr_at(max(step - 1, 0), total_steps, warmup_steps, base_lr,
+                                               cfg.optim.min_lr_ratio),
+                                   "views_per_s": n_views / max(seconds, 1e-9), "epoch_seconds": seconds,
+                                   "bad_images": len(bad_seen), "status": "running"}
+        last = epoch == cfg.optim.epochs - 1
+        if rank == 0:
+            if last:
+                metrics.update(evaluate(model, cfg, train_eval, test, num_classes, device, probe=True))
+            elif cfg.eval.online_knn:
+                metrics["knn_top1"] = evaluate(model, cfg, bank, test, num_classes, device, probe=False)["knn_top1"]
+            if last:
+                metrics.update(_run_record(cfg, world, epoch), status="finished")
+                final = metrics
+            history.append(metrics)
+            _append_jsonl(Path(run_dir) / "metrics.jsonl", metrics)
+            if verbose:
+                print(_progress_line(cfg, metrics), flush=True)
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
+                 "history": history, "torch_rng": torch.get_rng_state(), "config_hash": cfg.config_hash(),
+                 "final": final}
+        _report(metrics, state, rank, f"epoch={epoch:04d}")
+    return final
+
+
+def _run_record(cfg: RunConfig, world: int, epoch: int) -> dict[str, Any]:
+    """What every result row records besides the metrics."""
+    return {"eval_epoch": epoch, "seed": cfg.seed, "world_size": world, "global_batch": cfg.optim.batch_size,
+            "effective_lr": cfg.optim.effective_lr(), "lr_scaling": cfg.optim.lr_scaling,
+            "config_hash": cfg.config_hash(), "loss_name": cfg.loss.name}
+
+
+def _report(metrics: dict, state: dict, rank: int, dir_name: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        ckpt = None
+        if rank == 0:
+            torch.save(state, os.path.join(d, STATE_FILE))
+            ckpt = Checkpoint.from_directory(d)
+        ray.train.report(_scalars(metrics), checkpoint=ckpt, checkpoint_dir_name=dir_name)
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
+
+
+def _append_jsonl(path: Path, row: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(_scalars(row)) + "\n")
+
+
+def _progress_line(cfg: RunConfig, m: dict) -> str:
+    knn = f" knn {m['knn_top1']:.1f}%" if "knn_top1" in m else ""
+    probe = f" probe {m['probe_top1']:.1f}%" if "probe_top1" in m else ""
+    return (f"[{cfg.run_name}] epoch {m['epoch'] + 1}/{cfg.optim.epochs} loss {m['loss']:.4f} lr {m['lr']:.4g} "
+            f"{m['views_per_s']:.0f} views/s{knn}{probe}")
+
+
+def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = True, max_failures: int = 0,
+        torch_threads: int | None = None, callbacks: list | None = None) -> RunResult:
+    """Pretrain + evaluate one config inside a TorchTrainer; resumes if the run already has checkpoints."""
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=verbose)
+    source = source or load_source(cfg.data)
+    train_size = source.train.count()
+    if train_size == 0:
+        raise ValueError(f"training set of {source.description} is empty")
+    if train_size < cfg.optim.batch_size:
+        raise ValueError(f"training set has {train_size} images, fewer than optim.batch_size={cfg.optim.batch_size}")
+    storage = os.path.abspath(cfg.storage_path) if "://" not in cfg.storage_path else cfg.storage_path
+    run_dir = os.path.join(storage, cfg.run_name)
+    os.makedirs(run_dir, exist_ok=True)
+    write_json_atomic(Path(run_dir) / "config.json", {"config": cfg.to_dict(), "config_hash": cfg.config_hash()})
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"cfg": cfg.to_dict(), "num_classes": source.num_classes, "train_size": train_size,
+                           "run_dir": run_dir, "verbose": verbose,
+                           "torch_threads": torch_threads or torch.get_num_threads()},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
+        datasets={"train": source.train, "train_eval": source.train, "test": source.test},
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+        run_config=ray.train.RunConfig(name=cfg.run_name, storage_path=storage,
+                                       failure_config=FailureConfig(max_failures=max_failures),
+                                       checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                       callbacks=callbacks or None),
+    )
+    result = trainer.fit()
+    metrics = dict(result.return_value or {}) or dict(result.metrics or {})
+    status = metrics.get("status", "finished")
+    write_json_atomic(Path(run_dir) / "summary.json", metrics)
+    return RunResult(metrics, run_dir, status)
+
+
+SUMMARY_KEYS = ("status", "epoch", "loss", "knn_top1", "knn_top5", "probe_top1", "probe_top5", "views_per_s",
+                "world_size", "global_batch", "effective_lr", "config_hash")
+
+
+def format_summary(cfg: RunConfig, result: RunResult) -> str:
+    rows = [(k, result.metrics[k]) for k in SUMMARY_KEYS if k in result.metrics]
+    width = max(len(k) for k, _ in rows) if rows else 10
+    lines = [f"run {cfg.run_name}  ({result.run_dir})"]
+    lines += [f"  {k:<{width}}  {v:.4g}" if isinstance(v, float) else f"  {k:<{width}}  {v}" for k, v in rows]
+    if "diverged_at" in result.metrics:
+        lines.append(f"  {result.metrics['diverged_at']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML run config (defaults apply to missing fields)")
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster address")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    args = parser.parse_args(argv)
+    cfg = RunConfig.from_yaml(args.config, args.overrides) if args.config else RunConfig().with_overrides(args.overrides)
+    ray.init(address=args.address, include_dashboard=False) if args.address else \
+        ray.init("local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False)
+    try:
+        result = fit(cfg)
+    finally:
+        ray.shutdown()
+    print(format_summary(cfg, result))
+    return 0 if result.status == "finished" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
