@@ -248,7 +248,7 @@ class RunConfig:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} must look like section.key=value")
             key, value = item.split("=", 1)
-            updates[key.strip()] = yaml.safe_load(value)
+            updates[key.strip()] = _parse_scalar(value)
         return self.with_(**updates) if updates else self
 
     def with_(self, **dotted: Any) -> "RunConfig":
@@ -265,6 +265,18 @@ class RunConfig:
                 raise ConfigError(f"unknown config field {key!r}")
             node[parts[-1]] = value
         return RunConfig.from_dict(raw)
+
+
+def _parse_scalar(text: str) -> Any:
+    """A YAML scalar, except that numeric literals YAML 1.1 leaves as strings (``1e30``) are numbers."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        for cast in (int, float):
+            try:
+                return cast(value)
+            except ValueError:
+                pass
+    return value
 
 
 def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:

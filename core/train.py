@@ -29,7 +29,7 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from core.config import VARIATIONAL_LOSSES, RunConfig
+from core.config import VARIATIONAL_LOSSES, ConfigError, RunConfig
 from core.data.augment import augment_views
 from core.data.sources import ImageSource, load_source
 from core.distributed import gather_no_grad, gather_with_grad, is_distributed
@@ -40,6 +40,7 @@ from core.optim import build_optimizer, lr_at
 
 ONLINE_KNN_BANK = 2000  # train images in the per-epoch kNN bank (cheap signal for ASHA)
 STATE_FILE = "state.pt"
+LOCAL_STATE_FILE = "latest_state.pt"  # local-mode (num_workers=0) checkpoint in the run directory
 
 
 class DivergedError(RuntimeError):
@@ -135,10 +136,15 @@ def train_loop(config: dict) -> dict[str, Any]:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
     start_epoch, step, history = 0, 0, []
+    local_state = os.path.join(run_dir, LOCAL_STATE_FILE) if config.get("local_mode") else None
+    state = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = torch.load(os.path.join(d, STATE_FILE), map_location=device, weights_only=False)
+    elif local_state and os.path.exists(local_state):
+        state = torch.load(local_state, map_location=device, weights_only=False)
+    if state:
         if state["config_hash"] != cfg.config_hash():
             raise RuntimeError(f"checkpoint belongs to config {state['config_hash']}, not {cfg.config_hash()}")
         if state.get("status") == "diverged":
@@ -147,6 +153,8 @@ def train_loop(config: dict) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]
         torch.set_rng_state(state["torch_rng"])
+        if start_epoch >= cfg.optim.epochs:  # already finished: nothing to redo
+            return state["final"]
         if verbose:
             print(f"[{cfg.run_name}] resumed from epoch {state['epoch']}", flush=True)
 
@@ -197,7 +205,7 @@ def train_loop(config: dict) -> dict[str, Any]:
                 if verbose:
                     print(f"[{cfg.run_name}] {final['diverged_at']}: non-finite loss, stopping", flush=True)
                 _report(final, {"status": "diverged", "final": final, "config_hash": cfg.config_hash()},
-                        rank, f"epoch={epoch:04d}-diverged")
+                        rank, f"epoch={epoch:04d}-diverged", local_state)
                 return final
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -229,7 +237,7 @@ def train_loop(config: dict) -> dict[str, Any]:
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
                  "history": history, "torch_rng": torch.get_rng_state(), "config_hash": cfg.config_hash(),
                  "final": final}
-        _report(metrics, state, rank, f"epoch={epoch:04d}")
+        _report(metrics, state, rank, f"epoch={epoch:04d}", local_state)
     return final
 
 
@@ -240,12 +248,18 @@ def _run_record(cfg: RunConfig, world: int, epoch: int) -> dict[str, Any]:
             "config_hash": cfg.config_hash(), "loss_name": cfg.loss.name}
 
 
-def _report(metrics: dict, state: dict, rank: int, dir_name: str) -> None:
+def _report(metrics: dict, state: dict, rank: int, dir_name: str, local_state: str | None) -> None:
+    """Report metrics with a checkpoint (rank 0 writes it). Train's local mode keeps checkpoints in
+    memory only, so there the state is also written to the run directory (write-then-rename)."""
     with tempfile.TemporaryDirectory() as d:
         ckpt = None
         if rank == 0:
             torch.save(state, os.path.join(d, STATE_FILE))
             ckpt = Checkpoint.from_directory(d)
+            if local_state:
+                tmp = local_state + ".tmp"
+                torch.save(state, tmp)
+                os.replace(tmp, local_state)
         ray.train.report(_scalars(metrics), checkpoint=ckpt, checkpoint_dir_name=dir_name)
 
 
@@ -284,7 +298,7 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = Tr
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"cfg": cfg.to_dict(), "num_classes": source.num_classes, "train_size": train_size,
-                           "run_dir": run_dir, "verbose": verbose,
+                           "run_dir": run_dir, "verbose": verbose, "local_mode": cfg.num_workers == 0,
                            "torch_threads": torch_threads or torch.get_num_threads()},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
         datasets={"train": source.train, "train_eval": source.train, "test": source.test},
@@ -321,7 +335,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster address")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
     args = parser.parse_args(argv)
-    cfg = RunConfig.from_yaml(args.config, args.overrides) if args.config else RunConfig().with_overrides(args.overrides)
+    try:
+        cfg = RunConfig.from_yaml(args.config, args.overrides) if args.config else \
+            RunConfig().with_overrides(args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     ray.init(address=args.address, include_dashboard=False) if args.address else \
         ray.init("local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False)
     try:

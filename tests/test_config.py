@@ -74,3 +74,8 @@ def test_effective_lr_rules():
     assert base.optim.effective_lr() == pytest.approx(0.4)
     assert base.with_overrides(["optim.lr_scaling=linear"]).optim.effective_lr() == pytest.approx(1.6)
     assert base.with_overrides(["optim.lr_scaling=sqrt"]).optim.effective_lr() == pytest.approx(0.8)
+
+
+def test_numeric_literals_yaml_leaves_as_strings():
+    assert RunConfig().with_overrides(["optim.lr=1e-2"]).optim.lr == 0.01
+    assert RunConfig().with_overrides(["optim.lr=1e30"]).optim.lr == 1e30

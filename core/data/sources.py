@@ -164,20 +164,34 @@ def image_folder_dataset(root: str, image_size: int) -> tuple[ray.data.Dataset, 
     return ray.data.from_items(rows).map_batches(read, batch_size=256), classes
 
 
+def _parquet_files(root: str):
+    """``*.parquet`` files under ``root`` (local path or pyarrow/fsspec URL such as s3://, gs://)."""
+    import pyarrow.fs as pafs
+
+    try:
+        fs, path = pafs.FileSystem.from_uri(root) if "://" in root else (pafs.LocalFileSystem(), os.path.abspath(root))
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        raise DataError(f"parquet shards {root!r}: {exc}") from exc
+    files = sorted(i.path for i in infos if i.is_file and i.path.endswith(".parquet")
+                   and not os.path.basename(i.path).startswith((".", "_")))
+    if not files:
+        raise DataError(f"parquet shards {root!r}: no *.parquet files")
+    return fs, files
+
+
 def parquet_dataset(root: str, image_size: int, num_classes: int | None) -> tuple[ray.data.Dataset, int]:
     """Parquet shards with columns ``image`` (encoded bytes), ``label`` and optionally ``index``/``path``
     (as written by ``python -m core.data.shard``); local path or any pyarrow/fsspec URL."""
     import pyarrow.dataset as pads
 
-    try:
-        labels = pads.dataset(root, format="parquet").to_table(columns=["label"]).column("label").to_numpy()
-    except (FileNotFoundError, OSError) as exc:
-        raise DataError(f"parquet shards {root!r}: {exc}") from exc
+    fs, files = _parquet_files(root)
+    labels = pads.dataset(files, format="parquet", filesystem=fs).to_table(columns=["label"]).column("label").to_numpy()
     if labels.size == 0:
         raise DataError(f"parquet shards {root!r} hold no rows")
     n_cls = num_classes or int(labels.max()) + 1
     _check_labels(labels, n_cls, f"parquet shards {root!r}")
-    ds = ray.data.read_parquet(root)
+    ds = ray.data.read_parquet(files, filesystem=fs)
     if "index" not in ds.columns():
         raise DataError(f"parquet shards {root!r} have no 'index' column (write them with python -m core.data.shard)")
     return ds.map_batches(decode_batch, fn_kwargs={"image_size": image_size, "image_col": "image"},

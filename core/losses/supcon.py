@@ -55,38 +55,63 @@ def supcon_loss(
     contrast = features.transpose(0, 1).reshape(n * v, d)  # view-major, as SupContrast
     contrast_labels = labels.repeat(v)
     if contrast_mode == "all":
-        anchor, anchor_labels, num_anchors = contrast, contrast_labels, n * v
+        anchor, anchor_labels = contrast, contrast_labels
+    else:  # anchors are the first n rows of `contrast` (view 0) in both modes
+        anchor, anchor_labels = contrast[:n], labels
+
+    if variant == "out":
+        per_anchor, has_pos = _supcon_out(anchor, anchor_labels, contrast, contrast_labels, temperature)
     else:
-        anchor, anchor_labels, num_anchors = features[:, 0], labels, n
-
-    logits = upcast(anchor @ contrast.T) / temperature
-    self_mask = torch.zeros_like(logits, dtype=torch.bool)
-    idx = torch.arange(num_anchors, device=logits.device)
-    self_mask[idx, idx] = True  # anchors are the first rows of `contrast` in both modes
-    pos_mask = (anchor_labels[:, None] == contrast_labels[None, :]) & ~self_mask
-
-    logits = logits.masked_fill(self_mask, float("-inf"))
-    log_denominator = torch.logsumexp(logits, dim=1)
-    pos_count = pos_mask.sum(1)
-    has_pos = pos_count > 0
+        per_anchor, has_pos = _supcon_in(anchor, anchor_labels, contrast, contrast_labels, temperature)
     if not bool(has_pos.any()):
         raise ValueError("no anchor in the batch has a positive (every label is unique and V=1); "
                          "SupCon is undefined for this batch")
-
-    if variant == "out":
-        log_prob = (logits - log_denominator[:, None]).masked_fill(~pos_mask, 0.0)
-        per_anchor = -log_prob.sum(1) / pos_count.clamp_min(1)
-    else:
-        pos_logits = logits.masked_fill(~pos_mask, float("-inf"))
-        # rows without positives would be all -inf (NaN gradient through logsumexp): zero them
-        pos_logits = torch.where(has_pos[:, None], pos_logits, torch.zeros_like(pos_logits))
-        log_pos = torch.logsumexp(pos_logits, dim=1)
-        per_anchor = -(log_pos - torch.log(pos_count.clamp_min(1).float()) - log_denominator)
-
     loss = per_anchor[has_pos].mean()
     if base_temperature is not None:
         loss = loss * (temperature / base_temperature)
     return loss
+
+
+def _masked_logits(anchor: Tensor, contrast: Tensor, temperature: float) -> Tensor:
+    """logits [A, M] with the self-similarity (diagonal; anchors are the first rows of contrast) at -inf."""
+    logits = upcast(anchor @ contrast.T) / temperature
+    logits.diagonal().fill_(float("-inf"))
+    return logits
+
+
+def _supcon_out(anchor: Tensor, anchor_labels: Tensor, contrast: Tensor, contrast_labels: Tensor,
+                temperature: float) -> tuple[Tensor, Tensor]:
+    """L_out per anchor. The positive term is linear in z_p, so it comes from per-class sums:
+    (1/|P_i|) sum_p z_i.z_p/t = z_i.(S_{y_i} - z_i) / (t |P_i|), in O(M D); only the log-denominator
+    needs the [A, M] similarity matrix (one matmul + one logsumexp)."""
+    classes, inverse = torch.unique(contrast_labels, return_inverse=True)
+    contrast_up = upcast(contrast)
+    class_sum = torch.zeros(classes.numel(), contrast.shape[1], dtype=contrast_up.dtype, device=contrast.device)
+    class_sum = class_sum.index_add(0, inverse, contrast_up)
+    class_count = torch.bincount(inverse, minlength=classes.numel())
+    anchor_class = inverse[: anchor.shape[0]]  # anchors are the first rows of contrast, same labels
+    anchor_up = upcast(anchor)
+    pos_count = class_count[anchor_class] - 1
+    pos_sum = ((class_sum[anchor_class] - anchor_up) * anchor_up).sum(1) / temperature
+    log_denominator = torch.logsumexp(_masked_logits(anchor, contrast, temperature), dim=1)
+    has_pos = pos_count > 0
+    return log_denominator - pos_sum / pos_count.clamp_min(1), has_pos
+
+
+def _supcon_in(anchor: Tensor, anchor_labels: Tensor, contrast: Tensor, contrast_labels: Tensor,
+               temperature: float) -> tuple[Tensor, Tensor]:
+    """L_in per anchor: the sum over positives sits inside the log, so it needs a masked logsumexp."""
+    logits = _masked_logits(anchor, contrast, temperature)
+    log_denominator = torch.logsumexp(logits, dim=1)
+    pos_mask = anchor_labels[:, None] == contrast_labels[None, :]
+    pos_mask.diagonal().fill_(False)
+    pos_count = pos_mask.sum(1)
+    has_pos = pos_count > 0
+    pos_logits = logits.masked_fill(~pos_mask, float("-inf"))
+    # rows without positives would be all -inf (NaN gradient through logsumexp): zero them
+    pos_logits = torch.where(has_pos[:, None], pos_logits, torch.zeros_like(pos_logits))
+    log_pos = torch.logsumexp(pos_logits, dim=1)
+    return -(log_pos - torch.log(pos_count.clamp_min(1).to(log_pos.dtype)) - log_denominator), has_pos
 
 
 def simclr_loss(features: Tensor, temperature: float = 0.1) -> Tensor:

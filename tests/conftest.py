@@ -1,0 +1,22 @@
+"""One Ray instance for the whole test session, shut down at the end (no leaked processes).
+
+Logical CPUs are oversubscribed (4 on a 2-core machine) so a Train worker group and Ray Data
+tasks can never wait on each other for a CPU slot.
+"""
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    ray.init("local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+             object_store_memory=512 * 1024 * 1024)
+    yield ray
+    ray.shutdown()

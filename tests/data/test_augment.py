@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import torch
+
+from core.config import AUGMENTATIONS
+from core.data.augment import augment_views, eval_view, sample_uniform
+from core.data.sources import digits_arrays
+
+
+@pytest.fixture(scope="module")
+def digits():
+    images, labels, index = digits_arrays(16)["train"]
+    return torch.from_numpy(images[:64]), index[:64]
+
+
+def _views(images, index, policy="simaugment", strength=0.8, epoch=0, seed=0, views=2):
+    return augment_views(images, index, policy=policy, strength=strength, views=views, seed=seed, epoch=epoch)
+
+
+@pytest.mark.parametrize("policy", AUGMENTATIONS)
+def test_same_views_whatever_the_sharding(digits, policy):
+    images, index = digits
+    full = _views(images, index, policy)
+    # two shards, in a different order: each sample still gets the same views
+    perm = np.random.default_rng(0).permutation(len(index))
+    a, b = perm[:20], perm[20:]
+    sharded = torch.cat([_views(images[a], index[a], policy), _views(images[b], index[b], policy)])
+    inverse = np.argsort(np.concatenate([a, b]))
+    assert torch.allclose(sharded[inverse], full, atol=1e-6)
+
+
+def test_views_differ_across_views_epochs_and_seeds(digits):
+    images, index = digits
+    v = _views(images, index)
+    assert v.shape == (64, 2, 3, 16, 16)
+    assert (v[:, 0] - v[:, 1]).abs().mean() > 0.05
+    assert (_views(images, index, epoch=1) - v).abs().mean() > 0.05
+    assert (_views(images, index, seed=1) - v).abs().mean() > 0.05
+
+
+@pytest.mark.parametrize("policy", AUGMENTATIONS)
+def test_strength_zero_is_identity(digits, policy):
+    images, index = digits
+    v = _views(images, index, policy, strength=0.0)
+    ev = eval_view(images)
+    assert torch.allclose(v[:, 0], ev, atol=1e-5) and torch.allclose(v[:, 1], ev, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["simaugment", "randaugment", "stacked_randaugment", "autoaugment"])
+def test_distortion_grows_with_strength(digits, policy):
+    images, index = digits
+    ev = eval_view(images)[:, None]
+    dist = [(_views(images, index, policy, s) - ev).abs().mean().item() for s in (0.0, 0.3, 1.0)]
+    assert dist[0] < 1e-6 < dist[1] < dist[2]
+
+
+def test_uniform_stream_is_uniform_and_keyed():
+    u = sample_uniform(np.arange(100_000), seed=0, epoch=0, view=0, draw=0)
+    assert 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.01 and abs(u.std() - 12 ** -0.5) < 0.01
+    assert not np.allclose(u, sample_uniform(np.arange(100_000), 0, 0, 0, 1))
+
+
+def test_bad_input(digits):
+    images, index = digits
+    with pytest.raises(ValueError, match="unknown augmentation policy"):
+        _views(images, index, policy="mixup")
+    with pytest.raises(ValueError, match="strength must be in"):
+        _views(images, index, strength=2.0)
+    with pytest.raises(ValueError, match=r"indices must be \[B\]"):
+        _views(images, index[:3])

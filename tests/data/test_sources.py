@@ -1,0 +1,115 @@
+import json
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from core.config import DataConfig
+from core.data.shard import main as shard_main
+from core.data.shard import shard_dataset
+from core.data.sources import DataError, digits_arrays, load_source
+
+
+def _rows(ds):
+    return {int(r["index"]): r for r in ds.take_all()}
+
+
+def _write_folder(root, classes=("cat", "dog"), per_class=3, size=12, seed=0):
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split in ("train", "val"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                arr = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(root / split / c / f"{i}.png")
+                arrays[f"{split}/{c}/{i}.png"] = arr
+    return arrays
+
+
+def test_digits_split_is_fixed_and_real():
+    a, b = digits_arrays(16), digits_arrays(16)
+    assert a["train"][0].shape == (1400, 16, 16, 3) and a["test"][0].shape == (397, 16, 16, 3)
+    assert np.array_equal(a["test"][2], b["test"][2])
+    assert not set(a["train"][2]) & set(a["test"][2])
+    assert np.bincount(a["test"][1]).min() >= 35  # stratified
+    assert a["train"][0].max() == 255 and a["train"][0].std() > 50  # real strokes, not blank
+
+
+def test_digits_source(ray_session):
+    src = load_source(DataConfig(train_limit=100))
+    assert src.num_classes == 10 and src.train.count() == 100 and src.test.count() == 397
+    row = src.train.take(1)[0]
+    assert row["image"].shape == (16, 16, 3) and row["image"].dtype == np.uint8
+
+
+def test_image_folder_with_corrupt_jpeg(ray_session, tmp_path):
+    arrays = _write_folder(tmp_path)
+    (tmp_path / "train" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    src = load_source(DataConfig(source="imagefolder", root=str(tmp_path), image_size=12))
+    assert src.num_classes == 2 and src.class_names == ["cat", "dog"]
+    rows = list(_rows(src.train).values())
+    assert len(rows) == 7
+    bad = [r for r in rows if not r["ok"]]
+    assert len(bad) == 1 and bad[0]["path"].endswith("broken.jpg")
+    good = {r["path"].split("train/")[1]: r for r in rows if r["ok"]}
+    assert np.array_equal(good["cat/1.png"]["image"], arrays["train/cat/1.png"])
+    assert good["dog/0.png"]["label"] == 1
+
+
+def test_missing_and_empty_inputs_name_the_path(ray_session, tmp_path):
+    with pytest.raises(DataError, match="no 'train'"):
+        load_source(DataConfig(source="imagefolder", root=str(tmp_path / "nope")))
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    (tmp_path / "val" / "a").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"holds no images"):
+        load_source(DataConfig(source="imagefolder", root=str(tmp_path)))
+    with pytest.raises(DataError, match="cifar-10-batches-py/data_batch_1"):
+        load_source(DataConfig(source="cifar10", root=str(tmp_path)))
+
+
+def test_cifar_on_disk_format(ray_session, tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as fh:
+            pickle.dump({"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 9]}, fh)
+    src = load_source(DataConfig(source="cifar10", root=str(tmp_path), image_size=32))
+    assert src.train.count() == 20 and src.test.count() == 4 and src.num_classes == 10
+    with open(folder / "test_batch", "wb") as fh:
+        pickle.dump({"data": rng.integers(0, 255, (1, 3072), dtype=np.uint8), "labels": [10]}, fh)
+    with pytest.raises(DataError, match="label 10 .* outside"):
+        load_source(DataConfig(source="cifar10", root=str(tmp_path)))
+
+
+def test_shard_round_trip_and_resume(ray_session, tmp_path, capsys):
+    arrays = _write_folder(tmp_path / "src", per_class=5)
+    assert shard_main([str(tmp_path / "src"), str(tmp_path / "shards"), "--shard-size", "4"]) == 0
+    manifest = json.loads((tmp_path / "shards" / "train" / "manifest.json").read_text())
+    assert manifest["total"] == 10 and manifest["class_counts"] == {"0": 5, "1": 5} and len(manifest["shards"]) == 3
+    src = load_source(DataConfig(source="parquet", root=str(tmp_path / "shards"), image_size=12))
+    rows = [r for r in src.train.take_all()]
+    assert len(rows) == 10 and all(r["ok"] for r in rows)
+    for r in rows:
+        assert np.array_equal(r["image"], arrays["train/" + r["path"]])
+        assert r["label"] == (0 if r["path"].startswith("cat") else 1)
+    # resume: an intact shard is skipped (mtime unchanged), a deleted one is rewritten
+    shard0 = tmp_path / "shards" / "train" / "shard-00000.parquet"
+    shard1 = tmp_path / "shards" / "train" / "shard-00001.parquet"
+    mtime = shard0.stat().st_mtime_ns
+    shard1.unlink()
+    shard_dataset(str(tmp_path / "src"), str(tmp_path / "shards"), 4)
+    assert shard0.stat().st_mtime_ns == mtime and shard1.exists()
+
+
+def test_parquet_wrong_label_fails_naming_the_shards(ray_session, tmp_path):
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        pq.write_table(pa.table({"image": [b"x", b"y"], "label": [0, 7], "index": [0, 1]}),
+                       tmp_path / split / "part-0.parquet")
+    with pytest.raises(DataError, match=r"label 7 at row 1 is outside \[0, 2\)"):
+        load_source(DataConfig(source="parquet", root=str(tmp_path), num_classes=2))

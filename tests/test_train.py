@@ -1,0 +1,102 @@
+"""The TorchTrainer loop end to end on the embedded digits (real images)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.config import RunConfig
+from core.data.sources import load_source
+from core.train import fit
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cfg(tmp_path, *overrides):
+    return RunConfig().with_overrides([f"storage_path={tmp_path}", "eval.probe_epochs=30", *overrides])
+
+
+@pytest.fixture(scope="module")
+def digits(ray_session):
+    return load_source(RunConfig().data)
+
+
+@pytest.mark.parametrize("loss", ["supcon", "varcon"])
+def test_local_run_reaches_accuracy_floor(digits, tmp_path, loss):
+    cfg = _cfg(tmp_path, f"loss.name={loss}", "optim.epochs=15")
+    res = fit(cfg, digits, verbose=False)
+    m = res.metrics
+    assert res.status == "finished" and m["epoch"] == 14
+    assert m["probe_top1"] >= 95.0 and m["knn_top1"] >= 93.0, m
+    for key in ("probe_protocol", "knn_protocol", "eval_epoch", "seed", "world_size", "global_batch",
+                "effective_lr", "config_hash"):
+        assert key in m
+    assert m["world_size"] == 1 and m["global_batch"] == 256 and m["config_hash"] == cfg.config_hash()
+    rows = [json.loads(x) for x in (Path(res.run_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(15)) and all("knn_top1" in r for r in rows)
+    assert json.loads((Path(res.run_dir) / "summary.json").read_text())["probe_top1"] == m["probe_top1"]
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "vsupcon"])
+def test_other_losses_train(digits, tmp_path, loss):
+    res = fit(_cfg(tmp_path, f"loss.name={loss}", "optim.epochs=3"), digits, verbose=False)
+    assert res.status == "finished" and res.metrics["probe_top1"] > 50
+
+
+def test_two_worker_cpu_run(digits, tmp_path):
+    cfg = _cfg(tmp_path, "num_workers=2", "optim.epochs=2", "optim.batch_size=128", "eval.probe_epochs=5")
+    res = fit(cfg, digits, verbose=False)
+    assert res.status == "finished"
+    assert res.metrics["world_size"] == 2 and res.metrics["global_batch"] == 128 and res.metrics["epoch"] == 1
+    assert res.metrics["knn_top1"] > 50
+
+
+def test_diverging_lr_stops_with_status(digits, tmp_path):
+    res = fit(_cfg(tmp_path, "optim.lr=1e30", "optim.epochs=5"), digits, verbose=False)
+    assert res.status == "diverged"
+    assert res.metrics["diverged_at"].startswith("diverged at epoch 0, step ")
+
+
+def _cli(tmp_path, *overrides):
+    cmd = [sys.executable, "-m", "core.train", f"storage_path={tmp_path}", "optim.epochs=6",
+           "eval.probe_epochs=5", "data.train_limit=512", "optim.batch_size=128", *overrides]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
+
+
+def test_killed_run_resumes_from_last_checkpoint(tmp_path):
+    proc = _cli(tmp_path)
+    cfg = RunConfig().with_overrides(["optim.epochs=6", "eval.probe_epochs=5", "data.train_limit=512",
+                                      "optim.batch_size=128"])
+    metrics = tmp_path / cfg.run_name / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole session: driver and its Ray processes
+    proc.wait()
+    done_before = metrics.read_text().count("\n")
+    assert 2 <= done_before < 6
+    proc = _cli(tmp_path)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, out
+    assert "resumed from epoch" in out
+    epochs = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
+    assert epochs[-1] == 5 and sorted(set(epochs)) == list(range(6))
+    assert json.loads((tmp_path / cfg.run_name / "summary.json").read_text())["epoch"] == 5
+    # a different config never picks up this run's checkpoint
+    proc = _cli(tmp_path, "loss.temperature=0.2", "optim.epochs=1")
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0 and "resumed" not in out, out
+
+
+def test_cli_rejects_bad_config_before_ray():
+    out = subprocess.run([sys.executable, "-m", "core.train", "loss.temperature=-1"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "loss.temperature must be > 0, got -1" in out.stderr
