@@ -172,8 +172,20 @@ class EvalConfig:
     probe_epochs: int = 100
     probe_lr: float = 0.1
     online_knn: bool = True  # cheap kNN each epoch for schedulers such as ASHA
+    robustness: bool = False  # corrupted test sets at 5 severities + label-scarce probes
+    corruptions: tuple[str, ...] = ("gaussian_noise", "shot_noise", "impulse_noise", "gaussian_blur",
+                                    "contrast", "brightness", "pixelate")
+    label_budgets: tuple[int, ...] = (1, 5, 10)  # labels per class for the prototype probes
 
     def __post_init__(self) -> None:
+        from core.eval.robustness import CORRUPTIONS  # lazy: keeps config import light
+
+        object.__setattr__(self, "corruptions", tuple(self.corruptions))
+        object.__setattr__(self, "label_budgets", tuple(self.label_budgets))
+        for name in self.corruptions:
+            _choice(name, "eval.corruptions", CORRUPTIONS)
+        for k in self.label_budgets:
+            _check(isinstance(k, int) and k >= 1, "eval.label_budgets", "must hold integers >= 1", self.label_budgets)
         _check(self.knn_k >= 1, "eval.knn_k", "must be >= 1", self.knn_k)
         _check(self.knn_temperature > 0, "eval.knn_temperature", "must be > 0", self.knn_temperature)
         _check(self.probe_epochs >= 1, "eval.probe_epochs", "must be >= 1", self.probe_epochs)

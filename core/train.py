@@ -20,7 +20,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import ray
@@ -34,13 +34,14 @@ from core.data.augment import augment_views
 from core.data.sources import ImageSource, load_source
 from core.distributed import gather_no_grad, gather_with_grad, is_distributed
 from core.eval.probe import KNN_PROTOCOL, extract_features, knn_accuracy, linear_probe
+from core.eval.robustness import corrupt, mean_corruption_error, prototype_accuracy
 from core.losses import build_loss
 from core.models import build_model
 from core.optim import build_optimizer, lr_at
 
 ONLINE_KNN_BANK = 2000  # train images in the per-epoch kNN bank (cheap signal for ASHA)
 STATE_FILE = "state.pt"
-LOCAL_STATE_FILE = "latest_state.pt"  # local-mode (num_workers=0) checkpoint in the run directory
+LOCAL_STATE_FILE = "latest_state.pt"  # in-process (num_workers=0) checkpoint in the run directory
 
 
 class DivergedError(RuntimeError):
@@ -74,7 +75,7 @@ def _materialize(ds: ray.data.Dataset | ray.data.DataIterator) -> tuple[torch.Te
         labels.append(b["label"][keep])
     if not images or sum(len(x) for x in labels) == 0:
         raise ValueError("evaluation dataset is empty")
-    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)).long()
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)).long()  # copies
 
 
 def _objective(loss_fn: torch.nn.Module, name: str, out, labels: torch.Tensor, b: int, v: int) -> torch.Tensor:
@@ -107,15 +108,93 @@ def evaluate(model: torch.nn.Module, cfg: RunConfig, train_eval: tuple, test: tu
         pr = linear_probe(ftr, train_eval[1], fte, test[1], num_classes, cfg.eval.probe_epochs, cfg.eval.probe_lr,
                           seed=cfg.seed)
         res.update(probe_top1=pr.top1, probe_top5=pr.top5, probe_protocol=pr.protocol)
+        if cfg.eval.robustness:
+            res.update(robustness_metrics(model, cfg, ftr, train_eval[1], test, pr.predict, device))
     return res
 
 
-def train_loop(config: dict) -> dict[str, Any]:
-    """The per-worker loop (runs in every Train worker, or in-process in local mode)."""
+def robustness_metrics(model: torch.nn.Module, cfg: RunConfig, train_feats: torch.Tensor,
+                       train_labels: torch.Tensor, test: tuple, predict, device: torch.device) -> dict[str, float]:
+    """Probe accuracy on corrupted test images (5 severities) and label-scarce prototype probes."""
+    images, labels = test
+    acc: dict[tuple[str, int], float] = {}
+    out: dict[str, float] = {}
+    for name in cfg.eval.corruptions:
+        for sev in range(1, 6):
+            feats = extract_features(model, corrupt(images, name, sev, seed=cfg.seed), device=device)
+            acc[(name, sev)] = out[f"corr_{name}_s{sev}"] = \
+                100.0 * (predict(feats).argmax(1) == labels).float().mean().item()
+    for sev in range(1, 6):
+        out[f"corruption_acc_s{sev}"] = float(np.mean([a for (n, s), a in acc.items() if s == sev]))
+    if acc:
+        out["corruption_acc"] = float(np.mean(list(acc.values())))
+        out["mce"] = mean_corruption_error(acc)
+    clean_test = extract_features(model, images, device=device)
+    for k in cfg.eval.label_budgets:
+        out[f"fewlabel_{k}_acc"], out[f"fewlabel_{k}_std"] = prototype_accuracy(
+            train_feats, train_labels, clean_test, labels, k, seed=cfg.seed)
+    return out
+
+
+class TrainContext:
+    """What the loop needs from Ray Train inside a TorchTrainer worker."""
+
+    def __init__(self) -> None:
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+
+    def dataset(self, name: str):
+        return ray.train.get_dataset_shard(name)
+
+    def load_state(self, device: torch.device) -> dict | None:
+        checkpoint = ray.train.get_checkpoint()
+        if not checkpoint:
+            return None
+        with checkpoint.as_directory() as d:
+            return torch.load(os.path.join(d, STATE_FILE), map_location=device, weights_only=False)
+
+    def report(self, metrics: dict, state: dict, dir_name: str) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = None
+            if self.rank == 0:
+                torch.save(state, os.path.join(d, STATE_FILE))
+                ckpt = Checkpoint.from_directory(d)
+            ray.train.report(_scalars(metrics), checkpoint=ckpt, checkpoint_dir_name=dir_name)
+
+
+class InProcessContext:
+    """``num_workers=0``: the loop runs in this process (a laptop run, or one Tune trial) on the
+    full datasets; the checkpoint is the run directory's state file (write-then-rename) and each
+    epoch's metrics go to ``on_report`` (e.g. ``ray.tune.report``, so ASHA sees them)."""
+
+    rank, world = 0, 1
+
+    def __init__(self, datasets: dict, run_dir: str, on_report: Callable[[dict], None] | None = None) -> None:
+        self.datasets, self.on_report = datasets, on_report
+        self.state_path = os.path.join(run_dir, LOCAL_STATE_FILE)
+
+    def dataset(self, name: str):
+        return self.datasets[name]
+
+    def load_state(self, device: torch.device) -> dict | None:
+        if not os.path.exists(self.state_path):
+            return None
+        return torch.load(self.state_path, map_location=device, weights_only=False)
+
+    def report(self, metrics: dict, state: dict, dir_name: str) -> None:
+        tmp = self.state_path + ".tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.state_path)
+        if self.on_report:
+            self.on_report(_scalars(metrics))
+
+
+def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None) -> dict[str, Any]:
+    """The per-worker loop (every Train worker runs it; with ``num_workers=0`` it runs in-process)."""
     cfg = RunConfig.from_dict(config["cfg"])
     num_classes, train_size, run_dir = config["num_classes"], config["train_size"], config["run_dir"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    ctx = ctx or TrainContext()
+    rank, world = ctx.rank, ctx.world
     verbose = config.get("verbose", True) and rank == 0
     torch.set_num_threads(max(1, config.get("torch_threads", torch.get_num_threads())))
     torch.manual_seed(cfg.seed)
@@ -136,14 +215,7 @@ def train_loop(config: dict) -> dict[str, Any]:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
     start_epoch, step, history = 0, 0, []
-    local_state = os.path.join(run_dir, LOCAL_STATE_FILE) if config.get("local_mode") else None
-    state = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = torch.load(os.path.join(d, STATE_FILE), map_location=device, weights_only=False)
-    elif local_state and os.path.exists(local_state):
-        state = torch.load(local_state, map_location=device, weights_only=False)
+    state = ctx.load_state(device)
     if state:
         if state["config_hash"] != cfg.config_hash():
             raise RuntimeError(f"checkpoint belongs to config {state['config_hash']}, not {cfg.config_hash()}")
@@ -158,11 +230,11 @@ def train_loop(config: dict) -> dict[str, Any]:
         if verbose:
             print(f"[{cfg.run_name}] resumed from epoch {state['epoch']}", flush=True)
 
-    shard = ray.train.get_dataset_shard("train")
+    shard = ctx.dataset("train")
     train_eval = test = None
     if rank == 0:
-        train_eval = _materialize(ray.train.get_dataset_shard("train_eval"))
-        test = _materialize(ray.train.get_dataset_shard("test"))
+        train_eval = _materialize(ctx.dataset("train_eval"))
+        test = _materialize(ctx.dataset("test"))
         bank = tuple(t[:ONLINE_KNN_BANK] for t in train_eval)
     bad_seen: list[str] = []
     seen_total = 0
@@ -185,7 +257,9 @@ def train_loop(config: dict) -> dict[str, Any]:
                     raise RuntimeError(f"{len(bad_seen)} of {seen_total} images undecodable (> data.max_bad_fraction="
                                        f"{cfg.data.max_bad_fraction}); first: {bad_seen[:5]}")
                 batch = {k: batch[k][keep] for k in ("image", "label", "index")}
-            images, labels = torch.from_numpy(batch["image"]), torch.from_numpy(batch["label"]).long()
+            # Ray hands out read-only arrays; torch needs writable memory (copies only if read-only)
+            images = torch.from_numpy(np.require(batch["image"], requirements="W"))
+            labels = torch.from_numpy(np.require(batch["label"], requirements="W")).long()
             index = batch["index"]
             views = augment_views(images, index, policy=cfg.augment.policy, strength=cfg.augment.strength,
                                   views=cfg.augment.views, seed=cfg.seed, epoch=epoch)
@@ -204,8 +278,8 @@ def train_loop(config: dict) -> dict[str, Any]:
                          "epoch": epoch, "config_hash": cfg.config_hash()}
                 if verbose:
                     print(f"[{cfg.run_name}] {final['diverged_at']}: non-finite loss, stopping", flush=True)
-                _report(final, {"status": "diverged", "final": final, "config_hash": cfg.config_hash()},
-                        rank, f"epoch={epoch:04d}-diverged", local_state)
+                ctx.report(final, {"status": "diverged", "final": final, "config_hash": cfg.config_hash()},
+                           f"epoch={epoch:04d}-diverged")
                 return final
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -237,7 +311,7 @@ def train_loop(config: dict) -> dict[str, Any]:
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
                  "history": history, "torch_rng": torch.get_rng_state(), "config_hash": cfg.config_hash(),
                  "final": final}
-        _report(metrics, state, rank, f"epoch={epoch:04d}", local_state)
+        ctx.report(metrics, state, f"epoch={epoch:04d}")
     return final
 
 
@@ -246,21 +320,6 @@ def _run_record(cfg: RunConfig, world: int, epoch: int) -> dict[str, Any]:
     return {"eval_epoch": epoch, "seed": cfg.seed, "world_size": world, "global_batch": cfg.optim.batch_size,
             "effective_lr": cfg.optim.effective_lr(), "lr_scaling": cfg.optim.lr_scaling,
             "config_hash": cfg.config_hash(), "loss_name": cfg.loss.name}
-
-
-def _report(metrics: dict, state: dict, rank: int, dir_name: str, local_state: str | None) -> None:
-    """Report metrics with a checkpoint (rank 0 writes it). Train's local mode keeps checkpoints in
-    memory only, so there the state is also written to the run directory (write-then-rename)."""
-    with tempfile.TemporaryDirectory() as d:
-        ckpt = None
-        if rank == 0:
-            torch.save(state, os.path.join(d, STATE_FILE))
-            ckpt = Checkpoint.from_directory(d)
-            if local_state:
-                tmp = local_state + ".tmp"
-                torch.save(state, tmp)
-                os.replace(tmp, local_state)
-        ray.train.report(_scalars(metrics), checkpoint=ckpt, checkpoint_dir_name=dir_name)
 
 
 def _scalars(metrics: dict) -> dict:
@@ -281,8 +340,14 @@ def _progress_line(cfg: RunConfig, m: dict) -> str:
 
 
 def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = True, max_failures: int = 0,
-        torch_threads: int | None = None, callbacks: list | None = None) -> RunResult:
-    """Pretrain + evaluate one config inside a TorchTrainer; resumes if the run already has checkpoints."""
+        torch_threads: int | None = None, callbacks: list | None = None,
+        on_report: Callable[[dict], None] | None = None) -> RunResult:
+    """Pretrain + evaluate one config; resumes if the run (named by config hash) has a checkpoint.
+
+    ``num_workers>=1``: a TorchTrainer worker group (DDP). ``num_workers=0``: the same loop in this
+    process, with no worker start-up (the laptop path and the Tune-trial path); ``on_report``
+    receives each epoch's metrics there.
+    """
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=verbose)
     source = source or load_source(cfg.data)
@@ -295,11 +360,15 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = Tr
     run_dir = os.path.join(storage, cfg.run_name)
     os.makedirs(run_dir, exist_ok=True)
     write_json_atomic(Path(run_dir) / "config.json", {"config": cfg.to_dict(), "config_hash": cfg.config_hash()})
+    loop_config = {"cfg": cfg.to_dict(), "num_classes": source.num_classes, "train_size": train_size,
+                   "run_dir": run_dir, "verbose": verbose, "torch_threads": torch_threads or torch.get_num_threads()}
+    if cfg.num_workers == 0:
+        datasets = {"train": source.train, "train_eval": source.train, "test": source.test}
+        metrics = train_loop(loop_config, InProcessContext(datasets, run_dir, on_report))
+        return _finish(run_dir, metrics)
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"cfg": cfg.to_dict(), "num_classes": source.num_classes, "train_size": train_size,
-                           "run_dir": run_dir, "verbose": verbose, "local_mode": cfg.num_workers == 0,
-                           "torch_threads": torch_threads or torch.get_num_threads()},
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
         datasets={"train": source.train, "train_eval": source.train, "test": source.test},
         dataset_config=DataConfig(datasets_to_split=["train"]),
@@ -309,10 +378,12 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = Tr
                                        callbacks=callbacks or None),
     )
     result = trainer.fit()
-    metrics = dict(result.return_value or {}) or dict(result.metrics or {})
-    status = metrics.get("status", "finished")
+    return _finish(run_dir, dict(result.return_value or {}) or dict(result.metrics or {}))
+
+
+def _finish(run_dir: str, metrics: dict) -> RunResult:
     write_json_atomic(Path(run_dir) / "summary.json", metrics)
-    return RunResult(metrics, run_dir, status)
+    return RunResult(metrics, run_dir, metrics.get("status", "finished"))
 
 
 SUMMARY_KEYS = ("status", "epoch", "loss", "knn_top1", "knn_top5", "probe_top1", "probe_top5", "views_per_s",

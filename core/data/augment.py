@@ -3,15 +3,16 @@
 Every random draw is a counter-based hash of (seed, epoch, view, draw, sample index), so a
 sample gets the same views whatever the worker count, batch composition or order. The
 geometric and colour part of every policy is vectorised over the batch (affine grid sampling,
-batched jitter); AutoAugment/RandAugment ops run per image through torchvision v2, seeded
-from the same hash.
+batched jitter), and so is RandAugment; AutoAugment runs per image through torchvision v2,
+seeded from the same hash.
 
 Policies (s = strength; s = 0 is the identity crop for every policy):
 - simaugment: RandomResizedCrop(area in [1 - 0.8 s, 1], aspect in [(3/4)^s, (4/3)^s]),
   flip p=0.5 s, colour jitter (0.4 s, 0.4 s, 0.4 s, 0.1 s) with p=0.8, grayscale p=0.2 s.
   At s=1 this is the SupContrast CIFAR recipe.
 - autoaugment: crop + flip as above, then torchvision AutoAugment (CIFAR10 policy) with p = s.
-- randaugment: crop + flip, then RandAugment(N=2, M=round(20 s)); M=10 (the default) at s=0.5.
+- randaugment: crop + flip, then RandAugment(N=2, M=round(20 s)); M=10 (the default) at s=0.5;
+  torchvision's op set and magnitudes, vectorised by grouping images that draw the same op.
 - stacked_randaugment: simaugment followed by RandAugment(N=2, M=round(20 s)).
 - none: no augmentation.
 """
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from core.config import AUGMENTATIONS
 
@@ -133,6 +135,80 @@ def _per_image(x: Tensor, op: v2.Transform, seeds: np.ndarray, apply: np.ndarray
     return out
 
 
+_RA_OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
+           "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize")
+
+
+def _ra_magnitude(op: str, bin_: int, bins: int, height: int, width: int) -> float:
+    """torchvision's RandAugment augmentation space (v2.RandAugment._AUGMENTATION_SPACE)."""
+    frac = bin_ / (bins - 1)
+    return {"ShearX": 0.3 * frac, "ShearY": 0.3 * frac, "TranslateX": 150.0 / 331.0 * width * frac,
+            "TranslateY": 150.0 / 331.0 * height * frac, "Rotate": 30.0 * frac, "Brightness": 0.9 * frac,
+            "Color": 0.9 * frac, "Contrast": 0.9 * frac, "Sharpness": 0.9 * frac,
+            "Posterize": float(round(8 - bin_ / ((bins - 1) / 4))), "Solarize": 1.0 - frac}.get(op, 0.0)
+
+
+def _ra_apply(img: Tensor, op: str, mag: float) -> Tensor:
+    """One RandAugment op on a uint8 batch ``[B, C, H, W]`` (same semantics as torchvision v2)."""
+    nearest = v2.InterpolationMode.NEAREST
+    if op == "ShearX":
+        return TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[math.degrees(math.atan(mag)), 0.0],
+                         interpolation=nearest, center=[0, 0])
+    if op == "ShearY":
+        return TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[0.0, math.degrees(math.atan(mag))],
+                         interpolation=nearest, center=[0, 0])
+    if op == "TranslateX":
+        return TF.affine(img, angle=0.0, translate=[int(mag), 0], scale=1.0, shear=[0.0, 0.0], interpolation=nearest)
+    if op == "TranslateY":
+        return TF.affine(img, angle=0.0, translate=[0, int(mag)], scale=1.0, shear=[0.0, 0.0], interpolation=nearest)
+    if op == "Rotate":
+        return TF.rotate(img, angle=mag, interpolation=nearest)
+    if op == "Brightness":
+        return TF.adjust_brightness(img, 1.0 + mag)
+    if op == "Color":
+        return TF.adjust_saturation(img, 1.0 + mag)
+    if op == "Contrast":
+        return TF.adjust_contrast(img, 1.0 + mag)
+    if op == "Sharpness":
+        return TF.adjust_sharpness(img, 1.0 + mag)
+    if op == "Posterize":
+        return TF.posterize(img, bits=int(mag))
+    if op == "Solarize":
+        return TF.solarize(img, threshold=255.0 * mag)
+    if op == "AutoContrast":
+        return TF.autocontrast(img)
+    if op == "Equalize":
+        return TF.equalize(img)
+    return img
+
+
+def _randaugment(x: Tensor, u, strength: float, num_ops: int = 2, bins: int = 31) -> Tensor:
+    """RandAugment(N=num_ops, M=round(20 s)) vectorised: each image's op and sign come from its
+    hash stream; images sharing (op, sign) are transformed together as one batch."""
+    magnitude_bin = round(20 * strength)
+    gray = x.shape[1] == 1
+    img = (x * 255).round_().to(torch.uint8)
+    if gray:
+        img = img.expand(-1, 3, -1, -1)
+    h, w = img.shape[-2:]
+    for slot in range(num_ops):
+        op_idx = np.minimum((u(20 + 2 * slot) * len(_RA_OPS)).astype(np.int64), len(_RA_OPS) - 1)
+        negative = u(21 + 2 * slot) < 0.5
+        out = img.clone()
+        for k, op in enumerate(_RA_OPS):
+            mag = _ra_magnitude(op, magnitude_bin, bins, h, w)
+            signed = op in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
+                            "Contrast", "Sharpness")
+            for neg in ((False, True) if signed else (None,)):
+                sel = (op_idx == k) if neg is None else (op_idx == k) & (negative == neg)
+                if sel.any():
+                    i = torch.from_numpy(np.flatnonzero(sel))
+                    out[i] = _ra_apply(img[i], op, -mag if neg else mag)
+        img = out
+    res = img.float() / 255.0
+    return res[:, :1] if gray else res
+
+
 def augment_views(
     images: Tensor,
     indices: Tensor | np.ndarray,
@@ -166,7 +242,6 @@ def augment_views(
             if policy == "autoaugment":
                 y = _per_image(y, v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10), seeds, u(12) < strength)
             elif policy in ("randaugment", "stacked_randaugment"):
-                op = v2.RandAugment(num_ops=2, magnitude=round(20 * strength), num_magnitude_bins=31)
-                y = _per_image(y, op, seeds, np.ones(len(idx), dtype=bool))
+                y = _randaugment(y, u, strength)
         out.append(normalize(y))
     return torch.stack(out, dim=1)

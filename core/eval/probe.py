@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,7 @@ class ProbeResult:
     top5: float
     probabilities: Tensor  # [N_test, C] softmax outputs of the final-epoch probe (for calibration)
     protocol: str
+    predict: Callable[[Tensor], Tensor]  # raw features -> class probabilities (same standardisation)
 
 
 def linear_probe(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, test_labels: Tensor,
@@ -73,6 +75,8 @@ def linear_probe(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, 
                  weight_decay: float = 0.0, seed: int = 0) -> ProbeResult:
     """Linear classifier on frozen features (standardised with train statistics), SGD momentum 0.9,
     cosine LR, cross-entropy; reports the FINAL-epoch test accuracy (no test-set model selection)."""
+    if train_feats.shape[0] < 2:
+        raise ValueError(f"linear probe needs at least 2 training features, got {train_feats.shape[0]}")
     g = torch.Generator().manual_seed(seed)
     mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
     xtr, xte = (train_feats - mean) / std, (test_feats - mean) / std
@@ -92,9 +96,12 @@ def linear_probe(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, 
             loss.backward()
             opt.step()
             sched.step()
-    with torch.no_grad():
-        probs = clf(xte).softmax(1)
+    @torch.no_grad()
+    def predict(feats: Tensor) -> Tensor:
+        return clf((feats - mean) / std).softmax(1)
+
+    probs = predict(test_feats)
     acc = topk_accuracy(probs, test_labels)
     protocol = (f"linear probe: frozen encoder (eval mode), standardised features, SGD m=0.9 lr={lr} cosine, "
                 f"batch {batch_size}, {epochs} epochs, final-epoch accuracy")
-    return ProbeResult(acc["top1"], acc["top5"], probs, protocol)
+    return ProbeResult(acc["top1"], acc["top5"], probs, protocol, predict)

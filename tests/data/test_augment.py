@@ -68,3 +68,24 @@ def test_bad_input(digits):
         _views(images, index, strength=2.0)
     with pytest.raises(ValueError, match=r"indices must be \[B\]"):
         _views(images, index[:3])
+
+
+@pytest.mark.parametrize("op", ["ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
+                                "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize"])
+def test_batched_randaugment_ops_match_torchvision(digits, op):
+    from torchvision.transforms import v2
+
+    from core.data.augment import _ra_apply, _ra_magnitude
+
+    ra = v2.RandAugment(num_ops=2, magnitude=14, num_magnitude_bins=31)
+    if not hasattr(ra, "_apply_image_or_video_transform"):
+        pytest.skip("this torchvision has no per-op entry point to compare with")
+    images = digits[0][:16].permute(0, 3, 1, 2).contiguous()
+    mag = _ra_magnitude(op, 14, 31, 16, 16)
+    space = ra._AUGMENTATION_SPACE[op][0](31, 16, 16)
+    if space is not None:
+        assert mag == pytest.approx(float(space[14]), rel=1e-6)
+    for sign in (1, -1) if ra._AUGMENTATION_SPACE[op][1] else (1,):
+        want = torch.stack([ra._apply_image_or_video_transform(im, op, sign * mag, interpolation=ra.interpolation,
+                                                               fill=ra._fill) for im in images])
+        assert torch.equal(_ra_apply(images, op, sign * mag), want)

@@ -1,0 +1,176 @@
+"""Study outputs: a tidy parquet table (one row per trial), claims with verdicts and confidence
+intervals, a markdown report and PNG plots. Every number in the report comes from the table."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from core.config import RunConfig
+
+
+def flatten(prefix: str, d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(key + ".", v))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_columns(cfg: RunConfig) -> dict:
+    """The full resolved config as ``cfg.section.key`` columns."""
+    return flatten("cfg.", cfg.to_dict())
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> None:
+    """Parquet, written to a temporary name then renamed (never half-written)."""
+    path = Path(path)
+    tmp = path.with_suffix(".parquet.tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided Student-t confidence interval; (mean, nan, nan) for fewer than 2 values."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    if x.size < 2:
+        return float(x.mean()), float("nan"), float("nan")
+    from scipy import stats
+
+    half = stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A paper claim tested on the table, comparing each group against a baseline group.
+
+    kind="mean": paired differences (group - baseline) of ``metric`` over matching (setting, seed)
+    cells. kind="spread": per seed, the standard deviation of ``metric`` across the ``settings``
+    columns; paired differences over seeds. ``better`` says which sign supports the claim.
+    """
+
+    text: str
+    metric: str
+    kind: str = "mean"
+    better: str = "higher"
+    group: str = "cfg.loss.name"
+    baseline: str = "cross_entropy"
+    settings: tuple[str, ...] = ("cfg.augment.policy", "cfg.augment.strength")
+    seed: str = "cfg.seed"
+
+    def evaluate(self, df: pd.DataFrame) -> list[dict]:
+        ok = df[df["status"] == "finished"]
+        if self.metric not in ok.columns or ok.empty:
+            return []
+        rows = []
+        base = ok[ok[self.group] == self.baseline]
+        for name in sorted(set(ok[self.group]) - {self.baseline}):
+            grp = ok[ok[self.group] == name]
+            if self.kind == "spread":
+                a = grp.groupby(self.seed)[self.metric].std(ddof=0)
+                b = base.groupby(self.seed)[self.metric].std(ddof=0)
+            else:
+                keys = [*self.settings, self.seed]
+                a = grp.groupby(keys)[self.metric].mean()
+                b = base.groupby(keys)[self.metric].mean()
+            diff = (a - b).dropna()
+            mean, lo, hi = t_interval(diff.values)
+            sign = 1 if self.better == "higher" else -1
+            if not np.isfinite(lo):
+                verdict = "not testable (fewer than 2 paired cells)"
+            else:
+                low, high = sorted((sign * lo, sign * hi))  # interval of the supporting direction
+                verdict = "holds" if low > 0 else "does not hold" if high < 0 else "inconclusive"
+            rows.append({"claim": self.text, "group": name, "baseline": self.baseline, "metric": self.metric,
+                         "kind": self.kind, "group_value": float(a.mean()), "baseline_value": float(b.mean()),
+                         "diff": mean, "ci_low": lo, "ci_high": hi, "n_pairs": int(diff.size), "verdict": verdict})
+        return rows
+
+
+def verdict_line(r: dict) -> str:
+    what = "spread (std across settings)" if r["kind"] == "spread" else "mean"
+    ci = f"95% CI [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]" if np.isfinite(r["ci_low"]) else "no CI"
+    return (f"- **{r['verdict'].split(' (')[0].upper()}** on this data for {r['group']} vs {r['baseline']}: {what} of "
+            f"`{r['metric']}` {r['group_value']:.2f} vs {r['baseline_value']:.2f}, difference {r['diff']:+.2f} "
+            f"({ci}, n={r['n_pairs']} paired cells). Claim: {r['claim']}")
+
+
+def summary_table(df: pd.DataFrame, group: str, metrics: Sequence[str]) -> pd.DataFrame:
+    """Mean, 95% CI half-width (over all finished trials of the group) per metric."""
+    ok = df[df["status"] == "finished"]
+    rows = []
+    for name, g in ok.groupby(group):
+        row = {group.removeprefix("cfg."): name, "trials": len(g)}
+        for m in metrics:
+            if m in g:
+                mean, lo, hi = t_interval(g[m].values)
+                row[m] = f"{mean:.2f} ± {(hi - lo) / 2:.2f}" if np.isfinite(lo) else f"{mean:.2f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "(no rows)\n"
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r.values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_lines(df: pd.DataFrame, x: str, y: str, group: str, facet: str | None, path: str | Path,
+               title: str) -> Path | None:
+    """Mean of ``y`` vs ``x`` per group (error bars: std over seeds), one panel per ``facet`` value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = df[df["status"] == "finished"]
+    if ok.empty or y not in ok:
+        return None
+    facets = sorted(ok[facet].unique()) if facet else [None]
+    fig, axes = plt.subplots(1, len(facets), figsize=(4.5 * len(facets), 3.6), squeeze=False)
+    for ax, fv in zip(axes[0], facets):
+        sub = ok if fv is None else ok[ok[facet] == fv]
+        for name, g in sub.groupby(group):
+            stats = g.groupby(x)[y].agg(["mean", "std"]).reset_index()
+            ax.errorbar(stats[x], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3, label=str(name))
+        ax.set_xlabel(x.removeprefix("cfg."))
+        ax.set_ylabel(y)
+        ax.set_title(f"{facet.removeprefix('cfg.')}={fv}" if fv is not None else title, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def severity_frame(df: pd.DataFrame, group: str = "cfg.loss.name") -> pd.DataFrame:
+    """Long table of corruption accuracy per severity (0 = clean probe accuracy)."""
+    ok = df[df["status"] == "finished"]
+    rows = []
+    for _, r in ok.iterrows():
+        if "probe_top1" in r:
+            rows.append({group: r[group], "severity": 0, "accuracy": r["probe_top1"], "cfg.seed": r["cfg.seed"]})
+        for s in range(1, 6):
+            col = f"corruption_acc_s{s}"
+            if col in r and np.isfinite(r[col]):
+                rows.append({group: r[group], "severity": s, "accuracy": r[col], "cfg.seed": r["cfg.seed"]})
+    return pd.DataFrame(rows)

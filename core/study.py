@@ -1,0 +1,238 @@
+"""Shared study machinery: a grid (or searcher) of configs run as Ray Tune trials, each trial one
+``core.train.fit`` run, then the tidy table, markdown report and plots of ``core.report``.
+
+A trial's Train run is named by its config hash under ``RESULTS/runs``, so ``--resume`` after a
+killed driver finishes the study without rerunning completed trials (their runs return at once),
+and a killed trial picks up from its last epoch. A failing trial is recorded with its reason
+(status ``failed``/``diverged``) and the study continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import ray
+from ray import tune
+
+from core.config import ConfigError, RunConfig
+from core.report import Claim, config_columns, summary_table, to_markdown, verdict_line, write_table
+from core.train import fit
+
+
+@dataclass
+class Study:
+    """What a study script declares: the question, the base config, the grid and the claims."""
+
+    name: str
+    question: str
+    base: RunConfig
+    grid: dict[str, list]  # dotted config key -> values; full factorial
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    claims: list[Claim] = field(default_factory=list)
+    summary_metrics: list[str] = field(default_factory=lambda: ["probe_top1", "knn_top1"])
+    plots: Callable[[pd.DataFrame, Path], list[Path]] | None = None
+
+    def points(self) -> list[dict[str, Any]]:
+        keys = list(self.grid)
+        combos = itertools.product(*(self.grid[k] for k in keys), self.seeds)
+        return [{**dict(zip(keys, c[:-1])), "seed": c[-1]} for c in combos]
+
+
+def add_study_args(parser: argparse.ArgumentParser) -> None:
+    """Flags every study accepts."""
+    parser.add_argument("--results-dir", default=None, help="where the table, report and logs go (default results/NAME)")
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                        help="Ray cluster address (default: $RAY_ADDRESS, else a local instance)")
+    parser.add_argument("--num-samples", type=int, default=1, help="repeats of every grid point (extra seeds)")
+    parser.add_argument("--gpus-per-trial", type=float, default=0)
+    parser.add_argument("--workers-per-trial", type=int, default=0, help="Train workers per trial (0: local mode)")
+    parser.add_argument("--max-concurrent", type=int, default=0, help="concurrent trials (0: CPU cores locally)")
+    parser.add_argument("--resume", action="store_true", help="finish an interrupted study in --results-dir")
+    parser.add_argument("--overwrite", action="store_true", help="delete an existing study in --results-dir first")
+    parser.add_argument("--epochs", type=int, default=None, help="override optim.epochs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the study's)")
+    parser.add_argument("--config", default=None, help="YAML base config (e.g. CIFAR/ImageNet shards)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the base config")
+
+
+def _trial(params: dict, base: dict, runs_dir: str, torch_threads: int, workers: int, gpus: float) -> None:
+    point = dict(params["point"])
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {}
+    try:
+        cfg = RunConfig.from_dict(base).with_(**point, storage_path=runs_dir, num_workers=workers, use_gpu=gpus > 0)
+        res = fit(cfg, verbose=False, torch_threads=torch_threads,
+                  on_report=tune.report if workers == 0 else None)
+        row = {**res.metrics, "status": res.status, "config_hash": cfg.config_hash()}
+    except Exception as exc:  # recorded in the table; the study goes on
+        row = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}
+    row["trial_seconds"] = time.perf_counter() - t0
+    tune.report({k: v for k, v in row.items() if isinstance(v, (int, float, str, bool))})
+
+
+class Progress(tune.Callback):
+    """One console line per finished trial: done/running/failed and the best so far."""
+
+    def __init__(self, total: int, metric: str) -> None:
+        self.total, self.metric, self.done, self.failed, self.best = total, metric, 0, 0, None
+        self.t0 = time.perf_counter()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: D401
+        self.done += 1
+        r = trial.last_result or {}
+        if r.get("status") != "finished":
+            self.failed += 1
+        value = r.get(self.metric)
+        if isinstance(value, (int, float)) and (self.best is None or value > self.best[0]):
+            self.best = (value, trial.config.get("point"))
+        running = sum(t.status == "RUNNING" for t in trials)
+        best = f"best {self.metric} {self.best[0]:.2f} at {self.best[1]}" if self.best else ""
+        print(f"[{time.perf_counter() - self.t0:6.0f}s] {self.done}/{self.total} done, {running} running, "
+              f"{self.failed} failed | {r.get('status', '?')} {trial.config.get('point')} "
+              f"{self.metric}={value if value is None else round(value, 2)} | {best}", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.on_trial_complete(iteration, trials, trial)
+
+
+def _init_ray(address: str | None) -> None:
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address)
+    else:  # logical CPUs oversubscribed 2x: trial drivers and Ray Data tasks never wait on each other
+        ray.init("local", num_cpus=2 * (os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
+
+
+def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Path]:
+    """Run (or resume) every trial, then write table, report and plots. Returns (table, report path)."""
+    results = Path(args.results_dir or os.path.join("results", study.name)).resolve()
+    tune_dir = results / "tune"
+    if tune_dir.exists() and not args.resume:
+        if not args.overwrite:
+            raise SystemExit(f"error: {results} already holds a study; pass --resume to finish it "
+                             f"or --overwrite to start again")
+        shutil.rmtree(results)
+    results.mkdir(parents=True, exist_ok=True)
+    points = [p for p in study.points() for _ in range(args.num_samples)]
+    cores = os.cpu_count() or 2
+    concurrent = args.max_concurrent or (1 if args.workers_per_trial else cores)
+    threads = max(1, cores // concurrent) if not args.address else 1
+    trainable = tune.with_parameters(_trial, base=study.base.to_dict(), runs_dir=str(results / "runs"),
+                                     torch_threads=threads, workers=args.workers_per_trial, gpus=args.gpus_per_trial)
+    resources = {"CPU": 1 if not args.workers_per_trial else 0.5,
+                 "GPU": args.gpus_per_trial if not args.workers_per_trial else 0}
+    trainable = tune.with_resources(trainable, resources)
+    _init_ray(args.address)
+    print(f"study {study.name}: {len(points)} trials, {concurrent} at a time -> {results}", flush=True)
+    t0 = time.perf_counter()
+    run_config = tune.RunConfig(name="tune", storage_path=str(results), verbose=0,
+                                callbacks=[Progress(len(points), study.summary_metrics[0])],
+                                failure_config=tune.FailureConfig(max_failures=1))
+    if args.resume and tune.Tuner.can_restore(str(tune_dir)):
+        tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(trainable, param_space={"point": tune.grid_search(points)},
+                           tune_config=tune.TuneConfig(max_concurrent_trials=concurrent), run_config=run_config)
+    grid = tuner.fit()
+    wall = time.perf_counter() - t0
+    table = _table(grid, study)
+    write_table(table, results / "trials.parquet")
+    report = write_report(study, table, results, wall)
+    return table, report
+
+
+def _table(grid, study: Study) -> pd.DataFrame:
+    rows = []
+    for res in grid:
+        point = (res.config or {}).get("point", {})
+        try:
+            cfg_cols = config_columns(RunConfig.from_dict(study.base.to_dict()).with_(**point))
+        except ConfigError as exc:
+            cfg_cols = {"error": str(exc)}
+        metrics = dict(res.metrics or {})
+        if res.error is not None and "status" not in metrics:
+            metrics.update(status="failed", error=str(res.error)[:500])
+        rows.append({**cfg_cols, **{k: v for k, v in metrics.items() if not k.startswith(("config/", "time_", "date",
+                     "hostname", "node_ip", "pid", "timestamp", "training_iteration", "iterations_since",
+                     "done", "trial_id", "checkpoint_dir", "experiment_tag"))}})
+    df = pd.DataFrame(rows)
+    if "status" not in df:
+        df["status"] = "failed"
+    return df
+
+
+def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: float) -> Path:
+    """Markdown report with summary tables, verdicts, overhead and plots; returns its path."""
+    finished = int((df["status"] == "finished").sum())
+    lines = [f"# Study: {study.name}", "", study.question, "",
+             f"{len(df)} trials: {finished} finished, {len(df) - finished} not "
+             f"({', '.join(f'{k}: {v}' for k, v in df['status'].value_counts().items())}). "
+             f"Table: `trials.parquet` (one row per trial, full config as `cfg.*` columns).", ""]
+    lines += ["## Summary (mean ± 95% CI half-width over trials)", "",
+              to_markdown(summary_table(df, "cfg.loss.name", study.summary_metrics)), ""]
+    verdicts = [r for c in study.claims for r in c.evaluate(df)]
+    if verdicts:
+        lines += ["## Claims", ""] + [verdict_line(r) for r in verdicts] + [""]
+        write_table(pd.DataFrame(verdicts), results / "claims.parquet")
+    compute = float(df["trial_seconds"].sum()) if "trial_seconds" in df else float("nan")
+    lines += ["## Overhead", "",
+              f"Study wall time {wall_seconds:.0f} s; summed trial time {compute:.0f} s "
+              f"(trials run concurrently, so the ratio shows parallelism minus Ray overhead: "
+              f"{compute / max(wall_seconds, 1e-9):.2f}x).", ""]
+    failed = df[df["status"] != "finished"]
+    if not failed.empty:
+        lines += ["## Trials that did not finish", ""]
+        for _, r in failed.iterrows():
+            lines.append(f"- {r.get('cfg.loss.name', '?')} seed {r.get('cfg.seed', '?')}: {r['status']} "
+                         f"{r.get('diverged_at', '') if isinstance(r.get('diverged_at'), str) else ''}"
+                         f"{r.get('error', '') if isinstance(r.get('error'), str) else ''}")
+        lines.append("")
+    if study.plots:
+        pngs = study.plots(df, results)
+        if pngs:
+            lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs] + [""]
+    lines += ["## Logs", "", f"Tune logs (TensorBoard: `tensorboard --logdir {results / 'tune'}`), per-run "
+              f"metrics and checkpoints under `{results / 'runs'}`.", ""]
+    path = results / "report.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, path)
+    return path
+
+
+def base_config(args: argparse.Namespace, default: RunConfig) -> RunConfig:
+    """The study's base config with --config / --epochs / overrides applied (validated now)."""
+    cfg = RunConfig.from_yaml(args.config) if args.config else default
+    if args.epochs:
+        cfg = cfg.with_(**{"optim.epochs": args.epochs})
+    return cfg.with_overrides(args.overrides)
+
+
+def main_for(make_study: Callable[[argparse.Namespace], Study], description: str, argv: list[str] | None = None,
+             extra_args: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+    """Entry point shared by study scripts: parse flags, build the study, run it, print where the report is."""
+    parser = argparse.ArgumentParser(description=description)
+    add_study_args(parser)
+    if extra_args:
+        extra_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        study = make_study(args)
+        for p in study.points():
+            study.base.with_(**p)  # validate every grid point before any Ray work
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    table, report = run_study(study, args)
+    print(f"\n{report.read_text()}\nreport: {report}\ntable:  {report.parent / 'trials.parquet'}")
+    return 0 if (table["status"] == "finished").any() else 1

@@ -1,0 +1,71 @@
+"""Do contrastive losses make accuracy less sensitive to the augmentation policy and strength?
+
+SupCon (Khosla et al. 2020) and VarCon (2025) claim robustness across augmentation settings, and
+SupCon a lower corruption error (ImageNet-C mCE 67.2 vs 68.6 for cross-entropy). This study trains
+cross-entropy, SupCon, VarCon and VSupCon under each (policy, strength) with several seeds and
+tests, against cross-entropy: the spread of accuracy across augmentation settings, accuracy under
+corruptions (5 severities), and label-scarce accuracy. Clean accuracy on the embedded digits
+saturates near 99%, so the corrupted and few-label metrics are where the losses can differ.
+
+    python studies/augmentation_robustness.py                      # embedded digits, ~7 min on 2 cores
+    python studies/augmentation_robustness.py --config cifar.yaml --epochs 200 --gpus-per-trial 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from core.config import RunConfig
+from core.report import Claim, plot_lines, severity_frame
+from core.study import Study, base_config, main_for
+
+DEFAULT = RunConfig().with_overrides(["optim.epochs=10", "eval.robustness=true", "eval.probe_epochs=50"])
+LOSSES = ["cross_entropy", "supcon", "varcon", "vsupcon"]
+
+
+def plots(df: pd.DataFrame, out: Path) -> list[Path]:
+    made = [plot_lines(df, "cfg.augment.strength", y, "cfg.loss.name", "cfg.augment.policy",
+                       out / f"{y}_vs_strength.png", f"{y} vs augmentation strength")
+            for y in ("probe_top1", "corruption_acc")]
+    sev = severity_frame(df)
+    if not sev.empty:
+        sev["status"] = "finished"
+        made.append(plot_lines(sev, "severity", "accuracy", "cfg.loss.name", None, out / "accuracy_vs_severity.png",
+                               "probe accuracy vs corruption severity (0 = clean)"))
+    return [p for p in made if p]
+
+
+def make_study(args: argparse.Namespace) -> Study:
+    return Study(
+        name="augmentation_robustness",
+        question=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1],
+        base=base_config(args, DEFAULT),
+        grid={"loss.name": args.losses, "augment.policy": args.policies, "augment.strength": args.strengths},
+        seeds=args.seeds or [0, 1, 2],
+        summary_metrics=["probe_top1", "corruption_acc", "mce", "fewlabel_1_acc", "fewlabel_5_acc", "knn_top1"],
+        claims=[
+            Claim("contrastive losses vary less across augmentation settings than cross-entropy (SupCon, VarCon)",
+                  "probe_top1", kind="spread", better="lower"),
+            Claim("accuracy under corruption varies less across augmentation settings", "corruption_acc",
+                  kind="spread", better="lower"),
+            Claim("lower mean corruption error than cross-entropy (SupCon: ImageNet-C mCE 67.2 vs 68.6)", "mce",
+                  better="lower"),
+            Claim("higher label-scarce (1 label per class) accuracy than cross-entropy (VarCon few-shot claim)",
+                  "fewlabel_1_acc", better="higher"),
+        ],
+        plots=plots,
+    )
+
+
+def extra_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--losses", nargs="+", default=LOSSES)
+    p.add_argument("--policies", nargs="+", default=["simaugment", "randaugment"])
+    p.add_argument("--strengths", type=float, nargs="+", default=[0.3, 1.0])
+
+
+if __name__ == "__main__":
+    sys.exit(main_for(make_study, __doc__, extra_args=extra_args))

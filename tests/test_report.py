@@ -1,0 +1,52 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.report import Claim, summary_table, t_interval
+
+
+def test_t_interval_hand_computed():
+    mean, lo, hi = t_interval([1.0, 2.0, 3.0])
+    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t_{0.975, 2} * s / sqrt(n)
+    assert (mean, lo, hi) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
+    assert math.isnan(t_interval([5.0])[1])
+
+
+def _table(ce, sup, seeds=(0, 1, 2), settings=(0.3, 1.0)):
+    rows = []
+    for loss, values in (("cross_entropy", ce), ("supcon", sup)):
+        for i, seed in enumerate(seeds):
+            for j, s in enumerate(settings):
+                rows.append({"cfg.loss.name": loss, "cfg.seed": seed, "cfg.augment.policy": "simaugment",
+                             "cfg.augment.strength": s, "status": "finished", "acc": values[i][j]})
+    return pd.DataFrame(rows)
+
+
+def test_mean_claim_verdicts():
+    ce = [[90, 91], [89, 90], [91, 92]]
+    better = [[95, 96], [94, 95.5], [96, 96]]
+    claim = Claim("x", "acc", better="higher")
+    (r,) = claim.evaluate(_table(ce, better))
+    assert r["verdict"] == "holds" and r["n_pairs"] == 6 and r["diff"] == pytest.approx(np.mean(better) - np.mean(ce))
+    (r,) = claim.evaluate(_table(better, ce))
+    assert r["verdict"] == "does not hold"
+    noisy = [[95, 85], [85, 95], [90, 90]]
+    (r,) = claim.evaluate(_table(ce, noisy))
+    assert r["verdict"] == "inconclusive"
+
+
+def test_spread_claim_uses_per_seed_std_across_settings():
+    ce = [[80, 95], [82, 96], [79, 94]]  # big spread across strength
+    sup = [[94, 95], [95, 95.5], [93, 94]]
+    (r,) = Claim("x", "acc", kind="spread", better="lower").evaluate(_table(ce, sup))
+    assert r["n_pairs"] == 3 and r["verdict"] == "holds"
+    assert r["group_value"] == pytest.approx(np.mean([0.5, 0.25, 0.5]))
+
+
+def test_failed_trials_are_excluded():
+    df = _table([[90, 91], [89, 90], [91, 92]], [[95, 96], [94, 95], [96, 96]])
+    df.loc[0, "status"] = "failed"
+    df.loc[0, "acc"] = np.nan
+    assert summary_table(df, "cfg.loss.name", ["acc"]).set_index("loss.name").loc["cross_entropy", "trials"] == 5
