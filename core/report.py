@@ -7,7 +7,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -70,9 +70,12 @@ class Claim:
     baseline: str = "cross_entropy"
     settings: tuple[str, ...] = ("cfg.augment.policy", "cfg.augment.strength")
     seed: str = "cfg.seed"
+    where: tuple[tuple[str, Any], ...] = ()  # (column, value) filters applied first
 
     def evaluate(self, df: pd.DataFrame) -> list[dict]:
         ok = df[df["status"] == "finished"]
+        for col, value in self.where:
+            ok = ok[ok[col] == value] if col in ok else ok.iloc[0:0]
         if self.metric not in ok.columns or ok.empty:
             return []
         rows = []

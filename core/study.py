@@ -35,16 +35,36 @@ class Study:
     name: str
     question: str
     base: RunConfig
-    grid: dict[str, list]  # dotted config key -> values; full factorial
+    # dotted config key -> values, full factorial; a list of such dicts is the union of their factorials
+    grid: dict[str, list] | list[dict[str, list]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     claims: list[Claim] = field(default_factory=list)
     summary_metrics: list[str] = field(default_factory=lambda: ["probe_top1", "knn_top1"])
     plots: Callable[[pd.DataFrame, Path], list[Path]] | None = None
+    variants: dict[str, dict[str, Any]] | None = None  # named one-factor variations (ablations)
+    group: str = "cfg.loss.name"  # column the summary table groups by
+    # searches: a Tune search algorithm (e.g. OptunaSearch over dotted keys) and scheduler replace the grid
+    search_alg: Any = None
+    scheduler: Any = None
+    num_samples: int = 0
 
     def points(self) -> list[dict[str, Any]]:
-        keys = list(self.grid)
-        combos = itertools.product(*(self.grid[k] for k in keys), self.seeds)
-        return [{**dict(zip(keys, c[:-1])), "seed": c[-1]} for c in combos]
+        """Every trial's overrides (seed included); a variant's name rides along as ``variant``."""
+        if self.variants is not None:
+            return [{**overrides, "variant": name, "seed": seed}
+                    for name, overrides in self.variants.items() for seed in self.seeds]
+        out = []
+        for block in (self.grid if isinstance(self.grid, list) else [self.grid]):
+            keys = list(block)
+            for combo in itertools.product(*(block[k] for k in keys), self.seeds):
+                out.append({**dict(zip(keys, combo[:-1])), "seed": combo[-1]})
+        return out
+
+
+def point_config(base: RunConfig | dict, point: dict[str, Any], **extra: Any) -> RunConfig:
+    """The config of one trial: base + the point's overrides (its ``variant`` label is not a field)."""
+    base = base if isinstance(base, RunConfig) else RunConfig.from_dict(base)
+    return base.with_(**{k: v for k, v in point.items() if k != "variant"}, **extra)
 
 
 def add_study_args(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +72,8 @@ def add_study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", default=None, help="where the table, report and logs go (default results/NAME)")
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                         help="Ray cluster address (default: $RAY_ADDRESS, else a local instance)")
-    parser.add_argument("--num-samples", type=int, default=1, help="repeats of every grid point (extra seeds)")
+    parser.add_argument("--num-samples", type=int, default=None,
+                        help="grid studies: repeats of every point (default 1); searches: trials (default 8)")
     parser.add_argument("--gpus-per-trial", type=float, default=0)
     parser.add_argument("--workers-per-trial", type=int, default=0, help="Train workers per trial (0: local mode)")
     parser.add_argument("--max-concurrent", type=int, default=0, help="concurrent trials (0: CPU cores locally)")
@@ -65,11 +86,11 @@ def add_study_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _trial(params: dict, base: dict, runs_dir: str, torch_threads: int, workers: int, gpus: float) -> None:
-    point = dict(params["point"])
+    point = dict(params.get("point", params))  # grid trials: {"point": {...}}; searchers: flat dotted keys
     t0 = time.perf_counter()
     row: dict[str, Any] = {}
     try:
-        cfg = RunConfig.from_dict(base).with_(**point, storage_path=runs_dir, num_workers=workers, use_gpu=gpus > 0)
+        cfg = point_config(base, point, storage_path=runs_dir, num_workers=workers, use_gpu=gpus > 0)
         res = fit(cfg, verbose=False, torch_threads=torch_threads,
                   on_report=tune.report if workers == 0 else None)
         row = {**res.metrics, "status": res.status, "config_hash": cfg.config_hash()}
@@ -123,7 +144,8 @@ def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Pat
                              f"or --overwrite to start again")
         shutil.rmtree(results)
     results.mkdir(parents=True, exist_ok=True)
-    points = [p for p in study.points() for _ in range(args.num_samples)]
+    points = [] if study.search_alg else [p for p in study.points() for _ in range(args.num_samples or 1)]
+    total = study.num_samples if study.search_alg else len(points)
     cores = os.cpu_count() or 2
     concurrent = args.max_concurrent or (1 if args.workers_per_trial else cores)
     threads = max(1, cores // concurrent) if not args.address else 1
@@ -133,13 +155,17 @@ def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Pat
                  "GPU": args.gpus_per_trial if not args.workers_per_trial else 0}
     trainable = tune.with_resources(trainable, resources)
     _init_ray(args.address)
-    print(f"study {study.name}: {len(points)} trials, {concurrent} at a time -> {results}", flush=True)
+    print(f"study {study.name}: {total} trials, {concurrent} at a time -> {results}", flush=True)
     t0 = time.perf_counter()
     run_config = tune.RunConfig(name="tune", storage_path=str(results), verbose=0,
-                                callbacks=[Progress(len(points), study.summary_metrics[0])],
+                                callbacks=[Progress(total, study.summary_metrics[0])],
                                 failure_config=tune.FailureConfig(max_failures=1))
     if args.resume and tune.Tuner.can_restore(str(tune_dir)):
         tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, resume_errored=True)
+    elif study.search_alg:
+        tuner = tune.Tuner(trainable, run_config=run_config, tune_config=tune.TuneConfig(
+            search_alg=study.search_alg, scheduler=study.scheduler, num_samples=study.num_samples,
+            max_concurrent_trials=concurrent))
     else:
         tuner = tune.Tuner(trainable, param_space={"point": tune.grid_search(points)},
                            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent), run_config=run_config)
@@ -154,14 +180,19 @@ def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Pat
 def _table(grid, study: Study) -> pd.DataFrame:
     rows = []
     for res in grid:
-        point = (res.config or {}).get("point", {})
+        config = res.config or {}
+        point = dict(config.get("point", config))
         try:
-            cfg_cols = config_columns(RunConfig.from_dict(study.base.to_dict()).with_(**point))
+            cfg_cols = config_columns(point_config(study.base, point))
         except ConfigError as exc:
             cfg_cols = {"error": str(exc)}
+        if "variant" in point:
+            cfg_cols["variant"] = point["variant"]
         metrics = dict(res.metrics or {})
-        if res.error is not None and "status" not in metrics:
+        if res.error is not None and metrics.get("status") in (None, "running"):
             metrics.update(status="failed", error=str(res.error)[:500])
+        elif metrics.get("status") == "running":  # last report was an epoch: the scheduler stopped it
+            metrics["status"] = "stopped early"
         rows.append({**cfg_cols, **{k: v for k, v in metrics.items() if not k.startswith(("config/", "time_", "date",
                      "hostname", "node_ip", "pid", "timestamp", "training_iteration", "iterations_since",
                      "done", "trial_id", "checkpoint_dir", "experiment_tag"))}})
@@ -179,7 +210,7 @@ def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: fl
              f"({', '.join(f'{k}: {v}' for k, v in df['status'].value_counts().items())}). "
              f"Table: `trials.parquet` (one row per trial, full config as `cfg.*` columns).", ""]
     lines += ["## Summary (mean ± 95% CI half-width over trials)", "",
-              to_markdown(summary_table(df, "cfg.loss.name", study.summary_metrics)), ""]
+              to_markdown(summary_table(df, study.group, study.summary_metrics)), ""]
     verdicts = [r for c in study.claims for r in c.evaluate(df)]
     if verdicts:
         lines += ["## Claims", ""] + [verdict_line(r) for r in verdicts] + [""]
@@ -193,7 +224,7 @@ def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: fl
     if not failed.empty:
         lines += ["## Trials that did not finish", ""]
         for _, r in failed.iterrows():
-            lines.append(f"- {r.get('cfg.loss.name', '?')} seed {r.get('cfg.seed', '?')}: {r['status']} "
+            lines.append(f"- {r.get(study.group, '?')} seed {r.get('cfg.seed', '?')}: {r['status']} "
                          f"{r.get('diverged_at', '') if isinstance(r.get('diverged_at'), str) else ''}"
                          f"{r.get('error', '') if isinstance(r.get('error'), str) else ''}")
         lines.append("")
@@ -229,7 +260,7 @@ def main_for(make_study: Callable[[argparse.Namespace], Study], description: str
     try:
         study = make_study(args)
         for p in study.points():
-            study.base.with_(**p)  # validate every grid point before any Ray work
+            point_config(study.base, p)  # validate every grid point before any Ray work
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -30,12 +30,13 @@ from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, S
 from ray.train.torch import TorchTrainer
 
 from core.config import VARIATIONAL_LOSSES, ConfigError, RunConfig
-from core.data.augment import augment_views
+from core.data.augment import augment_views, eval_view
 from core.data.sources import ImageSource, load_source
 from core.distributed import gather_no_grad, gather_with_grad, is_distributed
 from core.eval.probe import KNN_PROTOCOL, extract_features, knn_accuracy, linear_probe
+from core.eval.geometry import effective_rank
 from core.eval.robustness import corrupt, mean_corruption_error, prototype_accuracy
-from core.losses import build_loss
+from core.losses import build_loss, posterior_log_det
 from core.models import build_model
 from core.optim import build_optimizer, lr_at
 
@@ -107,10 +108,22 @@ def evaluate(model: torch.nn.Module, cfg: RunConfig, train_eval: tuple, test: tu
     if probe:
         pr = linear_probe(ftr, train_eval[1], fte, test[1], num_classes, cfg.eval.probe_epochs, cfg.eval.probe_lr,
                           seed=cfg.seed)
-        res.update(probe_top1=pr.top1, probe_top5=pr.top5, probe_protocol=pr.protocol)
+        res.update(probe_top1=pr.top1, probe_top5=pr.top5, probe_protocol=pr.protocol,
+                   effective_rank_features=effective_rank(fte),
+                   effective_rank_embedding=effective_rank(extract_features(model, test[0], device=device,
+                                                                            embedding=True)))
         if cfg.eval.robustness:
             res.update(robustness_metrics(model, cfg, ftr, train_eval[1], test, pr.predict, device))
     return res
+
+
+@torch.no_grad()
+def _logvar(model: torch.nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    model.eval()
+    out = torch.cat([model(eval_view(images[i: i + 512]).to(device)).logvar.float().cpu()
+                     for i in range(0, images.shape[0], 512)])
+    model.train()
+    return out
 
 
 def robustness_metrics(model: torch.nn.Module, cfg: RunConfig, train_feats: torch.Tensor,
@@ -130,6 +143,11 @@ def robustness_metrics(model: torch.nn.Module, cfg: RunConfig, train_feats: torc
         out["corruption_acc"] = float(np.mean(list(acc.values())))
         out["mce"] = mean_corruption_error(acc)
     clean_test = extract_features(model, images, device=device)
+    if cfg.loss.name in VARIATIONAL_LOSSES:  # uncertainty (posterior log-det) vs corruption severity
+        out["logdet_s0"] = float(posterior_log_det(_logvar(model, images, device)).mean())
+        for sev in range(1, 6):
+            out[f"logdet_s{sev}"] = float(np.mean([posterior_log_det(_logvar(
+                model, corrupt(images, name, sev, seed=cfg.seed), device)).mean() for name in cfg.eval.corruptions]))
     for k in cfg.eval.label_budgets:
         out[f"fewlabel_{k}_acc"], out[f"fewlabel_{k}_std"] = prototype_accuracy(
             train_feats, train_labels, clean_test, labels, k, seed=cfg.seed)
@@ -236,13 +254,13 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
         train_eval = _materialize(ctx.dataset("train_eval"))
         test = _materialize(ctx.dataset("test"))
         bank = tuple(t[:ONLINE_KNN_BANK] for t in train_eval)
-    bad_seen: list[str] = []
-    seen_total = 0
     final: dict[str, Any] = {}
 
     for epoch in range(start_epoch, cfg.optim.epochs):
         net.train()
-        t0, n_views, losses = time.perf_counter(), 0, []
+        bad_seen: list[str] = []  # undecodable images met this epoch (skipped, counted, named)
+        seen_total = 0
+        t0, n_views, losses, grad_norms = time.perf_counter(), 0, [], []
         for batch in shard.iter_batches(batch_size=local_batch, drop_last=True, batch_format="numpy",
                                         local_shuffle_buffer_size=max(local_batch * 4, 1024),
                                         local_shuffle_seed=cfg.seed * 100003 + epoch):
@@ -283,10 +301,10 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
                 return final
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
             optimizer.step()
             losses.append(loss.item())
+            grad_norms.append(float(grad_norm))
             n_views += b * v * world
             step += 1
         seconds = time.perf_counter() - t0
@@ -294,6 +312,7 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
                                    "lr": lr_at(max(step - 1, 0), total_steps, warmup_steps, base_lr,
                                                cfg.optim.min_lr_ratio),
                                    "views_per_s": n_views / max(seconds, 1e-9), "epoch_seconds": seconds,
+                                   "grad_norm": float(np.mean(grad_norms)) if grad_norms else float("nan"),
                                    "bad_images": len(bad_seen), "status": "running"}
         last = epoch == cfg.optim.epochs - 1
         if rank == 0:

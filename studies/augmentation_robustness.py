@@ -23,7 +23,8 @@ from core.config import RunConfig
 from core.report import Claim, plot_lines, severity_frame
 from core.study import Study, base_config, main_for
 
-DEFAULT = RunConfig().with_overrides(["optim.epochs=10", "eval.robustness=true", "eval.probe_epochs=50"])
+DEFAULT = RunConfig().with_overrides(["optim.epochs=10", "model.width=24", "eval.robustness=true", "eval.probe_epochs=50",
+                                    "eval.online_knn=false"])  # grid study: no scheduler needs per-epoch kNN
 LOSSES = ["cross_entropy", "supcon", "varcon", "vsupcon"]
 
 

@@ -16,14 +16,22 @@ TINY = ["--losses", "supcon", "cross_entropy", "--policies", "simaugment", "--st
         "--seeds", "0", "1", "--epochs", "1", "eval.probe_epochs=5", "data.train_limit=512", "optim.batch_size=128"]
 
 
+def _load(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "studies" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(name: str, argv: list[str]) -> int:
+    study = _load(name)
+    return study.main_for(study.make_study, "test", argv, extra_args=study.extra_args)
+
+
 def _study(tmp_path, *extra):
-    sys.path.insert(0, str(REPO / "studies"))
-    try:
-        import augmentation_robustness as study
-    finally:
-        sys.path.pop(0)
-    return study.main_for(study.make_study, "test", [*TINY, "--results-dir", str(tmp_path), *extra],
-                          extra_args=study.extra_args)
+    return _run("augmentation_robustness", [*TINY, "--results-dir", str(tmp_path), *extra])
 
 
 def test_tiny_study_end_to_end(ray_session, tmp_path):
@@ -72,3 +80,68 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
     assert len(df) == 4 and (df["status"] == "finished").all()
     for run_dir, metrics in done.items():  # completed runs were not trained again
         assert run_dir.joinpath("metrics.jsonl").read_text() == metrics
+
+
+SMALL = ["--epochs", "1", "eval.probe_epochs=5", "data.train_limit=512", "eval.corruptions=[gaussian_noise]"]
+
+
+def test_tiny_hyperparameter_and_kl_weight_studies(ray_session, tmp_path):
+    assert _run("hyperparameter_stability", ["--temperatures", "0.1", "0.5", "--batch-sizes", "128",
+                                             "--optimizers", "sgd", "--seeds", "0", *SMALL,
+                                             "--results-dir", str(tmp_path / "hp")]) == 0
+    df = pd.read_parquet(tmp_path / "hp" / "trials.parquet")
+    # cross-entropy is not swept over the temperature it ignores
+    assert sorted(df["cfg.loss.name"]) == ["cross_entropy", "supcon", "supcon"]
+    assert (tmp_path / "hp" / "accuracy_vs_temperature.png").exists()
+    assert _run("kl_weight", ["--betas", "0", "0.01", "--kl-weights", "1.0", "--seeds", "0", *SMALL,
+                              "--results-dir", str(tmp_path / "kl")]) == 0
+    df = pd.read_parquet(tmp_path / "kl" / "trials.parquet")
+    assert (df["status"] == "finished").all() and len(df) == 3
+    vcl = df[df["cfg.loss.name"] == "vsupcon"]
+    assert vcl["logdet_s0"].notna().all() and vcl["logdet_s5"].notna().all()
+    assert df["effective_rank_embedding"].between(1, 128).all()
+
+
+def test_ablation_runner(ray_session, tmp_path):
+    from core.ablate import main as ablate
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: tiny\nbase: {loss: {name: varcon}}\nseeds: [0, 1]\nmetrics: [probe_top1]\n"
+                    "variants:\n  official: {}\n  no_kl: {loss.kl_weight: 0.0}\n")
+    assert ablate([str(spec), "--results-dir", str(tmp_path / "out"), *SMALL]) == 0
+    df = pd.read_parquet(tmp_path / "out" / "trials.parquet")
+    assert sorted(df["variant"]) == ["no_kl", "no_kl", "official", "official"]
+    assert set(df[df["variant"] == "no_kl"]["cfg.loss.kl_weight"]) == {0.0}
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| variant |" in report and "no_kl vs official" in report
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("variants: {only: {}}\n")
+    assert ablate([str(bad)]) == 2
+
+
+def test_shipped_ablation_specs_are_valid():
+    import argparse
+
+    from core.ablate import load_spec
+
+    args = argparse.Namespace(epochs=None, overrides=[], seeds=None)
+    for spec in sorted((REPO / "ablations").glob("*.yaml")):
+        study = load_spec(spec, args)
+        assert len(study.points()) >= 6, spec
+
+
+def test_search_with_optuna_and_asha(ray_session, tmp_path):
+    storage = tmp_path / "optuna.log"
+    assert _run("search", ["--loss", "varcon", "--num-samples", "3", "--epochs", "3", "--grace-period", "1",
+                           "--max-concurrent", "1", "--storage", str(storage), "eval.probe_epochs=5",
+                           "data.train_limit=512", "--results-dir", str(tmp_path / "s")]) == 0
+    df = pd.read_parquet(tmp_path / "s" / "trials.parquet")
+    assert len(df) == 3 and set(df["status"]) <= {"finished", "stopped early"} and "finished" in set(df["status"])
+    assert df["cfg.loss.temperature"].nunique() == 3  # Optuna proposed the points
+    import optuna
+
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="search-varcon",
+                              storage=optuna.storages.JournalStorage(JournalFileBackend(str(storage))))
+    assert len(study.trials) == 3

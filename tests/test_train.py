@@ -100,3 +100,25 @@ def test_cli_rejects_bad_config_before_ray():
     out = subprocess.run([sys.executable, "-m", "core.train", "loss.temperature=-1"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "loss.temperature must be > 0, got -1" in out.stderr
+
+
+def test_corrupt_images_are_skipped_counted_or_fail_the_run(ray_session, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(np.full((12, 12, 3), 60 * i + (100 if c == "b" else 0), np.uint8)).save(
+                    tmp_path / "data" / split / c / f"{i}.png")
+    (tmp_path / "data" / "train" / "a" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    base = ["data.source=imagefolder", f"data.root={tmp_path / 'data'}", "data.image_size=12",
+            "optim.batch_size=9", "optim.epochs=2", "eval.probe_epochs=2", "eval.knn_k=3"]
+    with pytest.raises(RuntimeError, match=r"1 of 9 images undecodable .*broken\.jpg"):
+        fit(_cfg(tmp_path, *base), verbose=False)
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        res = fit(_cfg(tmp_path, *base, "data.max_bad_fraction=0.2"), verbose=False)
+    assert res.status == "finished"
+    rows = [json.loads(x) for x in (Path(res.run_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["bad_images"] for r in rows] == [1, 1]

@@ -113,3 +113,27 @@ def test_parquet_wrong_label_fails_naming_the_shards(ray_session, tmp_path):
                        tmp_path / split / "part-0.parquet")
     with pytest.raises(DataError, match=r"label 7 at row 1 is outside \[0, 2\)"):
         load_source(DataConfig(source="parquet", root=str(tmp_path), num_classes=2))
+
+
+def test_webdataset_tar_shards(ray_session, tmp_path):
+    import io
+    import tarfile
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        with tarfile.open(tmp_path / split / "shard-000.tar", "w") as tar:
+            for i in range(4):
+                buf = io.BytesIO()
+                Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)).save(buf, format="PNG")
+                for name, data in ((f"s{i:03d}.png", buf.getvalue()), (f"s{i:03d}.cls", str(i % 2).encode())):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(DataError, match="data.num_classes is required"):
+        load_source(DataConfig(source="webdataset", root=str(tmp_path)))
+    src = load_source(DataConfig(source="webdataset", root=str(tmp_path), num_classes=2, image_size=10))
+    rows = src.train.take_all()
+    assert len(rows) == 4 and sorted(r["label"] for r in rows) == [0, 0, 1, 1]
+    assert all(r["ok"] and r["image"].shape == (10, 10, 3) for r in rows)
+    assert len({r["index"] for r in rows}) == 4  # stable ids from the sample keys

@@ -63,3 +63,16 @@ def test_bad_inputs():
         vcl_loss(F.normalize(torch.randn(2, 2, 4), dim=-1), torch.tensor([0, 1]), mu, mu, beta=-1)
     with pytest.raises(ValueError, match="VSupCon needs labels"):
         vcl_loss(F.normalize(torch.randn(2, 2, 4), dim=-1), None, mu, mu)
+
+
+def test_vcl_gradcheck_float64():
+    g = torch.Generator().manual_seed(3)
+    mu = torch.randn(4, 2, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    logvar = (torch.randn(4, 2, 5, generator=g, dtype=torch.float64) - 1).requires_grad_(True)
+    noise = torch.randn(4, 2, 5, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 0, 1])
+
+    def loss(m, lv):  # fixed noise: the reparameterised sample is a deterministic function
+        z = F.normalize(m + (0.5 * lv).exp() * noise, dim=-1)
+        return vcl_loss(z, labels, m, lv, beta=0.3, temperature=0.5)
+    assert torch.autograd.gradcheck(loss, (mu, logvar))

@@ -1,0 +1,101 @@
+"""Hyperparameter search: Optuna TPE through Ray Tune's OptunaSearch, ASHA early stopping on the
+per-epoch online kNN accuracy, over temperature, batch size, augmentation strength and KL weight.
+
+With two or more --objectives the search is multi-objective (no early stopping: schedulers take one
+metric) and the report plots the Pareto front. --storage (sqlite:///study.db or a journal file
+path ending in .log) keeps the Optuna study for optuna-dashboard.
+
+    python studies/search.py --loss varcon --num-samples 16
+    python studies/search.py --loss vsupcon --objectives probe_top1 corruption_acc --storage study.log
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from core.config import RunConfig
+from core.study import Study, base_config, main_for
+
+DEFAULT = RunConfig().with_overrides(["optim.epochs=8", "eval.probe_epochs=50"])
+
+
+def pareto_plot(df: pd.DataFrame, out: Path, objectives: list[str]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = df[(df["status"] == "finished")].dropna(subset=objectives[:2]) if set(objectives[:2]) <= set(df) else df.iloc[0:0]
+    if len(objectives) < 2 or ok.empty:
+        return []
+    x, y = ok[objectives[0]].values, ok[objectives[1]].values
+    front = [i for i in range(len(x)) if not any((x >= x[i]) & (y >= y[i]) & ((x > x[i]) | (y > y[i])))]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(x, y, alpha=0.5, label="trials")
+    fx, fy = zip(*sorted(zip(x[front], y[front])))
+    ax.plot(fx, fy, "r-o", label="Pareto front")
+    ax.set_xlabel(objectives[0])
+    ax.set_ylabel(objectives[1])
+    ax.legend()
+    fig.tight_layout()
+    path = out / "pareto_front.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def _storage(spec: str | None):
+    if not spec:
+        return None
+    import optuna
+
+    if spec.endswith(".log"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(spec))
+    return optuna.storages.RDBStorage(spec)
+
+
+def make_study(args: argparse.Namespace) -> Study:
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    loss = args.loss
+    base = base_config(args, DEFAULT.with_(**{"loss.name": loss, "eval.robustness": "corruption_acc" in args.objectives}))
+
+    def space(trial):  # define-by-run; no training here
+        trial.suggest_float("loss.temperature", 0.03, 0.5, log=True)
+        trial.suggest_categorical("optim.batch_size", [64, 128, 256])
+        trial.suggest_float("augment.strength", 0.0, 1.0)
+        if loss == "varcon":
+            trial.suggest_float("loss.kl_weight", 0.0, 2.0)
+        elif loss in ("vsupcon", "vsimclr"):
+            trial.suggest_float("loss.beta", 1e-4, 1e-1, log=True)
+        return {"seed": args.seed}
+
+    multi = len(args.objectives) > 1
+    search = OptunaSearch(space, metric=args.objectives if multi else args.objectives[0],
+                          mode=["max"] * len(args.objectives) if multi else "max", seed=args.seed,
+                          study_name=f"search-{loss}", storage=_storage(args.storage))
+    scheduler = None if multi else ASHAScheduler(metric="knn_top1", mode="max", time_attr="training_iteration",
+                                                 max_t=base.optim.epochs + 1, grace_period=args.grace_period)
+    return Study(name=f"search_{loss}", question=__doc__.split("\n\n")[0], base=base, search_alg=search,
+                 scheduler=scheduler, num_samples=args.num_samples or 8, seeds=[args.seed],
+                 summary_metrics=[*args.objectives, "knn_top1"],
+                 plots=lambda df, out: pareto_plot(df, out, args.objectives))
+
+
+def extra_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--loss", default="supcon", choices=["supcon", "simclr", "varcon", "vsupcon", "vsimclr"])
+    p.add_argument("--objectives", nargs="+", default=["probe_top1"])
+    p.add_argument("--storage", default=None, help="Optuna storage: sqlite:///file.db or a journal path *.log")
+    p.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a trial may be stopped")
+    p.add_argument("--seed", type=int, default=0)
+
+
+if __name__ == "__main__":
+    sys.exit(main_for(make_study, __doc__, extra_args=extra_args))
