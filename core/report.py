@@ -155,7 +155,7 @@ def plot_lines(df: pd.DataFrame, x: str, y: str, group: str, facet: str | None, 
             ax.errorbar(stats[x], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3, label=str(name))
         ax.set_xlabel(x.removeprefix("cfg."))
         ax.set_ylabel(y)
-        ax.set_title(f"{facet.removeprefix('cfg.')}={fv}" if fv is not None else title, fontsize=9)
+        ax.set_title(f"{facet.removeprefix('cfg.')}={fv}" if fv is not None else "", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)

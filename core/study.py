@@ -61,6 +61,24 @@ class Study:
         return out
 
 
+class OptunaSpace:
+    """Define-by-run Optuna space over temperature, batch size, augmentation strength and the loss's
+    KL weight (a class, not a closure: Tune pickles its searcher)."""
+
+    def __init__(self, loss: str, seed: int, batch_sizes: tuple[int, ...] = (64, 128, 256)) -> None:
+        self.loss, self.seed, self.batch_sizes = loss, seed, list(batch_sizes)
+
+    def __call__(self, trial) -> dict[str, Any]:
+        trial.suggest_float("loss.temperature", 0.03, 0.5, log=True)
+        trial.suggest_categorical("optim.batch_size", self.batch_sizes)
+        trial.suggest_float("augment.strength", 0.0, 1.0)
+        if self.loss == "varcon":
+            trial.suggest_float("loss.kl_weight", 0.0, 2.0)
+        elif self.loss in ("vsupcon", "vsimclr"):
+            trial.suggest_float("loss.beta", 1e-4, 1e-1, log=True)
+        return {"seed": self.seed}
+
+
 def point_config(base: RunConfig | dict, point: dict[str, Any], **extra: Any) -> RunConfig:
     """The config of one trial: base + the point's overrides (its ``variant`` label is not a field)."""
     base = base if isinstance(base, RunConfig) else RunConfig.from_dict(base)
@@ -85,14 +103,15 @@ def add_study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the base config")
 
 
-def _trial(params: dict, base: dict, runs_dir: str, torch_threads: int, workers: int, gpus: float) -> None:
+def _trial(params: dict, base: dict, runs_dir: str, torch_threads: int, workers: int, gpus: float,
+           per_epoch: bool = True) -> None:
     point = dict(params.get("point", params))  # grid trials: {"point": {...}}; searchers: flat dotted keys
     t0 = time.perf_counter()
     row: dict[str, Any] = {}
     try:
         cfg = point_config(base, point, storage_path=runs_dir, num_workers=workers, use_gpu=gpus > 0)
         res = fit(cfg, verbose=False, torch_threads=torch_threads,
-                  on_report=tune.report if workers == 0 else None)
+                  on_report=tune.report if workers == 0 and per_epoch else None)
         row = {**res.metrics, "status": res.status, "config_hash": cfg.config_hash()}
     except Exception as exc:  # recorded in the table; the study goes on
         row = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}
@@ -150,7 +169,10 @@ def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Pat
     concurrent = args.max_concurrent or (1 if args.workers_per_trial else cores)
     threads = max(1, cores // concurrent) if not args.address else 1
     trainable = tune.with_parameters(_trial, base=study.base.to_dict(), runs_dir=str(results / "runs"),
-                                     torch_threads=threads, workers=args.workers_per_trial, gpus=args.gpus_per_trial)
+                                     torch_threads=threads, workers=args.workers_per_trial, gpus=args.gpus_per_trial,
+                                     # a searcher without a scheduler reads final metrics only (Tune's
+                                     # strict check rejects epoch reports that lack them)
+                                     per_epoch=not (study.search_alg and study.scheduler is None))
     resources = {"CPU": 1 if not args.workers_per_trial else 0.5,
                  "GPU": args.gpus_per_trial if not args.workers_per_trial else 0}
     trainable = tune.with_resources(trainable, resources)
@@ -256,7 +278,7 @@ def main_for(make_study: Callable[[argparse.Namespace], Study], description: str
     add_study_args(parser)
     if extra_args:
         extra_args(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may sit between flags
     try:
         study = make_study(args)
         for p in study.points():

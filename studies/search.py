@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.config import RunConfig
-from core.study import Study, base_config, main_for
+from core.study import OptunaSpace, Study, base_config, main_for
 
 DEFAULT = RunConfig().with_overrides(["optim.epochs=8", "eval.probe_epochs=50"])
 
@@ -67,18 +67,8 @@ def make_study(args: argparse.Namespace) -> Study:
     loss = args.loss
     base = base_config(args, DEFAULT.with_(**{"loss.name": loss, "eval.robustness": "corruption_acc" in args.objectives}))
 
-    def space(trial):  # define-by-run; no training here
-        trial.suggest_float("loss.temperature", 0.03, 0.5, log=True)
-        trial.suggest_categorical("optim.batch_size", [64, 128, 256])
-        trial.suggest_float("augment.strength", 0.0, 1.0)
-        if loss == "varcon":
-            trial.suggest_float("loss.kl_weight", 0.0, 2.0)
-        elif loss in ("vsupcon", "vsimclr"):
-            trial.suggest_float("loss.beta", 1e-4, 1e-1, log=True)
-        return {"seed": args.seed}
-
     multi = len(args.objectives) > 1
-    search = OptunaSearch(space, metric=args.objectives if multi else args.objectives[0],
+    search = OptunaSearch(OptunaSpace(loss, args.seed), metric=args.objectives if multi else args.objectives[0],
                           mode=["max"] * len(args.objectives) if multi else "max", seed=args.seed,
                           study_name=f"search-{loss}", storage=_storage(args.storage))
     scheduler = None if multi else ASHAScheduler(metric="knn_top1", mode="max", time_attr="training_iteration",
@@ -91,7 +81,9 @@ def make_study(args: argparse.Namespace) -> Study:
 
 def extra_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", default="supcon", choices=["supcon", "simclr", "varcon", "vsupcon", "vsimclr"])
-    p.add_argument("--objectives", nargs="+", default=["probe_top1"])
+    p.add_argument("--objectives", nargs="+", default=["knn_top1"],
+                   help="one: maximised per epoch with ASHA (knn_top1 is reported every epoch); "
+                        "several: final metrics, multi-objective, no early stopping")
     p.add_argument("--storage", default=None, help="Optuna storage: sqlite:///file.db or a journal path *.log")
     p.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a trial may be stopped")
     p.add_argument("--seed", type=int, default=0)

@@ -145,3 +145,12 @@ def test_search_with_optuna_and_asha(ray_session, tmp_path):
     study = optuna.load_study(study_name="search-varcon",
                               storage=optuna.storages.JournalStorage(JournalFileBackend(str(storage))))
     assert len(study.trials) == 3
+
+
+def test_multi_objective_search_writes_pareto_front(ray_session, tmp_path):
+    assert _run("search", ["--loss", "supcon", "--objectives", "probe_top1", "knn_top1", "--num-samples", "2",
+                           "--epochs", "1", "--max-concurrent", "1", "eval.probe_epochs=5", "data.train_limit=512",
+                           "--results-dir", str(tmp_path)]) == 0
+    df = pd.read_parquet(tmp_path / "trials.parquet")
+    assert len(df) == 2 and (df["status"] == "finished").all()
+    assert (tmp_path / "pareto_front.png").stat().st_size > 5000

@@ -110,7 +110,7 @@ def test_corrupt_images_are_skipped_counted_or_fail_the_run(ray_session, tmp_pat
         for c in ("a", "b"):
             (tmp_path / "data" / split / c).mkdir(parents=True)
             for i in range(4):
-                Image.fromarray(np.full((12, 12, 3), 60 * i + (100 if c == "b" else 0), np.uint8)).save(
+                Image.fromarray(np.full((12, 12, 3), 50 * i + (100 if c == "b" else 0), np.uint8)).save(
                     tmp_path / "data" / split / c / f"{i}.png")
     (tmp_path / "data" / "train" / "a" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     base = ["data.source=imagefolder", f"data.root={tmp_path / 'data'}", "data.image_size=12",
