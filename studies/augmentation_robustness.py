@@ -19,12 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.config import RunConfig
 from core.report import Claim, plot_lines, severity_frame
-from core.study import Study, base_config, main_for
+from core.study import Study, base_config, grid_study_defaults, main_for, question
 
-DEFAULT = RunConfig().with_overrides(["optim.epochs=10", "model.width=24", "eval.robustness=true", "eval.probe_epochs=50",
-                                    "eval.online_knn=false"])  # grid study: no scheduler needs per-epoch kNN
+DEFAULT = grid_study_defaults(epochs=10)
 LOSSES = ["cross_entropy", "supcon", "varcon", "vsupcon"]
 
 
@@ -37,13 +35,13 @@ def plots(df: pd.DataFrame, out: Path) -> list[Path]:
         sev["status"] = "finished"
         made.append(plot_lines(sev, "severity", "accuracy", "cfg.loss.name", None, out / "accuracy_vs_severity.png",
                                "probe accuracy vs corruption severity (0 = clean)"))
-    return [p for p in made if p]
+    return made
 
 
 def make_study(args: argparse.Namespace) -> Study:
     return Study(
         name="augmentation_robustness",
-        question=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1],
+        question=question(__doc__),
         base=base_config(args, DEFAULT),
         grid={"loss.name": args.losses, "augment.policy": args.policies, "augment.strength": args.strengths},
         seeds=args.seeds or [0, 1, 2],

@@ -16,12 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.config import RunConfig
 from core.report import Claim, plot_lines
-from core.study import Study, base_config, main_for
+from core.study import Study, base_config, grid_study_defaults, main_for, question
 
-DEFAULT = RunConfig().with_overrides(["optim.epochs=8", "model.width=24", "eval.robustness=true", "eval.probe_epochs=50",
-                                    "eval.online_knn=false"])  # grid study: no scheduler needs per-epoch kNN
+DEFAULT = grid_study_defaults(epochs=8)
 
 
 def plots(df: pd.DataFrame, out: Path) -> list[Path]:
@@ -37,13 +35,13 @@ def plots(df: pd.DataFrame, out: Path) -> list[Path]:
                              for _, r in vcl.iterrows() for s in range(6) if f"logdet_s{s}" in r])
         made.append(plot_lines(long, "severity", "logdet", "cfg.loss.beta", None, out / "uncertainty_vs_severity.png",
                                "posterior log-det vs corruption severity, per beta"))
-    return [p for p in made if p]
+    return made
 
 
 def make_study(args: argparse.Namespace) -> Study:
     return Study(
         name="kl_weight",
-        question=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1],
+        question=question(__doc__),
         base=base_config(args, DEFAULT),
         grid=[{"loss.name": ["vsupcon"], "loss.beta": args.betas},
               {"loss.name": ["varcon"], "loss.kl_weight": args.kl_weights}],

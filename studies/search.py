@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.config import RunConfig
-from core.study import OptunaSpace, Study, base_config, main_for
+from core.study import OptunaSpace, Study, base_config, main_for, question
 
 DEFAULT = RunConfig().with_overrides(["optim.epochs=8", "eval.probe_epochs=50"])
 
@@ -73,7 +73,7 @@ def make_study(args: argparse.Namespace) -> Study:
                           study_name=f"search-{loss}", storage=_storage(args.storage))
     scheduler = None if multi else ASHAScheduler(metric="knn_top1", mode="max", time_attr="training_iteration",
                                                  max_t=base.optim.epochs + 1, grace_period=args.grace_period)
-    return Study(name=f"search_{loss}", question=__doc__.split("\n\n")[0], base=base, search_alg=search,
+    return Study(name=f"search_{loss}", question=question(__doc__), base=base, search_alg=search,
                  scheduler=scheduler, num_samples=args.num_samples or 8, seeds=[args.seed],
                  summary_metrics=[*args.objectives, "knn_top1"],
                  plots=lambda df, out: pareto_plot(df, out, args.objectives))

@@ -87,7 +87,7 @@ SMALL = ["--epochs", "1", "eval.probe_epochs=5", "data.train_limit=512", "eval.c
 
 def test_tiny_hyperparameter_and_kl_weight_studies(ray_session, tmp_path):
     assert _run("hyperparameter_stability", ["--temperatures", "0.1", "0.5", "--batch-sizes", "128",
-                                             "--optimizers", "sgd", "--seeds", "0", *SMALL,
+                                             "--optimizers", "sgd", "--sgd-lrs", "0.05", "--seeds", "0", *SMALL,
                                              "--results-dir", str(tmp_path / "hp")]) == 0
     df = pd.read_parquet(tmp_path / "hp" / "trials.parquet")
     # cross-entropy is not swept over the temperature it ignores
