@@ -19,7 +19,6 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa

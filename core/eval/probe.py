@@ -79,7 +79,7 @@ def linear_probe(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, 
         raise ValueError(f"linear probe needs at least 2 training features, got {train_feats.shape[0]}")
     g = torch.Generator().manual_seed(seed)
     mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
-    xtr, xte = (train_feats - mean) / std, (test_feats - mean) / std
+    xtr = (train_feats - mean) / std
     clf = nn.Linear(xtr.shape[1], num_classes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

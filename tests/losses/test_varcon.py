@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.losses import VarConLoss, varcon_loss, varcon_loss_views
+from core.losses import VarConLoss, varcon_loss
 from tests.losses.numpy_reference import varcon_ref
 
 
