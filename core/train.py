@@ -33,6 +33,7 @@ from core.data.augment import augment_views, eval_view
 from core.data.sources import ImageSource, load_source
 from core.distributed import gather_no_grad, gather_with_grad, is_distributed
 from core.eval.probe import KNN_PROTOCOL, extract_features, knn_accuracy, linear_probe
+from core.eval.calibration import expected_calibration_error, negative_log_likelihood
 from core.eval.geometry import effective_rank
 from core.eval.robustness import corrupt, mean_corruption_error, prototype_accuracy
 from core.losses import build_loss, posterior_log_det
@@ -108,6 +109,8 @@ def evaluate(model: torch.nn.Module, cfg: RunConfig, train_eval: tuple, test: tu
         pr = linear_probe(ftr, train_eval[1], fte, test[1], num_classes, cfg.eval.probe_epochs, cfg.eval.probe_lr,
                           seed=cfg.seed)
         res.update(probe_top1=pr.top1, probe_top5=pr.top5, probe_protocol=pr.protocol,
+                   probe_ece=expected_calibration_error(pr.probabilities, test[1]),
+                   probe_nll=negative_log_likelihood(pr.probabilities, test[1]),
                    effective_rank_features=effective_rank(fte),
                    effective_rank_embedding=effective_rank(extract_features(model, test[0], device=device,
                                                                             embedding=True)))
@@ -127,17 +130,20 @@ def _logvar(model: torch.nn.Module, images: torch.Tensor, device: torch.device) 
 
 def robustness_metrics(model: torch.nn.Module, cfg: RunConfig, train_feats: torch.Tensor,
                        train_labels: torch.Tensor, test: tuple, predict, device: torch.device) -> dict[str, float]:
-    """Probe accuracy on corrupted test images (5 severities) and label-scarce prototype probes."""
+    """Probe accuracy and calibration (ECE) on corrupted test images (5 severities), and label-scarce
+    prototype probes."""
     images, labels = test
     acc: dict[tuple[str, int], float] = {}
+    ece: dict[tuple[str, int], float] = {}
     out: dict[str, float] = {}
     for name in cfg.eval.corruptions:
         for sev in range(1, 6):
-            feats = extract_features(model, corrupt(images, name, sev, seed=cfg.seed), device=device)
-            acc[(name, sev)] = out[f"corr_{name}_s{sev}"] = \
-                100.0 * (predict(feats).argmax(1) == labels).float().mean().item()
+            probs = predict(extract_features(model, corrupt(images, name, sev, seed=cfg.seed), device=device))
+            acc[(name, sev)] = out[f"corr_{name}_s{sev}"] = 100.0 * (probs.argmax(1) == labels).float().mean().item()
+            ece[(name, sev)] = expected_calibration_error(probs, labels)
     for sev in range(1, 6):
         out[f"corruption_acc_s{sev}"] = float(np.mean([a for (n, s), a in acc.items() if s == sev]))
+        out[f"ece_s{sev}"] = float(np.mean([e for (n, s), e in ece.items() if s == sev]))
     if acc:
         out["corruption_acc"] = float(np.mean(list(acc.values())))
         out["mce"] = mean_corruption_error(acc)

@@ -45,7 +45,8 @@ def make_study(args: argparse.Namespace) -> Study:
         base=base_config(args, DEFAULT),
         grid={"loss.name": args.losses, "augment.policy": args.policies, "augment.strength": args.strengths},
         seeds=args.seeds or [0, 1, 2],
-        summary_metrics=["probe_top1", "corruption_acc", "mce", "fewlabel_1_acc", "fewlabel_5_acc", "knn_top1"],
+        summary_metrics=["probe_top1", "corruption_acc", "mce", "probe_ece", "ece_s5", "fewlabel_1_acc",
+                         "fewlabel_5_acc", "knn_top1"],
         claims=[
             Claim("contrastive losses vary less across augmentation settings than cross-entropy (SupCon, VarCon)",
                   "probe_top1", kind="spread", better="lower"),

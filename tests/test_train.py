@@ -122,3 +122,15 @@ def test_corrupt_images_are_skipped_counted_or_fail_the_run(ray_session, tmp_pat
     assert res.status == "finished"
     rows = [json.loads(x) for x in (Path(res.run_dir) / "metrics.jsonl").read_text().splitlines()]
     assert [r["bad_images"] for r in rows] == [1, 1]
+
+
+def test_robustness_metrics_are_recorded(digits, tmp_path):
+    cfg = _cfg(tmp_path, "optim.epochs=2", "eval.robustness=true", "eval.corruptions=[gaussian_noise,contrast]",
+               "eval.probe_epochs=10")
+    m = fit(cfg, digits, verbose=False).metrics
+    accs = [m[f"corruption_acc_s{s}"] for s in range(1, 6)]
+    assert accs[0] > accs[-1]  # severity 5 hurts more than severity 1
+    assert m["mce"] == pytest.approx(100 - m["corruption_acc"])
+    assert 0 <= m["probe_ece"] <= 100 and m["probe_nll"] > 0 and 0 <= m["ece_s5"] <= 100
+    assert 0 < m["fewlabel_1_acc"] <= m["fewlabel_10_acc"] + 10
+    assert 1 <= m["effective_rank_embedding"] <= 128
