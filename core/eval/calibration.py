@@ -15,7 +15,6 @@ def expected_calibration_error(probs: Tensor, labels: Tensor, bins: int = 15) ->
     correct = (pred == labels).double()
     # bin b holds confidences in (b/bins, (b+1)/bins]; confidence exactly 0 cannot occur for a max
     idx = (conf.double() * bins).ceil().long().clamp(1, bins) - 1
-    n = torch.bincount(idx, minlength=bins).double()
     acc_sum = torch.bincount(idx, weights=correct, minlength=bins)
     conf_sum = torch.bincount(idx, weights=conf.double(), minlength=bins)
     return float(100.0 * (acc_sum - conf_sum).abs().sum() / probs.shape[0])
