@@ -104,6 +104,11 @@ def add_study_args(parser: argparse.ArgumentParser) -> None:
                         help="Ray cluster address (default: $RAY_ADDRESS, else a local instance)")
     parser.add_argument("--num-samples", type=int, default=None,
                         help="grid studies: repeats of every point (default 1); searches: trials (default 8)")
+    parser.add_argument("--storage", default=None,
+                        help="Tune results and checkpoints: a shared path or s3://, gs:// URI (default: the "
+                             "results dir; a multi-node cluster needs shared storage)")
+    parser.add_argument("--cpus-per-trial", type=float, default=1,
+                        help="CPUs reserved per trial (its torch threads on a cluster)")
     parser.add_argument("--gpus-per-trial", type=float, default=0)
     parser.add_argument("--workers-per-trial", type=int, default=0, help="Train workers per trial (0: local mode)")
     parser.add_argument("--max-concurrent", type=int, default=0, help="concurrent trials (0: CPU cores locally)")
@@ -122,9 +127,10 @@ def _trial(params: dict, base: dict, runs_dir: str, torch_threads: int, workers:
     row: dict[str, Any] = {}
     try:
         cfg = point_config(base, point, storage_path=runs_dir, num_workers=workers, use_gpu=gpus > 0)
-        res = fit(cfg, verbose=False, torch_threads=torch_threads,
-                  on_report=tune.report if workers == 0 and per_epoch else None)
-        row = {**res.metrics, "status": res.status, "config_hash": cfg.config_hash()}
+        res = fit(cfg, verbose=False, torch_threads=torch_threads, tune_trial=workers == 0 and per_epoch,
+                  max_failures=1)
+        row = {**res.metrics, "status": res.status, "config_hash": cfg.config_hash(),
+               "node_id": ray.get_runtime_context().get_node_id()}
     except Exception as exc:  # recorded in the table; the study goes on
         row = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}
     row["trial_seconds"] = time.perf_counter() - t0
@@ -168,34 +174,43 @@ def _init_ray(address: str | None) -> None:
 def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Path]:
     """Run (or resume) every trial, then write table, report and plots. Returns (table, report path)."""
     results = Path(args.results_dir or os.path.join("results", study.name)).resolve()
-    tune_dir = results / "tune"
-    if tune_dir.exists() and not args.resume:
+    storage = args.storage or str(results)  # where Tune's experiment and the trials' checkpoints live
+    tune_dir = f"{storage.rstrip('/')}/tune"
+    exists = (results / "tune").exists() or bool(args.storage and tune.Tuner.can_restore(tune_dir))
+    if exists and not args.resume:
         if not args.overwrite:
-            raise SystemExit(f"error: {results} already holds a study; pass --resume to finish it "
-                             f"or --overwrite to start again")
-        shutil.rmtree(results)
+            raise SystemExit(f"error: {results} (storage {storage}) already holds a study; pass --resume to "
+                             f"finish it or --overwrite to start again")
+        if "://" in storage:
+            raise SystemExit(f"error: --overwrite does not delete object storage; remove {tune_dir} yourself "
+                             f"or pass another --storage")
+        shutil.rmtree(results, ignore_errors=True)
+        for sub in ("tune", "runs"):  # only what a study writes: --storage may be a shared dir
+            shutil.rmtree(Path(storage) / sub, ignore_errors=True)
     results.mkdir(parents=True, exist_ok=True)
     points = [] if study.search_alg else [p for p in study.points() for _ in range(args.num_samples or 1)]
     total = study.num_samples if study.search_alg else len(points)
     cores = os.cpu_count() or 2
     concurrent = args.max_concurrent or (1 if args.workers_per_trial else cores)
-    threads = max(1, cores // concurrent) if not args.address else 1
-    trainable = tune.with_parameters(_trial, base=study.base.to_dict(), runs_dir=str(results / "runs"),
+    threads = max(1, cores // concurrent) if not args.address else max(1, int(args.cpus_per_trial))
+    trainable = tune.with_parameters(_trial, base=study.base.to_dict(), runs_dir=f"{storage.rstrip('/')}/runs",
                                      torch_threads=threads, workers=args.workers_per_trial, gpus=args.gpus_per_trial,
                                      # a searcher without a scheduler reads final metrics only (Tune's
                                      # strict check rejects epoch reports that lack them)
                                      per_epoch=not (study.search_alg and study.scheduler is None))
-    resources = {"CPU": 1 if not args.workers_per_trial else 0.5,
+    resources = {"CPU": args.cpus_per_trial if not args.workers_per_trial else 0.5,
                  "GPU": args.gpus_per_trial if not args.workers_per_trial else 0}
     trainable = tune.with_resources(trainable, resources)
     _init_ray(args.address)
     print(f"study {study.name}: {total} trials, {concurrent} at a time -> {results}", flush=True)
     t0 = time.perf_counter()
-    run_config = tune.RunConfig(name="tune", storage_path=str(results), verbose=0,
+    run_config = tune.RunConfig(name="tune", storage_path=storage, verbose=0,
                                 callbacks=[Progress(total, study.summary_metrics[0])],
-                                failure_config=tune.FailureConfig(max_failures=1))
-    if args.resume and tune.Tuner.can_restore(str(tune_dir)):
-        tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, resume_errored=True)
+                                # a trial lost with its node is retried (elsewhere) from its last checkpoint
+                                failure_config=tune.FailureConfig(max_failures=2),
+                                checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+    if args.resume and tune.Tuner.can_restore(tune_dir):
+        tuner = tune.Tuner.restore(tune_dir, trainable, resume_unfinished=True, resume_errored=True)
     elif study.search_alg:
         tuner = tune.Tuner(trainable, run_config=run_config, tune_config=tune.TuneConfig(
             search_alg=study.search_alg, scheduler=study.scheduler, num_samples=study.num_samples,
@@ -207,7 +222,7 @@ def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Pat
     wall = time.perf_counter() - t0
     table = _table(grid, study)
     write_table(table, results / "trials.parquet")
-    report = write_report(study, table, results, wall)
+    report = write_report(study, table, results, wall, storage)
     return table, report
 
 
@@ -236,7 +251,8 @@ def _table(grid, study: Study) -> pd.DataFrame:
     return df
 
 
-def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: float) -> Path:
+def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: float,
+                 storage: str | None = None) -> Path:
     """Markdown report with summary tables, verdicts, overhead and plots; returns its path."""
     finished = int((df["status"] == "finished").sum())
     lines = [f"# Study: {study.name}", "", study.question, "",
@@ -266,8 +282,10 @@ def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: fl
         pngs = [p for p in study.plots(df, results) if p]
         if pngs:
             lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs] + [""]
-    lines += ["## Logs", "", f"Tune logs (TensorBoard: `tensorboard --logdir {results / 'tune'}`), per-run "
-              f"metrics and checkpoints under `{results / 'runs'}`.", ""]
+    storage = (storage or str(results)).rstrip("/")
+    nodes = df["node_id"].nunique() if "node_id" in df else 1
+    lines += ["## Logs", "", f"Trials ran on {nodes} node(s). Tune logs and trial checkpoints: `{storage}/tune` "
+              f"(TensorBoard: `tensorboard --logdir {storage}/tune`); per-run metrics under `{storage}/runs`.", ""]
     path = results / "report.md"
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines))

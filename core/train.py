@@ -19,11 +19,12 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import ray
 import ray.train
+import ray.tune
 import torch
 from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
@@ -43,6 +44,7 @@ from core.optim import build_optimizer, lr_at
 ONLINE_KNN_BANK = 2000  # train images in the per-epoch kNN bank (cheap signal for ASHA)
 STATE_FILE = "state.pt"
 LOCAL_STATE_FILE = "latest_state.pt"  # in-process (num_workers=0) checkpoint in the run directory
+LOCAL_RUNS_DIR = "~/.cache/contrastive-platform/runs"  # run logs when storage_path is a URI
 
 
 class DivergedError(RuntimeError):
@@ -88,6 +90,15 @@ def _objective(loss_fn: torch.nn.Module, name: str, out, labels: torch.Tensor, b
     if name in VARIATIONAL_LOSSES:
         return loss_fn(z_all, labels_all, out.mu.reshape(b, v, -1), out.logvar.reshape(b, v, -1))
     return loss_fn(z_all, labels_all)
+
+
+def _gather_objects(obj: Any, world: int) -> list[Any]:
+    """``obj`` from every worker, in rank order (just ``[obj]`` in one process)."""
+    if world == 1 or not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * world
+    torch.distributed.all_gather_object(out, obj)
+    return out
 
 
 def _all_finite(loss: torch.Tensor) -> bool:
@@ -187,19 +198,24 @@ class TrainContext:
 
 class InProcessContext:
     """``num_workers=0``: the loop runs in this process (a laptop run, or one Tune trial) on the
-    full datasets; the checkpoint is the run directory's state file (write-then-rename) and each
-    epoch's metrics go to ``on_report`` (e.g. ``ray.tune.report``, so ASHA sees them)."""
+    full datasets. The checkpoint is the run directory's state file (write-then-rename); inside a
+    Tune trial (``tune_trial=True``) each epoch is also reported to Tune with the state as a Tune
+    checkpoint, so ASHA sees every epoch and a trial retried on another node (or after a driver
+    restart) resumes from Tune's storage, which may be shared or an object store."""
 
     rank, world = 0, 1
 
-    def __init__(self, datasets: dict, run_dir: str, on_report: Callable[[dict], None] | None = None) -> None:
-        self.datasets, self.on_report = datasets, on_report
+    def __init__(self, datasets: dict, run_dir: str, tune_trial: bool = False) -> None:
+        self.datasets, self.tune_trial = datasets, tune_trial
         self.state_path = os.path.join(run_dir, LOCAL_STATE_FILE)
 
     def dataset(self, name: str):
         return self.datasets[name]
 
     def load_state(self, device: torch.device) -> dict | None:
+        if self.tune_trial and (checkpoint := ray.tune.get_checkpoint()):
+            with checkpoint.as_directory() as d:
+                return torch.load(os.path.join(d, STATE_FILE), map_location=device, weights_only=False)
         if not os.path.exists(self.state_path):
             return None
         return torch.load(self.state_path, map_location=device, weights_only=False)
@@ -208,8 +224,10 @@ class InProcessContext:
         tmp = self.state_path + ".tmp"
         torch.save(state, tmp)
         os.replace(tmp, self.state_path)
-        if self.on_report:
-            self.on_report(_scalars(metrics))
+        if self.tune_trial:
+            with tempfile.TemporaryDirectory() as d:
+                torch.save(state, os.path.join(d, STATE_FILE))
+                ray.tune.report(_scalars(metrics), checkpoint=ray.tune.Checkpoint.from_directory(d))
 
 
 def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None) -> dict[str, Any]:
@@ -224,6 +242,8 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
     device = torch.device("cuda", torch.cuda.current_device()) if cfg.use_gpu and torch.cuda.is_available() \
         else torch.device("cpu")
 
+    node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+    workers = _gather_objects({"node_id": node_id, "pid": os.getpid()}, world)  # where each rank runs
     model = build_model(cfg, num_classes).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -266,6 +286,7 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
         bad_seen: list[str] = []  # undecodable images met this epoch (skipped, counted, named)
         seen_total = 0
         t0, n_views, losses, grad_norms = time.perf_counter(), 0, [], []
+        seen_index: list[np.ndarray] = []  # sample indices this rank trained on this epoch
         for batch in shard.iter_batches(batch_size=local_batch, drop_last=True, batch_format="numpy",
                                         local_shuffle_buffer_size=max(local_batch * 4, 1024),
                                         local_shuffle_seed=cfg.seed * 100003 + epoch):
@@ -284,6 +305,7 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
             images = torch.from_numpy(np.require(batch["image"], requirements="W"))
             labels = torch.from_numpy(np.require(batch["label"], requirements="W")).long()
             index = batch["index"]
+            seen_index.append(np.asarray(index))
             views = augment_views(images, index, policy=cfg.augment.policy, strength=cfg.augment.strength,
                                   views=cfg.augment.views, seed=cfg.seed, epoch=epoch)
             b, v = views.shape[:2]
@@ -313,12 +335,23 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
             n_views += b * v * world
             step += 1
         seconds = time.perf_counter() - t0
+        # per-rank shard sizes every epoch; in an attempt's first epoch also how the shards overlap
+        first = epoch == start_epoch
+        shards = _gather_objects((np.concatenate(seen_index) if seen_index else np.zeros(0, np.int64)) if first
+                                 else sum(len(i) for i in seen_index), world)
         metrics: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
                                    "lr": lr_at(max(step - 1, 0), total_steps, warmup_steps, base_lr,
                                                cfg.optim.min_lr_ratio),
                                    "views_per_s": n_views / max(seconds, 1e-9), "epoch_seconds": seconds,
                                    "grad_norm": float(np.mean(grad_norms)) if grad_norms else float("nan"),
-                                   "bad_images": len(bad_seen), "status": "running"}
+                                   "bad_images": len(bad_seen), "status": "running",
+                                   "samples_per_rank": ",".join(str(x if isinstance(x, int) else len(x))
+                                                                for x in shards)}
+        if first:
+            all_index = np.concatenate([np.asarray(x).reshape(-1) for x in shards])
+            metrics.update(shard_overlap=int(all_index.size - np.unique(all_index).size),
+                           worker_nodes=",".join(w["node_id"] for w in workers),
+                           worker_pids=",".join(str(w["pid"]) for w in workers), resumed_from_epoch=start_epoch)
         last = epoch == cfg.optim.epochs - 1
         if rank == 0:
             if last:
@@ -326,7 +359,9 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
             elif cfg.eval.online_knn:
                 metrics["knn_top1"] = evaluate(model, cfg, bank, test, num_classes, device, probe=False)["knn_top1"]
             if last:
-                metrics.update(_run_record(cfg, world, epoch), status="finished")
+                metrics.update(_run_record(cfg, world, epoch), status="finished", resumed_from_epoch=start_epoch,
+                               worker_nodes=",".join(w["node_id"] for w in workers),
+                               worker_pids=",".join(str(w["pid"]) for w in workers))
                 final = metrics
             history.append(metrics)
             _append_jsonl(Path(run_dir) / "metrics.jsonl", metrics)
@@ -364,13 +399,16 @@ def _progress_line(cfg: RunConfig, m: dict) -> str:
 
 
 def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = True, max_failures: int = 0,
-        torch_threads: int | None = None, callbacks: list | None = None,
-        on_report: Callable[[dict], None] | None = None) -> RunResult:
+        torch_threads: int | None = None, callbacks: list | None = None, tune_trial: bool = False,
+        placement_strategy: str = "PACK") -> RunResult:
     """Pretrain + evaluate one config; resumes if the run (named by config hash) has a checkpoint.
 
-    ``num_workers>=1``: a TorchTrainer worker group (DDP). ``num_workers=0``: the same loop in this
-    process, with no worker start-up (the laptop path and the Tune-trial path); ``on_report``
-    receives each epoch's metrics there.
+    ``num_workers>=1``: a TorchTrainer worker group (DDP) placed by ``placement_strategy``
+    (``SPREAD``/``STRICT_SPREAD`` put workers on different nodes), restarted from the last
+    checkpoint up to ``max_failures`` times. ``num_workers=0``: the same loop in this process, with
+    no worker start-up (the laptop path and the Tune-trial path; ``tune_trial`` reports each epoch
+    and its checkpoint to Tune). ``cfg.storage_path`` may be a local/shared path or a URI
+    (``s3://``, ``gs://``); with a URI, the run's own log files go under ``LOCAL_RUNS_DIR``.
     """
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=verbose)
@@ -380,20 +418,22 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = Tr
         raise ValueError(f"training set of {source.description} is empty")
     if train_size < cfg.optim.batch_size:
         raise ValueError(f"training set has {train_size} images, fewer than optim.batch_size={cfg.optim.batch_size}")
-    storage = os.path.abspath(cfg.storage_path) if "://" not in cfg.storage_path else cfg.storage_path
-    run_dir = os.path.join(storage, cfg.run_name)
+    remote = "://" in cfg.storage_path
+    storage = cfg.storage_path if remote else os.path.abspath(cfg.storage_path)
+    run_dir = os.path.join(os.path.expanduser(LOCAL_RUNS_DIR) if remote else storage, cfg.run_name)
     os.makedirs(run_dir, exist_ok=True)
     write_json_atomic(Path(run_dir) / "config.json", {"config": cfg.to_dict(), "config_hash": cfg.config_hash()})
     loop_config = {"cfg": cfg.to_dict(), "num_classes": source.num_classes, "train_size": train_size,
                    "run_dir": run_dir, "verbose": verbose, "torch_threads": torch_threads or torch.get_num_threads()}
     if cfg.num_workers == 0:
         datasets = {"train": source.train, "train_eval": source.train, "test": source.test}
-        metrics = train_loop(loop_config, InProcessContext(datasets, run_dir, on_report))
+        metrics = train_loop(loop_config, InProcessContext(datasets, run_dir, tune_trial))
         return _finish(run_dir, metrics)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     placement_strategy=placement_strategy),
         datasets={"train": source.train, "train_eval": source.train, "test": source.test},
         dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(name=cfg.run_name, storage_path=storage,

@@ -2,11 +2,11 @@
 per-epoch online kNN accuracy, over temperature, batch size, augmentation strength and KL weight.
 
 With two or more --objectives the search is multi-objective (no early stopping: schedulers take one
-metric) and the report plots the Pareto front. --storage (sqlite:///study.db or a journal file
+metric) and the report plots the Pareto front. --optuna-storage (sqlite:///study.db or a journal file
 path ending in .log) keeps the Optuna study for optuna-dashboard.
 
     python studies/search.py --loss varcon --num-samples 16
-    python studies/search.py --loss vsupcon --objectives probe_top1 corruption_acc --storage study.log
+    python studies/search.py --loss vsupcon --objectives probe_top1 corruption_acc --optuna-storage study.log
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def make_study(args: argparse.Namespace) -> Study:
     multi = len(args.objectives) > 1
     search = OptunaSearch(OptunaSpace(loss, args.seed), metric=args.objectives if multi else args.objectives[0],
                           mode=["max"] * len(args.objectives) if multi else "max", seed=args.seed,
-                          study_name=f"search-{loss}", storage=_storage(args.storage))
+                          study_name=f"search-{loss}", storage=_storage(args.optuna_storage))
     scheduler = None if multi else ASHAScheduler(metric="knn_top1", mode="max", time_attr="training_iteration",
                                                  max_t=base.optim.epochs + 1, grace_period=args.grace_period)
     return Study(name=f"search_{loss}", question=question(__doc__), base=base, search_alg=search,
@@ -84,7 +84,7 @@ def extra_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objectives", nargs="+", default=["knn_top1"],
                    help="one: maximised per epoch with ASHA (knn_top1 is reported every epoch); "
                         "several: final metrics, multi-objective, no early stopping")
-    p.add_argument("--storage", default=None, help="Optuna storage: sqlite:///file.db or a journal path *.log")
+    p.add_argument("--optuna-storage", default=None, help="Optuna storage: sqlite:///file.db or a journal path *.log")
     p.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a trial may be stopped")
     p.add_argument("--seed", type=int, default=0)
 

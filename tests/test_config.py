@@ -79,3 +79,13 @@ def test_effective_lr_rules():
 def test_numeric_literals_yaml_leaves_as_strings():
     assert RunConfig().with_overrides(["optim.lr=1e-2"]).optim.lr == 0.01
     assert RunConfig().with_overrides(["optim.lr=1e30"]).optim.lr == 1e30
+
+
+def test_shipped_configs_validate():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert len(configs) >= 2
+    for path in configs:
+        cfg = RunConfig.from_yaml(str(path))
+        assert cfg.use_gpu and cfg.data.source == "parquet" and cfg.data.root.startswith("s3://"), path

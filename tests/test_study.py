@@ -133,7 +133,7 @@ def test_shipped_ablation_specs_are_valid():
 def test_search_with_optuna_and_asha(ray_session, tmp_path):
     storage = tmp_path / "optuna.log"
     assert _run("search", ["--loss", "varcon", "--num-samples", "3", "--epochs", "3", "--grace-period", "1",
-                           "--max-concurrent", "1", "--storage", str(storage), "eval.probe_epochs=5",
+                           "--max-concurrent", "1", "--optuna-storage", str(storage), "eval.probe_epochs=5",
                            "data.train_limit=512", "--results-dir", str(tmp_path / "s")]) == 0
     df = pd.read_parquet(tmp_path / "s" / "trials.parquet")
     assert len(df) == 3 and set(df["status"]) <= {"finished", "stopped early"} and "finished" in set(df["status"])

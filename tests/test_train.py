@@ -134,3 +134,27 @@ def test_robustness_metrics_are_recorded(digits, tmp_path):
     assert 0 <= m["probe_ece"] <= 100 and m["probe_nll"] > 0 and 0 <= m["ece_s5"] <= 100
     assert 0 < m["fewlabel_1_acc"] <= m["fewlabel_10_acc"] + 10
     assert 1 <= m["effective_rank_embedding"] <= 128
+
+
+def test_results_are_written_then_renamed(tmp_path, monkeypatch):
+    """A crash while writing leaves the previous file whole, never a half-written one."""
+    import pandas as pd
+
+    from core.report import write_table
+    from core.train import write_json_atomic
+
+    summary, table = tmp_path / "summary.json", tmp_path / "trials.parquet"
+    write_json_atomic(summary, {"epoch": 1})
+    write_table(pd.DataFrame({"a": [1]}), table)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        write_json_atomic(summary, {"epoch": 2})
+    with pytest.raises(OSError):
+        write_table(pd.DataFrame({"a": [2]}), table)
+    monkeypatch.undo()
+    assert json.loads(summary.read_text()) == {"epoch": 1}
+    assert pd.read_parquet(table)["a"].tolist() == [1]
