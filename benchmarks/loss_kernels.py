@@ -4,12 +4,18 @@ of the original SupContrast code, measured in the same run; prints ratios and ch
 
     python benchmarks/loss_kernels.py                      # CPU, M = 512, 2048, 8192
     python benchmarks/loss_kernels.py --device cuda --sizes 8192 32768
+
+On CPU the "MiB" column is the peak resident memory added by one forward+backward, measured in a
+fresh process per (loss, implementation, M) so one kernel's high-water mark cannot hide another's.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from typing import Callable
 
@@ -58,6 +64,54 @@ def measure(fn: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, device:
     return statistics.median(times), peak, value
 
 
+def make_cases(m: int, classes: int, dev: str, pml) -> tuple[torch.Tensor, dict[str, dict[str, Callable]]]:
+    """Seeded unit embeddings (view-major flat [2N, D]) and every (loss, implementation) on them."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    flat = F.normalize(torch.randn(m, D, generator=g), dim=1).to(dev)
+    labels = torch.randint(0, classes, (m,), generator=g).to(dev)
+    n = m // 2
+    # view-major flat layout [view0 of all images; view1 of all images] <-> features [N, 2, D]
+    as_views = lambda x: x.reshape(2, n, D).transpose(0, 1)  # noqa: E731
+    img_labels = labels[:n]
+    flat_labels = img_labels.repeat(2)
+    inst = torch.arange(n, device=dev).repeat(2)
+    cases: dict[str, dict[str, Callable]] = {
+        "supcon": {"ours": lambda x: supcon_loss(as_views(x), img_labels, 0.1),
+                   "naive": lambda x: naive_supcon(x, flat_labels, 0.1)},
+        "simclr": {"ours": lambda x: simclr_loss(as_views(x), 0.1),
+                   "naive": lambda x: naive_supcon(x, inst, 0.1)},
+        "varcon": {"ours": lambda x: varcon_loss(x, flat_labels, 0.1, 0.02)},
+    }
+    if pml is not None:
+        cases["supcon"]["pml"] = lambda x, f=pml.SupConLoss(temperature=0.1): f(x, flat_labels)
+        cases["simclr"]["pml"] = lambda x, f=pml.NTXentLoss(temperature=0.1): f(x, inst)
+    return flat, cases
+
+
+def _child_peak_mib(loss: str, impl: str, m: int, classes: int, threads: int) -> None:
+    """(In a fresh process) print the peak RSS added by one forward+backward."""
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        from pytorch_metric_learning import losses as pml
+    except ImportError:
+        pml = None
+    flat, cases = make_cases(m, classes, "cpu", pml)
+    x = flat.clone().requires_grad_(True)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cases[loss][impl](x).backward()
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)  # KiB on Linux
+
+
+def cpu_peak_mib(loss: str, impl: str, m: int, classes: int, threads: int) -> float:
+    out = subprocess.run([sys.executable, __file__, "--child", loss, impl, str(m), str(classes), str(threads)],
+                         capture_output=True, text=True, timeout=600)
+    try:
+        return float(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return float("nan")  # e.g. killed for memory
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -65,7 +119,11 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=100)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave default)")
+    p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.child:
+        loss, impl, m, classes, threads = args.child
+        return _child_peak_mib(loss, impl, int(m), int(classes), int(threads))
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -77,25 +135,7 @@ def main() -> None:
     print(f"device={dev} torch={torch.__version__} threads={torch.get_num_threads()} D={D} classes={args.classes}")
     print(f"{'M':>6} {'loss':<8} {'impl':<10} {'ms':>9} {'MiB':>8} {'value':>10} {'ratio vs ours':>14}")
     for m in args.sizes:
-        g = torch.Generator(device="cpu").manual_seed(0)
-        flat = F.normalize(torch.randn(m, D, generator=g), dim=1).to(dev)
-        labels = torch.randint(0, args.classes, (m,), generator=g).to(dev)
-        n = m // 2
-        # view-major flat layout [view0 of all images; view1 of all images] <-> features [N, 2, D]
-        as_views = lambda x: x.reshape(2, n, D).transpose(0, 1)  # noqa: E731
-        img_labels = labels[:n]
-        flat_labels = img_labels.repeat(2)
-        inst = torch.arange(n, device=dev).repeat(2)
-        cases: dict[str, dict[str, Callable]] = {
-            "supcon": {"ours": lambda x: supcon_loss(as_views(x), img_labels, 0.1),
-                       "naive": lambda x: naive_supcon(x, flat_labels, 0.1)},
-            "simclr": {"ours": lambda x: simclr_loss(as_views(x), 0.1),
-                       "naive": lambda x: naive_supcon(x, inst, 0.1)},
-            "varcon": {"ours": lambda x: varcon_loss(x, flat_labels, 0.1, 0.02)},
-        }
-        if pml is not None:
-            cases["supcon"]["pml"] = lambda x, f=pml.SupConLoss(temperature=0.1): f(x, flat_labels)
-            cases["simclr"]["pml"] = lambda x, f=pml.NTXentLoss(temperature=0.1): f(x, inst)
+        flat, cases = make_cases(m, args.classes, dev, pml)
         for loss_name, impls in cases.items():
             ours_t = None
             ref_value = None
@@ -107,6 +147,8 @@ def main() -> None:
                     if dev == "cuda":
                         torch.cuda.empty_cache()
                     continue
+                if dev == "cpu":
+                    mib = cpu_peak_mib(loss_name, impl, m, args.classes, torch.get_num_threads())
                 ours_t = sec if impl == "ours" else ours_t
                 ref_value = value if impl == "ours" else ref_value
                 ratio = f"{sec / ours_t:.2f}x" if ours_t else ""

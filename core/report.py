@@ -177,3 +177,56 @@ def severity_frame(df: pd.DataFrame, group: str = "cfg.loss.name") -> pd.DataFra
             if col in r and np.isfinite(r[col]):
                 rows.append({group: r[group], "severity": s, "accuracy": r[col], "cfg.seed": r["cfg.seed"]})
     return pd.DataFrame(rows)
+
+
+def normalized_mce_table(df: pd.DataFrame, group: str, baseline: str) -> pd.DataFrame:
+    """ImageNet-C mCE and relative mCE of each group against ``baseline`` (100 = as the baseline),
+    from the group means of every ``corr_<type>_s<severity>`` column and of clean ``probe_top1``."""
+    from core.eval.robustness import normalized_corruption_errors
+
+    ok = df[df["status"] == "finished"]
+    cols = [c for c in ok.columns if c.startswith("corr_") and ok[c].notna().any()]
+    if ok.empty or not cols or baseline not in set(ok[group]):
+        return pd.DataFrame()
+    means = ok.groupby(group)[cols + ["probe_top1"]].mean()
+
+    def pairs(row: pd.Series) -> dict[tuple[str, int], float]:
+        return {(c[5:].rsplit("_s", 1)[0], int(c.rsplit("_s", 1)[1])): float(row[c]) for c in cols}
+
+    base = means.loc[baseline]
+    rows = []
+    for name, row in means.iterrows():
+        out = normalized_corruption_errors(pairs(row), float(row["probe_top1"]), pairs(base),
+                                           float(base["probe_top1"]))
+        rows.append({group.removeprefix("cfg."): name, f"mCE vs {baseline}": out["mce"],
+                     f"relative mCE vs {baseline}": out["relative_mce"],
+                     "corruption types": len({c[5:].rsplit("_s", 1)[0] for c in cols})})
+    return pd.DataFrame(rows)
+
+
+def plot_spectrum(df: pd.DataFrame, group: str, path: str | Path, title: str) -> Path | None:
+    """Mean normalised singular value spectrum of the features per group (log scale): a steep
+    drop is dimensional collapse."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = df[(df["status"] == "finished")] if "spectrum_features" in df else pd.DataFrame()
+    ok = ok[ok["spectrum_features"].apply(lambda s: isinstance(s, str) and bool(s))] if not ok.empty else ok
+    if ok.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, g in ok.groupby(group):
+        spectra = [np.array([float(x) for x in s.split(",")]) for s in g["spectrum_features"]]
+        n = min(len(s) for s in spectra)
+        ax.semilogy(np.arange(1, n + 1), np.mean([s[:n] for s in spectra], axis=0), label=str(name))
+    ax.set_xlabel("singular value index")
+    ax.set_ylabel("normalised singular value")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

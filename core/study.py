@@ -25,6 +25,7 @@ from ray import tune
 
 from core.config import ConfigError, RunConfig
 from core.report import Claim, config_columns, summary_table, to_markdown, verdict_line, write_table
+from core.data.sources import load_source
 from core.train import fit
 
 
@@ -41,6 +42,7 @@ class Study:
     claims: list[Claim] = field(default_factory=list)
     summary_metrics: list[str] = field(default_factory=lambda: ["probe_top1", "knn_top1"])
     plots: Callable[[pd.DataFrame, Path], list[Path]] | None = None
+    tables: Callable[[pd.DataFrame], list[str]] | None = None  # extra markdown sections for the report
     variants: dict[str, dict[str, Any]] | None = None  # named one-factor variations (ablations)
     group: str = "cfg.loss.name"  # column the summary table groups by
     # searches: a Tune search algorithm (e.g. OptunaSearch over dotted keys) and scheduler replace the grid
@@ -171,6 +173,17 @@ def _init_ray(address: str | None) -> None:
         ray.init("local", num_cpus=2 * (os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
 
 
+def _prepare_corruptions(base: RunConfig) -> None:
+    """Corrupt the evaluation split once, in parallel, before the trials (they read the cache)."""
+    if not (base.eval.robustness and base.eval.corruption_suite == "imagenet_c"):
+        return
+    from core.eval.imagenet_c import corrupted_split
+    from core.train import materialize
+
+    images, _ = materialize(load_source(base.data).test)
+    corrupted_split(images.numpy(), base.eval.corruption_names(), seed=0, progress=True, parallel=True)
+
+
 def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Path]:
     """Run (or resume) every trial, then write table, report and plots. Returns (table, report path)."""
     results = Path(args.results_dir or os.path.join("results", study.name)).resolve()
@@ -202,6 +215,7 @@ def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Pat
                  "GPU": args.gpus_per_trial if not args.workers_per_trial else 0}
     trainable = tune.with_resources(trainable, resources)
     _init_ray(args.address)
+    _prepare_corruptions(study.base)
     print(f"study {study.name}: {total} trials, {concurrent} at a time -> {results}", flush=True)
     t0 = time.perf_counter()
     run_config = tune.RunConfig(name="tune", storage_path=storage, verbose=0,
@@ -265,6 +279,8 @@ def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: fl
     if verdicts:
         lines += ["## Claims", ""] + [verdict_line(r) for r in verdicts] + [""]
         write_table(pd.DataFrame(verdicts), results / "claims.parquet")
+    if study.tables:
+        lines += study.tables(df)
     compute = float(df["trial_seconds"].sum()) if "trial_seconds" in df else float("nan")
     lines += ["## Overhead", "",
               f"Study wall time {wall_seconds:.0f} s; summed trial time {compute:.0f} s "

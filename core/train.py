@@ -35,8 +35,11 @@ from core.data.sources import ImageSource, load_source
 from core.distributed import gather_no_grad, gather_with_grad, is_distributed
 from core.eval.probe import KNN_PROTOCOL, extract_features, knn_accuracy, linear_probe
 from core.eval.calibration import expected_calibration_error, negative_log_likelihood
-from core.eval.geometry import effective_rank
+from core.eval.fewshot import few_shot_episodes
+from core.eval.geometry import alignment, cluster_agreement, effective_rank, normalized_spectrum, uniformity
+from core.eval.imagenet_c import corrupted_split
 from core.eval.robustness import corrupt, mean_corruption_error, prototype_accuracy
+from core.eval.uncertainty import centroid_distance, misclassification_auroc, severity_correlation
 from core.losses import build_loss, posterior_log_det
 from core.models import build_model
 from core.optim import build_optimizer, lr_at
@@ -69,7 +72,7 @@ def write_json_atomic(path: str | Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
-def _materialize(ds: ray.data.Dataset | ray.data.DataIterator) -> tuple[torch.Tensor, torch.Tensor]:
+def materialize(ds: ray.data.Dataset | ray.data.DataIterator) -> tuple[torch.Tensor, torch.Tensor]:
     """All ok rows of an (evaluation) dataset as uint8 images and labels."""
     images, labels = [], []
     for b in ds.iter_batches(batch_size=1024, batch_format="numpy"):
@@ -110,7 +113,8 @@ def _all_finite(loss: torch.Tensor) -> bool:
 
 def evaluate(model: torch.nn.Module, cfg: RunConfig, train_eval: tuple, test: tuple, num_classes: int,
              device: torch.device, probe: bool = True) -> dict[str, Any]:
-    """kNN (top-1/top-5) and, if ``probe``, the linear probe on the frozen encoder."""
+    """kNN (top-1/top-5) and, if ``probe``, the linear probe, few-shot episodes, embedding geometry
+    and (``eval.robustness``) the corruption/uncertainty metrics, all on the frozen encoder."""
     ftr = extract_features(model, train_eval[0], device=device)
     fte = extract_features(model, test[0], device=device)
     knn = knn_accuracy(ftr, train_eval[1], fte, test[1], num_classes, cfg.eval.knn_k, cfg.eval.knn_temperature)
@@ -121,13 +125,49 @@ def evaluate(model: torch.nn.Module, cfg: RunConfig, train_eval: tuple, test: tu
                           seed=cfg.seed)
         res.update(probe_top1=pr.top1, probe_top5=pr.top5, probe_protocol=pr.protocol,
                    probe_ece=expected_calibration_error(pr.probabilities, test[1]),
-                   probe_nll=negative_log_likelihood(pr.probabilities, test[1]),
-                   effective_rank_features=effective_rank(fte),
-                   effective_rank_embedding=effective_rank(extract_features(model, test[0], device=device,
-                                                                            embedding=True)))
+                   probe_nll=negative_log_likelihood(pr.probabilities, test[1]))
+        res.update(geometry_metrics(model, cfg, fte, test, device))
+        counts = torch.unique(test[1], return_counts=True)[1]
+        if cfg.eval.few_shot_episodes and len(counts) >= 2:
+            n_way = min(5, len(counts))
+            for k in (k for k in (1, 5) if int(counts.min()) > k):  # tiny test sets: skip what they can't hold
+                acc, ci = few_shot_episodes(fte, test[1], n_way, k, episodes=cfg.eval.few_shot_episodes,
+                                            seed=cfg.seed)
+                res[f"fewshot_{n_way}w{k}s_acc"], res[f"fewshot_{n_way}w{k}s_ci95"] = acc, ci
         if cfg.eval.robustness:
-            res.update(robustness_metrics(model, cfg, ftr, train_eval[1], test, pr.predict, device))
+            res.update(robustness_metrics(model, cfg, ftr, train_eval[1], (test[0], test[1], fte), pr.predict,
+                                          device))
     return res
+
+
+def geometry_metrics(model: torch.nn.Module, cfg: RunConfig, test_feats: torch.Tensor, test: tuple,
+                     device: torch.device) -> dict[str, Any]:
+    """Effective rank and spectrum of the features, alignment/uniformity of the embedding on two
+    augmented views of each test image, and the hierarchical-clustering ARI of the features."""
+    images, labels = test
+    views = augment_views(images, np.arange(len(images)), policy=cfg.augment.policy, strength=cfg.augment.strength,
+                          views=2, seed=cfg.seed, epoch=0)
+    model.eval()
+    with torch.no_grad():
+        z = [torch.cat([model(views[i: i + 512, v].to(device)).z.float().cpu() for i in range(0, len(views), 512)])
+             for v in range(2)]
+    model.train()
+    spectrum = normalized_spectrum(test_feats)
+    return {"effective_rank_features": effective_rank(test_feats),
+            "effective_rank_embedding": effective_rank(extract_features(model, images, device=device,
+                                                                        embedding=True)),
+            "spectrum_features": ",".join(f"{x:.4g}" for x in spectrum[:64].tolist()),
+            "alignment": alignment(z[0], z[1]), "uniformity": uniformity(torch.cat(z)[:4096]),
+            "cluster_ari": cluster_agreement(test_feats[:5000], labels[:5000])}
+
+
+def corrupted_sets(images: torch.Tensor, cfg: RunConfig) -> dict[tuple[str, int], torch.Tensor]:
+    """Every (corruption, severity) version of the evaluation images. The corruption seed is fixed,
+    so every run of a study is scored on the same corrupted images (paired comparisons)."""
+    names = cfg.eval.corruption_names()
+    if cfg.eval.corruption_suite == "imagenet_c":
+        return {k: torch.from_numpy(v) for k, v in corrupted_split(images.numpy(), names, seed=0).items()}
+    return {(n, s): corrupt(images, n, s, seed=0) for n in names for s in range(1, 6)}
 
 
 @torch.no_grad()
@@ -141,32 +181,47 @@ def _logvar(model: torch.nn.Module, images: torch.Tensor, device: torch.device) 
 
 def robustness_metrics(model: torch.nn.Module, cfg: RunConfig, train_feats: torch.Tensor,
                        train_labels: torch.Tensor, test: tuple, predict, device: torch.device) -> dict[str, float]:
-    """Probe accuracy and calibration (ECE) on corrupted test images (5 severities), and label-scarce
-    prototype probes."""
-    images, labels = test
+    """Probe accuracy and calibration on corrupted test images (5 severities); uncertainty scores
+    (centroid distance; VCL's posterior log-det) against errors and severity; label-scarce probes.
+    ``test`` is (images, labels, clean features)."""
+    images, labels, clean_feats = test
+    variational = cfg.loss.name in VARIATIONAL_LOSSES
     acc: dict[tuple[str, int], float] = {}
     ece: dict[tuple[str, int], float] = {}
     out: dict[str, float] = {}
-    for name in cfg.eval.corruptions:
-        for sev in range(1, 6):
-            probs = predict(extract_features(model, corrupt(images, name, sev, seed=cfg.seed), device=device))
-            acc[(name, sev)] = out[f"corr_{name}_s{sev}"] = 100.0 * (probs.argmax(1) == labels).float().mean().item()
-            ece[(name, sev)] = expected_calibration_error(probs, labels)
+    severity, wrong, dist, logdet = [], [], [], []
+
+    def score(imgs: torch.Tensor, feats: torch.Tensor, sev: int) -> torch.Tensor:
+        probs = predict(feats)
+        severity.append(torch.full((len(imgs),), sev))
+        wrong.append(probs.argmax(1) != labels)
+        dist.append(centroid_distance(train_feats, train_labels, feats))
+        if variational:
+            logdet.append(posterior_log_det(_logvar(model, imgs, device)).float())
+        return probs
+
+    score(images, clean_feats, 0)
+    for (name, sev), imgs in corrupted_sets(images, cfg).items():
+        probs = score(imgs, extract_features(model, imgs, device=device), sev)
+        acc[(name, sev)] = out[f"corr_{name}_s{sev}"] = 100.0 * (probs.argmax(1) == labels).float().mean().item()
+        ece[(name, sev)] = expected_calibration_error(probs, labels)
     for sev in range(1, 6):
         out[f"corruption_acc_s{sev}"] = float(np.mean([a for (n, s), a in acc.items() if s == sev]))
         out[f"ece_s{sev}"] = float(np.mean([e for (n, s), e in ece.items() if s == sev]))
-    if acc:
-        out["corruption_acc"] = float(np.mean(list(acc.values())))
-        out["mce"] = mean_corruption_error(acc)
-    clean_test = extract_features(model, images, device=device)
-    if cfg.loss.name in VARIATIONAL_LOSSES:  # uncertainty (posterior log-det) vs corruption severity
-        out["logdet_s0"] = float(posterior_log_det(_logvar(model, images, device)).mean())
-        for sev in range(1, 6):
-            out[f"logdet_s{sev}"] = float(np.mean([posterior_log_det(_logvar(
-                model, corrupt(images, name, sev, seed=cfg.seed), device)).mean() for name in cfg.eval.corruptions]))
+    out["corruption_acc"] = float(np.mean(list(acc.values())))
+    out["mce"] = mean_corruption_error(acc)
+    severity_all, wrong_all = torch.cat(severity), torch.cat(wrong)
+    for name, values in (("centroid", dist), ("logdet", logdet)):
+        if values:
+            v = torch.cat(values)
+            out[f"unc_auroc_{name}"] = misclassification_auroc(v, wrong_all)
+            out[f"unc_spearman_{name}"] = severity_correlation(v, severity_all)
+            if name == "logdet":  # mean posterior log-det per severity (0 = clean)
+                for sev in range(6):
+                    out[f"logdet_s{sev}"] = float(v[severity_all == sev].mean())
     for k in cfg.eval.label_budgets:
         out[f"fewlabel_{k}_acc"], out[f"fewlabel_{k}_std"] = prototype_accuracy(
-            train_feats, train_labels, clean_test, labels, k, seed=cfg.seed)
+            train_feats, train_labels, clean_feats, labels, k, seed=cfg.seed)
     return out
 
 
@@ -276,8 +331,8 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
     shard = ctx.dataset("train")
     train_eval = test = None
     if rank == 0:
-        train_eval = _materialize(ctx.dataset("train_eval"))
-        test = _materialize(ctx.dataset("test"))
+        train_eval = materialize(ctx.dataset("train_eval"))
+        test = materialize(ctx.dataset("test"))
         bank = tuple(t[:ONLINE_KNN_BANK] for t in train_eval)
     final: dict[str, Any] = {}
 

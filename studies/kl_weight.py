@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.report import Claim, plot_lines
+from core.report import Claim, plot_lines, plot_spectrum, to_markdown
 from core.study import Study, base_config, grid_study_defaults, main_for, question
 
 DEFAULT = grid_study_defaults(epochs=8)
@@ -35,7 +35,28 @@ def plots(df: pd.DataFrame, out: Path) -> list[Path]:
                              for _, r in vcl.iterrows() for s in range(6) if f"logdet_s{s}" in r])
         made.append(plot_lines(long, "severity", "logdet", "cfg.loss.beta", None, out / "uncertainty_vs_severity.png",
                                "posterior log-det vs corruption severity, per beta"))
+    if {"unc_auroc_logdet", "unc_auroc_centroid"} <= set(vcl.columns) and not vcl.empty:
+        both = pd.concat([vcl.assign(score="posterior log-det", auroc=vcl["unc_auroc_logdet"]),
+                          vcl.assign(score="centroid distance (deterministic)", auroc=vcl["unc_auroc_centroid"])])
+        made.append(plot_lines(both, "cfg.loss.beta", "auroc", "score", None, out / "error_detection_auroc_vs_beta.png",
+                               "AUROC for flagging misclassified inputs (clean + corrupted)"))
+    weight = df["cfg.loss.beta"].map("beta={}".format).where(df["cfg.loss.name"] != "varcon",
+                                                              df["cfg.loss.kl_weight"].map("kl_weight={}".format))
+    made.append(plot_spectrum(df.assign(setting=df["cfg.loss.name"] + " " + weight), "setting",
+                              out / "feature_spectrum.png", "feature spectrum (dimensional collapse)"))
     return made
+
+
+def tables(df: pd.DataFrame) -> list[str]:
+    """VCL's uncertainty against the deterministic baseline any encoder has."""
+    vcl = df[(df["status"] == "finished") & df["cfg.loss.name"].isin(["vsupcon", "vsimclr"])]
+    cols = ["unc_auroc_logdet", "unc_auroc_centroid", "unc_spearman_logdet", "unc_spearman_centroid"]
+    if vcl.empty or not set(cols) <= set(vcl.columns):
+        return []
+    table = vcl.groupby("cfg.loss.beta")[cols].mean().reset_index()
+    return ["## Uncertainty: posterior log-det vs distance to the nearest class centroid", "",
+            "AUROC for flagging misclassified inputs and Spearman correlation with corruption severity (0-5), "
+            "pooled over clean and corrupted test images; 0.5 / 0 = no signal.", "", to_markdown(table), ""]
 
 
 def make_study(args: argparse.Namespace) -> Study:
@@ -46,11 +67,13 @@ def make_study(args: argparse.Namespace) -> Study:
         grid=[{"loss.name": ["vsupcon"], "loss.beta": args.betas},
               {"loss.name": ["varcon"], "loss.kl_weight": args.kl_weights}],
         seeds=args.seeds or [0, 1],
-        summary_metrics=["probe_top1", "effective_rank_embedding", "corruption_acc", "logdet_s0", "logdet_s5"],
+        summary_metrics=["probe_top1", "effective_rank_embedding", "corruption_acc", "logdet_s0", "logdet_s5",
+                         "unc_auroc_logdet", "unc_auroc_centroid", "alignment", "uniformity", "cluster_ari"],
         claims=[Claim("VSupCon has a higher embedding effective rank than the deterministic SupCon-like beta=0",
                       "effective_rank_embedding", group="cfg.loss.beta", baseline=0.0, settings=(),
                       where=(("cfg.loss.name", "vsupcon"),))],
         plots=plots,
+        tables=tables,
     )
 
 

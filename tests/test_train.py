@@ -134,6 +134,11 @@ def test_robustness_metrics_are_recorded(digits, tmp_path):
     assert 0 <= m["probe_ece"] <= 100 and m["probe_nll"] > 0 and 0 <= m["ece_s5"] <= 100
     assert 0 < m["fewlabel_1_acc"] <= m["fewlabel_10_acc"] + 10
     assert 1 <= m["effective_rank_embedding"] <= 128
+    assert 0.5 < m["unc_auroc_centroid"] <= 1  # far-from-centroid inputs are the misclassified ones
+    assert m["unc_spearman_centroid"] > 0  # and the distance grows with severity
+    assert 0 <= m["alignment"] <= 4 and -4 <= m["uniformity"] <= 0 and -0.5 < m["cluster_ari"] <= 1
+    assert 20 < m["fewshot_5w1s_acc"] <= m["fewshot_5w5s_acc"] + 5 and 0 < m["fewshot_5w1s_ci95"] < 5
+    assert len(m["spectrum_features"].split(",")) == 64
 
 
 def test_results_are_written_then_renamed(tmp_path, monkeypatch):

@@ -94,3 +94,20 @@ def mean_corruption_error(acc: dict[tuple[str, int], float]) -> float:
     if not acc:
         raise ValueError("no corruption accuracies to average")
     return float(np.mean([100.0 - a for a in acc.values()]))
+
+
+def normalized_corruption_errors(acc: dict[tuple[str, int], float], clean_acc: float,
+                                 base_acc: dict[tuple[str, int], float], base_clean_acc: float) -> dict[str, float]:
+    """ImageNet-C's mCE and relative mCE (%) against a baseline model (Hendrycks & Dietterich 2019):
+    CE_c = sum_s E(c,s) / sum_s E_base(c,s); relative CE_c = sum_s (E(c,s) - E_clean) /
+    sum_s (E_base(c,s) - E_base_clean); each averaged over corruptions c. 100 = as the baseline."""
+    if set(acc) != set(base_acc) or not acc:
+        raise ValueError("model and baseline must be measured on the same (corruption, severity) pairs")
+    ce, rel = [], []
+    for name in sorted({n for n, _ in acc}):
+        sev = [s for n, s in acc if n == name]
+        err = np.array([100.0 - acc[(name, s)] for s in sev])
+        base = np.array([100.0 - base_acc[(name, s)] for s in sev])
+        ce.append(err.sum() / base.sum())
+        rel.append((err - (100.0 - clean_acc)).sum() / (base - (100.0 - base_clean_acc)).sum())
+    return {"mce": 100.0 * float(np.mean(ce)), "relative_mce": 100.0 * float(np.mean(rel))}

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from core.data.sources import digits_arrays
+from core.eval import imagenet_c
+from core.eval.imagenet_c import IMAGENET_C, corrupt_imagenet_c, corrupted_split
+
+
+@pytest.fixture(scope="module")
+def digits16():
+    return digits_arrays(16)["test"][0][:6]  # real 16 px images, 3 channels
+
+
+def test_all_fifteen_types_run_on_small_images(digits16):
+    assert len(IMAGENET_C) == 15
+    for name in IMAGENET_C:
+        for severity in (1, 5):
+            out = corrupt_imagenet_c(digits16, name, severity)
+            assert out.shape == digits16.shape and out.dtype == np.uint8, name
+
+
+def test_corruption_grows_with_severity(digits16):
+    for name in ("gaussian_noise", "defocus_blur", "contrast", "pixelate"):
+        dist = [np.abs(corrupt_imagenet_c(digits16, name, s).astype(float) - digits16).mean() for s in range(1, 6)]
+        assert dist[4] > dist[0] > 0, (name, dist)
+
+
+def test_seeded_per_image_whatever_the_batching(digits16):
+    whole = corrupt_imagenet_c(digits16, "shot_noise", 3, seed=1)
+    np.random.seed(123)
+    assert np.array_equal(whole, corrupt_imagenet_c(digits16, "shot_noise", 3, seed=1))
+    assert np.random.randint(1 << 30) == np.random.RandomState(123).randint(1 << 30)  # caller's RNG untouched
+    assert not np.array_equal(whole, corrupt_imagenet_c(digits16, "shot_noise", 3, seed=2))
+    assert np.array_equal(whole[:3], corrupt_imagenet_c(digits16[:3], "shot_noise", 3, seed=1))
+
+
+def test_single_channel_images(digits16):
+    gray = digits16[..., :1]
+    out = corrupt_imagenet_c(gray, "fog", 2)
+    assert out.shape == gray.shape and out.dtype == np.uint8
+
+
+def test_bad_input_fails_clearly(digits16):
+    with pytest.raises(ValueError, match="unknown ImageNet-C corruption 'rain'"):
+        corrupt_imagenet_c(digits16, "rain", 1)
+    with pytest.raises(ValueError, match="severity must be in 1..5"):
+        corrupt_imagenet_c(digits16, "fog", 6)
+    with pytest.raises(ValueError, match="uint8"):
+        corrupt_imagenet_c(digits16.astype(np.float32), "fog", 1)
+
+
+def test_split_is_cached_on_disk(digits16, tmp_path, monkeypatch):
+    first = corrupted_split(digits16, ("contrast", "fog"), cache_dir=str(tmp_path))
+    assert len(first) == 10 and len(list((tmp_path / "imagenet_c").glob("*.npz"))) == 1
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("recomputed despite the cache")
+
+    monkeypatch.setattr(imagenet_c, "corrupt_imagenet_c", must_not_run)
+    again = corrupted_split(digits16, ("contrast", "fog"), cache_dir=str(tmp_path))
+    assert all(np.array_equal(first[k], again[k]) for k in first)
