@@ -1,5 +1,6 @@
 """Data-pipeline benchmark: two-view augmented images per second through our pipeline (Ray Data
-iteration + hash-seeded batch augmentation, as in the training loop) against a plain torchvision
+iteration + hash-seeded batch augmentation, as in the training loop; and the same augmentation as a
+Ray Data ``map_batches`` stage, ``data.augment_in=ray_data``) against a plain torchvision
 ``DataLoader`` with the same SimCLR transforms applied per sample (torchvision transforms v2), on
 the same real images and the same CPU count, measured in the same run. Also splits our time into
 Ray Data iteration and augmentation.
@@ -20,7 +21,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from core.config import RunConfig
 from core.data.augment import MEAN, STD, augment_views
+from core.data.pipeline import epoch_views
 from core.data.sources import arrays_to_dataset, digits_arrays
 
 
@@ -88,6 +91,13 @@ def main() -> None:
                 augment_views(torch.from_numpy(np.require(batch["image"], requirements="W")), batch["index"],
                               policy="simaugment", strength=1.0, views=views, seed=0, epoch=0)
 
+    stage_cfg = RunConfig().with_overrides(["augment.policy=simaugment", "augment.strength=1.0"])
+
+    def ray_data_stage() -> None:
+        for _ in epoch_views(ds, stage_cfg, 0).iter_batches(batch_size=b, drop_last=True, batch_format="numpy",
+                                                            local_shuffle_buffer_size=4 * b, local_shuffle_seed=0):
+            pass
+
     def augment_only() -> None:
         x = torch.from_numpy(images)
         for start in range(0, n - b + 1, b):
@@ -104,6 +114,7 @@ def main() -> None:
     steps = n // b
     results = {
         "ours: Ray Data + batch augmentation": timed(lambda: ray_iterate(True), args.repeats),
+        "ours, augment_in=ray_data: map_batches stage on Ray tasks": timed(ray_data_stage, args.repeats),
         f"baseline: DataLoader({args.cpus} workers) + torchvision v2 per sample": timed(torchvision_loader,
                                                                                        args.repeats),
         "  ours, Ray Data iteration only": timed(lambda: ray_iterate(False), args.repeats),

@@ -12,7 +12,6 @@ fresh process per (loss, implementation, M) so one kernel's high-water mark cann
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import subprocess
 import sys
@@ -98,9 +97,16 @@ def _child_peak_mib(loss: str, impl: str, m: int, classes: int, threads: int) ->
         pml = None
     flat, cases = make_cases(m, classes, "cpu", pml)
     x = flat.clone().requires_grad_(True)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _peak_rss_kib()
     cases[loss][impl](x).backward()
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)  # KiB on Linux
+    print((_peak_rss_kib() - base) / 1024)
+
+
+def _peak_rss_kib() -> int:
+    """This process's resident high-water mark (VmHWM: per address space, so unlike ru_maxrss it
+    does not inherit the parent's peak across fork+exec)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
 
 
 def cpu_peak_mib(loss: str, impl: str, m: int, classes: int, threads: int) -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = {
-    "loss_kernels": ["--threads", "0"],
+    "loss_kernels": ["--reps", "3"],
     "data_pipeline": [],
     "ray_overhead": [],
     "search_efficiency": [],

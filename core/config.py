@@ -52,9 +52,13 @@ class DataConfig:
     num_classes: int | None = None  # None: taken from the source
     train_limit: int | None = None  # keep the first N training images (quick runs)
     max_bad_fraction: float = 0.01  # corrupt images tolerated before the run fails
+    # where the views are made: "trainer" (in the training process, on its batch: no data movement,
+    # best on one machine) or "ray_data" (a map_batches stage on Ray CPU tasks: scales out to CPU nodes)
+    augment_in: str = "trainer"
 
     def __post_init__(self) -> None:
         _choice(self.source, "data.source", SOURCES)
+        _choice(self.augment_in, "data.augment_in", ("trainer", "ray_data"))
         _check(self.image_size >= 8, "data.image_size", "must be >= 8", self.image_size)
         if self.source != "digits":
             _check(bool(self.root), "data.root", f"is required for source {self.source!r}", self.root)

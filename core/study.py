@@ -143,21 +143,26 @@ class Progress(tune.Callback):
     """One console line per finished trial: done/running/failed and the best so far."""
 
     def __init__(self, total: int, metric: str) -> None:
-        self.total, self.metric, self.done, self.failed, self.best = total, metric, 0, 0, None
+        self.total, self.metric, self.done, self.failed, self.stopped, self.best = total, metric, 0, 0, 0, None
         self.t0 = time.perf_counter()
 
     def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: D401
         self.done += 1
         r = trial.last_result or {}
-        if r.get("status") != "finished":
+        status = r.get("status", "failed")
+        if status == "running":  # its last report was an epoch: the scheduler stopped it
+            status = "stopped early"
+            self.stopped += 1
+        elif status != "finished":
             self.failed += 1
+        point = trial.config.get("point", {k: v for k, v in trial.config.items() if k != "seed"})
         value = r.get(self.metric)
         if isinstance(value, (int, float)) and (self.best is None or value > self.best[0]):
-            self.best = (value, trial.config.get("point"))
+            self.best = (value, point)
         running = sum(t.status == "RUNNING" for t in trials)
         best = f"best {self.metric} {self.best[0]:.2f} at {self.best[1]}" if self.best else ""
         print(f"[{time.perf_counter() - self.t0:6.0f}s] {self.done}/{self.total} done, {running} running, "
-              f"{self.failed} failed | {r.get('status', '?')} {trial.config.get('point')} "
+              f"{self.stopped} stopped early, {self.failed} failed | {status} {point} "
               f"{self.metric}={value if value is None else round(value, 2)} | {best}", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -228,10 +233,12 @@ def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Pat
     elif study.search_alg:
         tuner = tune.Tuner(trainable, run_config=run_config, tune_config=tune.TuneConfig(
             search_alg=study.search_alg, scheduler=study.scheduler, num_samples=study.num_samples,
-            max_concurrent_trials=concurrent))
+            max_concurrent_trials=concurrent, reuse_actors=True))
     else:
         tuner = tune.Tuner(trainable, param_space={"point": tune.grid_search(points)},
-                           tune_config=tune.TuneConfig(max_concurrent_trials=concurrent), run_config=run_config)
+                           # reused trial processes skip the per-trial Python/torch start-up
+                           tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
+                           run_config=run_config)
     grid = tuner.fit()
     wall = time.perf_counter() - t0
     table = _table(grid, study)

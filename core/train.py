@@ -31,6 +31,7 @@ from ray.train.torch import TorchTrainer
 
 from core.config import VARIATIONAL_LOSSES, ConfigError, RunConfig
 from core.data.augment import augment_views, eval_view
+from core.data.pipeline import epoch_views
 from core.data.sources import ImageSource, load_source
 from core.distributed import gather_no_grad, gather_with_grad, is_distributed
 from core.eval.probe import KNN_PROTOCOL, extract_features, knn_accuracy, linear_probe
@@ -228,12 +229,22 @@ def robustness_metrics(model: torch.nn.Module, cfg: RunConfig, train_feats: torc
 class TrainContext:
     """What the loop needs from Ray Train inside a TorchTrainer worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, train_dataset: ray.data.Dataset | None = None) -> None:
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.train_dataset = train_dataset  # unsplit, for augment_in=ray_data
 
     def dataset(self, name: str):
         return ray.train.get_dataset_shard(name)
+
+    def epoch_views(self, cfg: RunConfig, epoch: int):
+        """This rank's share of the epoch's Ray-Data-augmented training set: rank 0 splits the
+        epoch's stream into one iterator per rank and hands them out."""
+        iterators: list[Any] = [None] * self.world
+        if self.rank == 0:
+            iterators = epoch_views(self.train_dataset, cfg, epoch).streaming_split(self.world, equal=True)
+        torch.distributed.broadcast_object_list(iterators, src=0)
+        return iterators[self.rank]
 
     def load_state(self, device: torch.device) -> dict | None:
         checkpoint = ray.train.get_checkpoint()
@@ -267,6 +278,9 @@ class InProcessContext:
     def dataset(self, name: str):
         return self.datasets[name]
 
+    def epoch_views(self, cfg: RunConfig, epoch: int):
+        return epoch_views(self.datasets["train"], cfg, epoch)
+
     def load_state(self, device: torch.device) -> dict | None:
         if self.tune_trial and (checkpoint := ray.tune.get_checkpoint()):
             with checkpoint.as_directory() as d:
@@ -289,7 +303,7 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
     """The per-worker loop (every Train worker runs it; with ``num_workers=0`` it runs in-process)."""
     cfg = RunConfig.from_dict(config["cfg"])
     num_classes, train_size, run_dir = config["num_classes"], config["train_size"], config["run_dir"]
-    ctx = ctx or TrainContext()
+    ctx = ctx or TrainContext(config.get("train_dataset"))
     rank, world = ctx.rank, ctx.world
     verbose = config.get("verbose", True) and rank == 0
     torch.set_num_threads(max(1, config.get("torch_threads", torch.get_num_threads())))
@@ -328,7 +342,8 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
         if verbose:
             print(f"[{cfg.run_name}] resumed from epoch {state['epoch']}", flush=True)
 
-    shard = ctx.dataset("train")
+    in_ray_data = cfg.data.augment_in == "ray_data"
+    shard = None if in_ray_data else ctx.dataset("train")
     train_eval = test = None
     if rank == 0:
         train_eval = materialize(ctx.dataset("train_eval"))
@@ -342,9 +357,10 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
         seen_total = 0
         t0, n_views, losses, grad_norms = time.perf_counter(), 0, [], []
         seen_index: list[np.ndarray] = []  # sample indices this rank trained on this epoch
-        for batch in shard.iter_batches(batch_size=local_batch, drop_last=True, batch_format="numpy",
-                                        local_shuffle_buffer_size=max(local_batch * 4, 1024),
-                                        local_shuffle_seed=cfg.seed * 100003 + epoch):
+        source = ctx.epoch_views(cfg, epoch) if in_ray_data else shard
+        for batch in source.iter_batches(batch_size=local_batch, drop_last=True, batch_format="numpy",
+                                         local_shuffle_buffer_size=max(local_batch * 4, 1024),
+                                         local_shuffle_seed=cfg.seed * 100003 + epoch):
             seen_total += len(batch["label"])
             if "ok" in batch and not batch["ok"].all():
                 keep = batch["ok"].astype(bool)
@@ -355,14 +371,17 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
                 if len(bad_seen) > cfg.data.max_bad_fraction * seen_total:
                     raise RuntimeError(f"{len(bad_seen)} of {seen_total} images undecodable (> data.max_bad_fraction="
                                        f"{cfg.data.max_bad_fraction}); first: {bad_seen[:5]}")
-                batch = {k: batch[k][keep] for k in ("image", "label", "index")}
+                batch = {k: batch[k][keep] for k in ("image", "views", "label", "index") if k in batch}
             # Ray hands out read-only arrays; torch needs writable memory (copies only if read-only)
-            images = torch.from_numpy(np.require(batch["image"], requirements="W"))
             labels = torch.from_numpy(np.require(batch["label"], requirements="W")).long()
             index = batch["index"]
             seen_index.append(np.asarray(index))
-            views = augment_views(images, index, policy=cfg.augment.policy, strength=cfg.augment.strength,
-                                  views=cfg.augment.views, seed=cfg.seed, epoch=epoch)
+            if in_ray_data:  # made by the map_batches stage
+                views = torch.from_numpy(np.require(batch["views"], requirements="W"))
+            else:
+                views = augment_views(torch.from_numpy(np.require(batch["image"], requirements="W")), index,
+                                      policy=cfg.augment.policy, strength=cfg.augment.strength,
+                                      views=cfg.augment.views, seed=cfg.seed, epoch=epoch)
             b, v = views.shape[:2]
             x = views.flatten(0, 1).to(device, non_blocking=True)
             if device.type == "cuda":
@@ -484,13 +503,18 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = Tr
         datasets = {"train": source.train, "train_eval": source.train, "test": source.test}
         metrics = train_loop(loop_config, InProcessContext(datasets, run_dir, tune_trial))
         return _finish(run_dir, metrics)
+    datasets = {"train_eval": source.train, "test": source.test}
+    if cfg.data.augment_in == "ray_data":  # rank 0 splits each epoch's augmented stream itself
+        loop_config["train_dataset"] = source.train
+    else:
+        datasets["train"] = source.train
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      placement_strategy=placement_strategy),
-        datasets={"train": source.train, "train_eval": source.train, "test": source.test},
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"] if "train" in datasets else []),
         run_config=ray.train.RunConfig(name=cfg.run_name, storage_path=storage,
                                        failure_config=FailureConfig(max_failures=max_failures),
                                        checkpoint_config=CheckpointConfig(num_to_keep=2),

@@ -163,3 +163,18 @@ def test_results_are_written_then_renamed(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert json.loads(summary.read_text()) == {"epoch": 1}
     assert pd.read_parquet(table)["a"].tolist() == [1]
+
+
+def test_training_with_views_made_by_ray_data(digits, tmp_path):
+    res = fit(_cfg(tmp_path, "optim.epochs=3", "data.augment_in=ray_data"), digits, verbose=False)
+    assert res.status == "finished" and res.metrics["probe_top1"] > 80
+    rows = [json.loads(x) for x in (Path(res.run_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["samples_per_rank"] for r in rows] == [rows[0]["samples_per_rank"]] * 3
+
+
+def test_two_ddp_workers_split_the_ray_data_stream(digits, tmp_path):
+    res = fit(_cfg(tmp_path, "optim.epochs=2", "num_workers=2", "data.augment_in=ray_data"), digits, verbose=False)
+    assert res.status == "finished" and res.metrics["epoch"] == 1
+    first = json.loads((Path(res.run_dir) / "metrics.jsonl").read_text().splitlines()[0])
+    a, b = (int(x) for x in first["samples_per_rank"].split(","))
+    assert a == b > 0 and first["shard_overlap"] == 0
