@@ -170,6 +170,9 @@ class Progress(tune.Callback):
 
 
 def _init_ray(address: str | None) -> None:
+    # Trials checkpoint every epoch (num_to_keep=2), which forces frequent experiment snapshots; they
+    # are cheap here, so Tune's "snapshotting may become a bottleneck" warning is noise.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
     if address:
@@ -227,7 +230,7 @@ def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Pat
                                 callbacks=[Progress(total, study.summary_metrics[0])],
                                 # a trial lost with its node is retried (elsewhere) from its last checkpoint
                                 failure_config=tune.FailureConfig(max_failures=2),
-                                checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+                                checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
     if args.resume and tune.Tuner.can_restore(tune_dir):
         tuner = tune.Tuner.restore(tune_dir, trainable, resume_unfinished=True, resume_errored=True)
     elif study.search_alg:
