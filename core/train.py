@@ -30,7 +30,7 @@ from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, S
 from ray.train.torch import TorchTrainer
 
 from core.config import VARIATIONAL_LOSSES, ConfigError, RunConfig
-from core.data.augment import augment_views, eval_view
+from core.data.augment import augment_views
 from core.data.pipeline import epoch_views
 from core.data.sources import ImageSource, load_source
 from core.distributed import gather_no_grad, gather_with_grad, is_distributed
@@ -172,10 +172,11 @@ def corrupted_sets(images: torch.Tensor, cfg: RunConfig) -> dict[tuple[str, int]
 
 
 @torch.no_grad()
-def _logvar(model: torch.nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _logvar(model: torch.nn.Module, feats: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Posterior log-variance from already extracted encoder features (the head only: no second
+    encoder pass)."""
     model.eval()
-    out = torch.cat([model(eval_view(images[i: i + 512]).to(device)).logvar.float().cpu()
-                     for i in range(0, images.shape[0], 512)])
+    out = torch.cat([model.head(feats[i: i + 4096].to(device))[1].float().cpu() for i in range(0, len(feats), 4096)])
     model.train()
     return out
 
@@ -198,7 +199,7 @@ def robustness_metrics(model: torch.nn.Module, cfg: RunConfig, train_feats: torc
         wrong.append(probs.argmax(1) != labels)
         dist.append(centroid_distance(train_feats, train_labels, feats))
         if variational:
-            logdet.append(posterior_log_det(_logvar(model, imgs, device)).float())
+            logdet.append(posterior_log_det(_logvar(model, feats, device)).float())
         return probs
 
     score(images, clean_feats, 0)
@@ -265,8 +266,7 @@ class TrainContext:
 class InProcessContext:
     """``num_workers=0``: the loop runs in this process (a laptop run, or one Tune trial) on the
     full datasets. The checkpoint is the run directory's state file (write-then-rename); inside a
-    Tune trial (``tune_trial=True``) each epoch is also reported to Tune with the state as a Tune
-    checkpoint, so ASHA sees every epoch and a trial retried on another node (or after a driver
+    Tune trial (``tune_trial=True``) it is instead a Tune checkpoint reported with each epoch, so ASHA sees every epoch and a trial retried on another node (or after a driver
     restart) resumes from Tune's storage, which may be shared or an object store."""
 
     rank, world = 0, 1
@@ -290,13 +290,14 @@ class InProcessContext:
         return torch.load(self.state_path, map_location=device, weights_only=False)
 
     def report(self, metrics: dict, state: dict, dir_name: str) -> None:
-        tmp = self.state_path + ".tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, self.state_path)
-        if self.tune_trial:
+        if self.tune_trial:  # Tune's checkpoint is the state: no second copy in the run directory
             with tempfile.TemporaryDirectory() as d:
                 torch.save(state, os.path.join(d, STATE_FILE))
                 ray.tune.report(_scalars(metrics), checkpoint=ray.tune.Checkpoint.from_directory(d))
+            return
+        tmp = self.state_path + ".tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.state_path)
 
 
 def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None) -> dict[str, Any]:
