@@ -266,8 +266,10 @@ class TrainContext:
 class InProcessContext:
     """``num_workers=0``: the loop runs in this process (a laptop run, or one Tune trial) on the
     full datasets. The checkpoint is the run directory's state file (write-then-rename); inside a
-    Tune trial (``tune_trial=True``) it is instead a Tune checkpoint reported with each epoch, so ASHA sees every epoch and a trial retried on another node (or after a driver
-    restart) resumes from Tune's storage, which may be shared or an object store."""
+    Tune trial (``tune_trial=True``) each epoch is also reported with the state as a Tune
+    checkpoint, so ASHA sees every epoch and a trial retried on another node (or after a driver
+    restart) resumes from Tune's storage, which may be shared or an object store. Resuming takes
+    whichever of the two is further along."""
 
     rank, world = 0, 1
 
@@ -282,22 +284,26 @@ class InProcessContext:
         return epoch_views(self.datasets["train"], cfg, epoch)
 
     def load_state(self, device: torch.device) -> dict | None:
+        states = []
         if self.tune_trial and (checkpoint := ray.tune.get_checkpoint()):
             with checkpoint.as_directory() as d:
-                return torch.load(os.path.join(d, STATE_FILE), map_location=device, weights_only=False)
-        if not os.path.exists(self.state_path):
-            return None
-        return torch.load(self.state_path, map_location=device, weights_only=False)
+                states.append(torch.load(os.path.join(d, STATE_FILE), map_location=device, weights_only=False))
+        if os.path.exists(self.state_path):
+            states.append(torch.load(self.state_path, map_location=device, weights_only=False))
+        # a diverged run's state has no epoch and is final
+        return max(states, key=lambda st: st.get("epoch", float("inf")), default=None)
 
     def report(self, metrics: dict, state: dict, dir_name: str) -> None:
-        if self.tune_trial:  # Tune's checkpoint is the state: no second copy in the run directory
-            with tempfile.TemporaryDirectory() as d:
-                torch.save(state, os.path.join(d, STATE_FILE))
-                ray.tune.report(_scalars(metrics), checkpoint=ray.tune.Checkpoint.from_directory(d))
-            return
+        # The local file is written synchronously, before Tune hears of the epoch: a driver killed
+        # before Tune's next experiment snapshot restores the trial as unfinished, and the rerun
+        # must find this file to return at once instead of training again.
         tmp = self.state_path + ".tmp"
         torch.save(state, tmp)
         os.replace(tmp, self.state_path)
+        if self.tune_trial:
+            with tempfile.TemporaryDirectory() as d:
+                torch.save(state, os.path.join(d, STATE_FILE))
+                ray.tune.report(_scalars(metrics), checkpoint=ray.tune.Checkpoint.from_directory(d))
 
 
 def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None) -> dict[str, Any]:
