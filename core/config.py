@@ -18,14 +18,21 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-LOSSES = ("supcon", "simclr", "cross_entropy", "varcon", "vsimclr", "vsupcon")
-CONTRASTIVE_LOSSES = ("supcon", "simclr", "varcon", "vsimclr", "vsupcon")
-VARIATIONAL_LOSSES = ("vsimclr", "vsupcon")
+from core.losses.registry import (
+    LOSS_FAMILIES,  # a leaf table: the families register themselves into it
+)
+
 AUGMENTATIONS = ("simaugment", "autoaugment", "randaugment", "stacked_randaugment", "none")
 BACKBONES = ("small_cnn", "resnet18", "resnet50")
 SOURCES = ("digits", "cifar10", "cifar100", "imagefolder", "parquet", "webdataset")
 OPTIMIZERS = ("sgd", "lars", "adamw")
 LR_SCALING = ("none", "linear", "sqrt")
+# corruption suites (names only; the implementations live in core.eval)
+IMAGENET_C_CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
+                          "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform",
+                          "pixelate", "jpeg_compression")
+FAST_CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "gaussian_blur", "contrast", "brightness",
+                    "pixelate")
 
 
 class ConfigError(ValueError):
@@ -118,16 +125,13 @@ class LossConfig:
     beta: float = 1e-3  # VCL KL weight
 
     def __post_init__(self) -> None:
-        _choice(self.name, "loss.name", LOSSES)
+        _choice(self.name, "loss.name", LOSS_FAMILIES)
         _check(math.isfinite(self.temperature) and self.temperature > 0, "loss.temperature", "must be > 0", self.temperature)
         if self.base_temperature is not None:
             _check(self.base_temperature > 0, "loss.base_temperature", "must be > 0", self.base_temperature)
         _choice(self.supcon_variant, "loss.supcon_variant", ("out", "in"))
         _choice(self.contrast_mode, "loss.contrast_mode", ("all", "one"))
         _check(self.epsilon >= 0, "loss.epsilon", "must be >= 0", self.epsilon)
-        if self.name == "varcon":
-            _check(self.epsilon < self.temperature, "loss.epsilon",
-                   f"must be < loss.temperature (t1={self.temperature}) for VarCon", self.epsilon)
         _check(self.kl_weight >= 0, "loss.kl_weight", "must be >= 0", self.kl_weight)
         _check(self.beta >= 0, "loss.beta", "must be >= 0", self.beta)
 
@@ -181,18 +185,18 @@ class EvalConfig:
     # "fast": 7 CIFAR-10-C types re-implemented in vectorised torch (milliseconds, no cache)
     corruption_suite: str = "imagenet_c"
     corruptions: tuple[str, ...] = ()  # a subset of the suite's types; empty = all of them
+    # an on-disk ImageNet-C style folder (root/<corruption>/<severity>/<class>/*, as the released set
+    # ships) read instead of generating the corruptions; class folders as in the training set
+    corruption_root: str | None = None
     label_budgets: tuple[int, ...] = (1, 5, 10)  # labels per class for the prototype probes
     few_shot_episodes: int = 200  # N-way K-shot episodes per (N, K) on frozen test features
 
     def __post_init__(self) -> None:
-        from core.eval.imagenet_c import IMAGENET_C  # lazy: keeps config import light
-        from core.eval.robustness import CORRUPTIONS
-
         object.__setattr__(self, "corruptions", tuple(self.corruptions))
         object.__setattr__(self, "label_budgets", tuple(self.label_budgets))
         _choice(self.corruption_suite, "eval.corruption_suite", ("imagenet_c", "fast"))
         for name in self.corruptions:
-            _choice(name, "eval.corruptions", IMAGENET_C if self.corruption_suite == "imagenet_c" else CORRUPTIONS)
+            _choice(name, "eval.corruptions", self.suite_names())
         _check(self.few_shot_episodes >= 0, "eval.few_shot_episodes", "must be >= 0", self.few_shot_episodes)
         for k in self.label_budgets:
             _check(isinstance(k, int) and k >= 1, "eval.label_budgets", "must hold integers >= 1", self.label_budgets)
@@ -201,12 +205,13 @@ class EvalConfig:
         _check(self.probe_epochs >= 1, "eval.probe_epochs", "must be >= 1", self.probe_epochs)
         _check(self.probe_lr > 0, "eval.probe_lr", "must be > 0", self.probe_lr)
 
+    def suite_names(self) -> tuple[str, ...]:
+        """Every corruption type of the chosen suite."""
+        return IMAGENET_C_CORRUPTIONS if self.corruption_suite == "imagenet_c" else FAST_CORRUPTIONS
+
     def corruption_names(self) -> tuple[str, ...]:
         """The corruption types evaluated: the chosen subset, else every type of the suite."""
-        from core.eval.imagenet_c import IMAGENET_C
-        from core.eval.robustness import CORRUPTIONS
-
-        return self.corruptions or (IMAGENET_C if self.corruption_suite == "imagenet_c" else CORRUPTIONS)
+        return self.corruptions or self.suite_names()
 
 
 # Fields that place or name a run but do not change what it computes: excluded from the hash.
@@ -237,9 +242,12 @@ class RunConfig:
         world = max(1, self.num_workers)
         _check(self.optim.batch_size % world == 0, "optim.batch_size",
                f"must be divisible by num_workers={world}", self.optim.batch_size)
-        if self.loss.name in ("simclr", "vsimclr") and self.augment.views < 2:
-            raise ConfigError(f"augment.views must be >= 2 for loss {self.loss.name!r} "
+        family = LOSS_FAMILIES[self.loss.name]
+        if self.augment.views < family.min_views:
+            raise ConfigError(f"augment.views must be >= {family.min_views} for loss {self.loss.name!r} "
                               f"(an instance needs a second view as its positive), got {self.augment.views}")
+        if family.validate:
+            family.validate(self)
 
     # -- identity -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -65,3 +65,9 @@ def gather_no_grad(x: Tensor) -> Tensor:
     if not is_distributed():
         return x
     return _all_gather_padded(x, _gather_sizes(x.shape[0], x.device))
+
+
+def global_batch(z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """This worker's ``[b, V, D]`` embeddings and ``[b]`` labels -> the global batch across workers
+    (differentiable in ``z``; the identity in one process)."""
+    return gather_with_grad(z), gather_no_grad(labels)

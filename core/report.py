@@ -4,7 +4,6 @@ intervals, a markdown report and PNG plots. Every number in the report comes fro
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from core.config import RunConfig
+from core.io import write_atomic
+from core.results import RunStatus
 
 
 def flatten(prefix: str, d: dict) -> dict:
@@ -33,10 +34,7 @@ def config_columns(cfg: RunConfig) -> dict:
 
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
     """Parquet, written to a temporary name then renamed (never half-written)."""
-    path = Path(path)
-    tmp = path.with_suffix(".parquet.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -73,7 +71,7 @@ class Claim:
     where: tuple[tuple[str, Any], ...] = ()  # (column, value) filters applied first
 
     def evaluate(self, df: pd.DataFrame) -> list[dict]:
-        ok = df[df["status"] == "finished"]
+        ok = df[df["status"] == RunStatus.FINISHED]
         for col, value in self.where:
             ok = ok[ok[col] == value] if col in ok else ok.iloc[0:0]
         if self.metric not in ok.columns or ok.empty:
@@ -113,7 +111,7 @@ def verdict_line(r: dict) -> str:
 
 def summary_table(df: pd.DataFrame, group: str, metrics: Sequence[str]) -> pd.DataFrame:
     """Mean, 95% CI half-width (over all finished trials of the group) per metric."""
-    ok = df[df["status"] == "finished"]
+    ok = df[df["status"] == RunStatus.FINISHED]
     rows = []
     for name, g in ok.groupby(group):
         row = {group.removeprefix("cfg."): name, "trials": len(g)}
@@ -143,7 +141,7 @@ def plot_lines(df: pd.DataFrame, x: str, y: str, group: str, facet: str | None, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = df[df["status"] == "finished"]
+    ok = df[df["status"] == RunStatus.FINISHED]
     if ok.empty or y not in ok:
         return None
     facets = sorted(ok[facet].unique()) if facet else [None]
@@ -167,7 +165,7 @@ def plot_lines(df: pd.DataFrame, x: str, y: str, group: str, facet: str | None, 
 
 def severity_frame(df: pd.DataFrame, group: str = "cfg.loss.name") -> pd.DataFrame:
     """Long table of corruption accuracy per severity (0 = clean probe accuracy)."""
-    ok = df[df["status"] == "finished"]
+    ok = df[df["status"] == RunStatus.FINISHED]
     rows = []
     for _, r in ok.iterrows():
         if "probe_top1" in r:
@@ -184,7 +182,7 @@ def normalized_mce_table(df: pd.DataFrame, group: str, baseline: str) -> pd.Data
     from the group means of every ``corr_<type>_s<severity>`` column and of clean ``probe_top1``."""
     from core.eval.robustness import normalized_corruption_errors
 
-    ok = df[df["status"] == "finished"]
+    ok = df[df["status"] == RunStatus.FINISHED]
     cols = [c for c in ok.columns if c.startswith("corr_") and ok[c].notna().any()]
     if ok.empty or not cols or baseline not in set(ok[group]):
         return pd.DataFrame()
@@ -212,7 +210,7 @@ def plot_spectrum(df: pd.DataFrame, group: str, path: str | Path, title: str) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = df[(df["status"] == "finished")] if "spectrum_features" in df else pd.DataFrame()
+    ok = df[(df["status"] == RunStatus.FINISHED)] if "spectrum_features" in df else pd.DataFrame()
     ok = ok[ok["spectrum_features"].apply(lambda s: isinstance(s, str) and bool(s))] if not ok.empty else ok
     if ok.empty:
         return None

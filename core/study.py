@@ -15,17 +15,29 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 import ray
 from ray import tune
 
 from core.config import ConfigError, RunConfig
-from core.report import Claim, config_columns, summary_table, to_markdown, verdict_line, write_table
 from core.data.sources import load_source
+from core.io import write_text_atomic
+from core.losses.registry import loss_family
+from core.report import (
+    Claim,
+    config_columns,
+    summary_table,
+    to_markdown,
+    verdict_line,
+    write_table,
+)
+from core.results import RunStatus, scalars
 from core.train import fit
 
 
@@ -83,13 +95,11 @@ class OptunaSpace:
         self.loss, self.seed, self.batch_sizes = loss, seed, list(batch_sizes)
 
     def __call__(self, trial) -> dict[str, Any]:
-        trial.suggest_float("loss.temperature", 0.03, 0.5, log=True)
+        family = loss_family(self.loss)
+        if family.search_space:  # the family's own knobs (temperature, KL weight, ...)
+            family.search_space(trial)
         trial.suggest_categorical("optim.batch_size", self.batch_sizes)
         trial.suggest_float("augment.strength", 0.0, 1.0)
-        if self.loss == "varcon":
-            trial.suggest_float("loss.kl_weight", 0.0, 2.0)
-        elif self.loss in ("vsupcon", "vsimclr"):
-            trial.suggest_float("loss.beta", 1e-4, 1e-1, log=True)
         return {"seed": self.seed}
 
 
@@ -134,9 +144,9 @@ def _trial(params: dict, base: dict, runs_dir: str, torch_threads: int, workers:
         row = {**res.metrics, "status": res.status, "config_hash": cfg.config_hash(),
                "node_id": ray.get_runtime_context().get_node_id()}
     except Exception as exc:  # recorded in the table; the study goes on
-        row = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}
+        row = {"status": RunStatus.FAILED, "error": f"{type(exc).__name__}: {exc}"[:500]}
     row["trial_seconds"] = time.perf_counter() - t0
-    tune.report({k: v for k, v in row.items() if isinstance(v, (int, float, str, bool))})
+    tune.report(scalars(row))
 
 
 class Progress(tune.Callback):
@@ -149,11 +159,11 @@ class Progress(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: D401
         self.done += 1
         r = trial.last_result or {}
-        status = r.get("status", "failed")
-        if status == "running":  # its last report was an epoch: the scheduler stopped it
-            status = "stopped early"
+        status = r.get("status", RunStatus.FAILED.value)
+        if status == RunStatus.RUNNING:  # its last report was an epoch: the scheduler stopped it
+            status = RunStatus.STOPPED_EARLY
             self.stopped += 1
-        elif status != "finished":
+        elif status != RunStatus.FINISHED:
             self.failed += 1
         point = trial.config.get("point", {k: v for k, v in trial.config.items() if k != "seed"})
         value = r.get(self.metric)
@@ -182,14 +192,20 @@ def _init_ray(address: str | None) -> None:
 
 
 def _prepare_corruptions(base: RunConfig) -> None:
-    """Corrupt the evaluation split once, in parallel, before the trials (they read the cache)."""
-    if not (base.eval.robustness and base.eval.corruption_suite == "imagenet_c"):
+    """Corrupt the evaluation split once, batch by batch as the evaluation stage reads it, in
+    parallel Ray tasks, before the trials start (they read the cache)."""
+    if not (base.eval.robustness and base.eval.corruption_suite == "imagenet_c") or base.eval.corruption_root:
         return
     from core.eval.imagenet_c import corrupted_split
-    from core.train import materialize
+    from core.evaluate import BadImages, iter_numpy
 
-    images, _ = materialize(load_source(base.data).test)
-    corrupted_split(images.numpy(), base.eval.corruption_names(), seed=0, progress=True, parallel=True)
+    bad = BadImages()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for batch in iter_numpy(load_source(base.data).test):
+            batch = bad.keep(batch)
+            corrupted_split(np.require(batch["image"], requirements="W"), base.eval.corruption_names(), seed=0,
+                            progress=True, parallel=True, index=np.asarray(batch["index"]))
 
 
 def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Path]:
@@ -262,23 +278,22 @@ def _table(grid, study: Study) -> pd.DataFrame:
         if "variant" in point:
             cfg_cols["variant"] = point["variant"]
         metrics = dict(res.metrics or {})
-        if res.error is not None and metrics.get("status") in (None, "running"):
-            metrics.update(status="failed", error=str(res.error)[:500])
-        elif metrics.get("status") == "running":  # last report was an epoch: the scheduler stopped it
-            metrics["status"] = "stopped early"
+        if res.error is not None and metrics.get("status") in (None, RunStatus.RUNNING):
+            metrics.update(status=RunStatus.FAILED, error=str(res.error)[:500])
+        elif metrics.get("status") == RunStatus.RUNNING:  # last report was an epoch: the scheduler stopped it
+            metrics["status"] = RunStatus.STOPPED_EARLY
         rows.append({**cfg_cols, **{k: v for k, v in metrics.items() if not k.startswith(("config/", "time_", "date",
                      "hostname", "node_ip", "pid", "timestamp", "training_iteration", "iterations_since",
                      "done", "trial_id", "checkpoint_dir", "experiment_tag"))}})
     df = pd.DataFrame(rows)
-    if "status" not in df:
-        df["status"] = "failed"
+    df["status"] = df["status"].fillna(RunStatus.FAILED).astype(str) if "status" in df else str(RunStatus.FAILED)
     return df
 
 
 def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: float,
                  storage: str | None = None) -> Path:
     """Markdown report with summary tables, verdicts, overhead and plots; returns its path."""
-    finished = int((df["status"] == "finished").sum())
+    finished = int((df["status"] == RunStatus.FINISHED).sum())
     lines = [f"# Study: {study.name}", "", study.question, "",
              f"{len(df)} trials: {finished} finished, {len(df) - finished} not "
              f"({', '.join(f'{k}: {v}' for k, v in df['status'].value_counts().items())}). "
@@ -296,7 +311,7 @@ def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: fl
               f"Study wall time {wall_seconds:.0f} s; summed trial time {compute:.0f} s "
               f"(trials run concurrently, so the ratio shows parallelism minus Ray overhead: "
               f"{compute / max(wall_seconds, 1e-9):.2f}x).", ""]
-    failed = df[df["status"] != "finished"]
+    failed = df[df["status"] != RunStatus.FINISHED]
     if not failed.empty:
         lines += ["## Trials that did not finish", ""]
         for _, r in failed.iterrows():
@@ -312,11 +327,7 @@ def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: fl
     nodes = df["node_id"].nunique() if "node_id" in df else 1
     lines += ["## Logs", "", f"Trials ran on {nodes} node(s). Tune logs and trial checkpoints: `{storage}/tune` "
               f"(TensorBoard: `tensorboard --logdir {storage}/tune`); per-run metrics under `{storage}/runs`.", ""]
-    path = results / "report.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(results / "report.md", "\n".join(lines))
 
 
 def base_config(args: argparse.Namespace, default: RunConfig) -> RunConfig:
@@ -344,4 +355,4 @@ def main_for(make_study: Callable[[argparse.Namespace], Study], description: str
         return 2
     table, report = run_study(study, args)
     print(f"\n{report.read_text()}\nreport: {report}\ntable:  {report.parent / 'trials.parquet'}")
-    return 0 if (table["status"] == "finished").any() else 1
+    return 0 if (table["status"] == RunStatus.FINISHED).any() else 1

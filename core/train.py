@@ -1,9 +1,10 @@
-"""Pretraining inside a Ray Train ``TorchTrainer`` (Train V2), then frozen-encoder evaluation.
+"""Pretraining inside a Ray Train ``TorchTrainer`` (Train V2), then the evaluation stage.
 
-``fit(cfg)`` runs one config: ``num_workers=0`` is Train's local mode (in-process, no worker
-start-up: the laptop and small-study path); ``num_workers>=1`` starts a DDP worker group (gloo
-on CPU, nccl on GPU). The run is named by the config hash, so re-running the same config
-resumes from its last checkpoint and a different config never picks up another's.
+``fit(cfg)`` runs one config: ``num_workers=0`` runs the loop in this process (no worker start-up:
+the laptop and small-study path); ``num_workers>=1`` starts a DDP worker group (gloo on CPU, nccl
+on GPU). The run is named by the config hash, so re-running the same config resumes from its last
+checkpoint and a different config never picks up another's. The loop's pieces live in
+``core.loop``; the frozen-encoder evaluation in ``core.evaluate``.
 
 CLI: ``python -m core.train --config FILE.yaml [section.key=value ...]``.
 """
@@ -11,13 +12,10 @@ CLI: ``python -m core.train --config FILE.yaml [section.key=value ...]``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
-import time
-import warnings
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,74 +24,42 @@ import ray
 import ray.train
 import ray.tune
 import torch
-from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, ScalingConfig
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    DataConfig,
+    FailureConfig,
+    ScalingConfig,
+)
 from ray.train.torch import TorchTrainer
 
-from core.config import VARIATIONAL_LOSSES, ConfigError, RunConfig
+from core import evaluate as stage
+from core.config import ConfigError, RunConfig
 from core.data.augment import augment_views
 from core.data.pipeline import epoch_views
 from core.data.sources import ImageSource, load_source
-from core.distributed import gather_no_grad, gather_with_grad, is_distributed
-from core.eval.probe import KNN_PROTOCOL, extract_features, knn_accuracy, linear_probe
-from core.eval.calibration import expected_calibration_error, negative_log_likelihood
-from core.eval.fewshot import few_shot_episodes
-from core.eval.geometry import alignment, cluster_agreement, effective_rank, normalized_spectrum, uniformity
-from core.eval.imagenet_c import corrupted_split
-from core.eval.robustness import corrupt, mean_corruption_error, prototype_accuracy
-from core.eval.uncertainty import centroid_distance, misclassification_auroc, severity_correlation
-from core.losses import build_loss, posterior_log_det
+from core.distributed import is_distributed
+from core.io import append_jsonl, write_atomic, write_json_atomic
+from core.loop import (
+    BadImageCounter,
+    Diverged,
+    ResumePoint,
+    Stepper,
+    choose_state,
+    diverged_record,
+    resume_point,
+    train_epoch,
+)
+from core.losses import build_loss
+from core.losses.registry import loss_family
 from core.models import build_model
 from core.optim import build_optimizer, lr_at
+from core.results import EpochStats, RunResult, RunStatus, scalars
 
-ONLINE_KNN_BANK = 2000  # train images in the per-epoch kNN bank (cheap signal for ASHA)
 STATE_FILE = "state.pt"
 LOCAL_STATE_FILE = "latest_state.pt"  # in-process (num_workers=0) checkpoint in the run directory
 LOCAL_RUNS_DIR = "~/.cache/contrastive-platform/runs"  # run logs when storage_path is a URI
-
-
-class DivergedError(RuntimeError):
-    """The loss became non-finite."""
-
-
-@dataclass
-class RunResult:
-    """Final metrics of a run plus where it lives."""
-
-    metrics: dict[str, Any]
-    run_dir: str
-    status: str
-
-
-def write_json_atomic(path: str | Path, payload: Any) -> None:
-    """Write-then-rename, so a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
-
-
-def materialize(ds: ray.data.Dataset | ray.data.DataIterator) -> tuple[torch.Tensor, torch.Tensor]:
-    """All ok rows of an (evaluation) dataset as uint8 images and labels."""
-    images, labels = [], []
-    for b in ds.iter_batches(batch_size=1024, batch_format="numpy"):
-        keep = b["ok"].astype(bool) if "ok" in b else slice(None)
-        images.append(b["image"][keep])
-        labels.append(b["label"][keep])
-    if not images or sum(len(x) for x in labels) == 0:
-        raise ValueError("evaluation dataset is empty")
-    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)).long()  # copies
-
-
-def _objective(loss_fn: torch.nn.Module, name: str, out, labels: torch.Tensor, b: int, v: int) -> torch.Tensor:
-    """Loss on the global batch: embeddings and labels are gathered across workers."""
-    z = out.z.reshape(b, v, -1)
-    if name == "cross_entropy":
-        return loss_fn(z, labels)
-    z_all, labels_all = gather_with_grad(z), gather_no_grad(labels)
-    if name in VARIATIONAL_LOSSES:
-        return loss_fn(z_all, labels_all, out.mu.reshape(b, v, -1), out.logvar.reshape(b, v, -1))
-    return loss_fn(z_all, labels_all)
+__all__ = ["fit", "RunResult", "RunStatus", "train_loop", "write_json_atomic", "format_summary"]
 
 
 def _gather_objects(obj: Any, world: int) -> list[Any]:
@@ -105,126 +71,8 @@ def _gather_objects(obj: Any, world: int) -> list[Any]:
     return out
 
 
-def _all_finite(loss: torch.Tensor) -> bool:
-    flag = torch.tensor([float(torch.isfinite(loss).item())])
-    if is_distributed():
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-    return bool(flag.item())
-
-
-def evaluate(model: torch.nn.Module, cfg: RunConfig, train_eval: tuple, test: tuple, num_classes: int,
-             device: torch.device, probe: bool = True) -> dict[str, Any]:
-    """kNN (top-1/top-5) and, if ``probe``, the linear probe, few-shot episodes, embedding geometry
-    and (``eval.robustness``) the corruption/uncertainty metrics, all on the frozen encoder."""
-    ftr = extract_features(model, train_eval[0], device=device)
-    fte = extract_features(model, test[0], device=device)
-    knn = knn_accuracy(ftr, train_eval[1], fte, test[1], num_classes, cfg.eval.knn_k, cfg.eval.knn_temperature)
-    res: dict[str, Any] = {"knn_top1": knn["top1"], "knn_top5": knn["top5"],
-                           "knn_protocol": f"{KNN_PROTOCOL}, k={cfg.eval.knn_k}, T={cfg.eval.knn_temperature}"}
-    if probe:
-        pr = linear_probe(ftr, train_eval[1], fte, test[1], num_classes, cfg.eval.probe_epochs, cfg.eval.probe_lr,
-                          seed=cfg.seed)
-        res.update(probe_top1=pr.top1, probe_top5=pr.top5, probe_protocol=pr.protocol,
-                   probe_ece=expected_calibration_error(pr.probabilities, test[1]),
-                   probe_nll=negative_log_likelihood(pr.probabilities, test[1]))
-        res.update(geometry_metrics(model, cfg, fte, test, device))
-        counts = torch.unique(test[1], return_counts=True)[1]
-        if cfg.eval.few_shot_episodes and len(counts) >= 2:
-            n_way = min(5, len(counts))
-            for k in (k for k in (1, 5) if int(counts.min()) > k):  # tiny test sets: skip what they can't hold
-                acc, ci = few_shot_episodes(fte, test[1], n_way, k, episodes=cfg.eval.few_shot_episodes,
-                                            seed=cfg.seed)
-                res[f"fewshot_{n_way}w{k}s_acc"], res[f"fewshot_{n_way}w{k}s_ci95"] = acc, ci
-        if cfg.eval.robustness:
-            res.update(robustness_metrics(model, cfg, ftr, train_eval[1], (test[0], test[1], fte), pr.predict,
-                                          device))
-    return res
-
-
-def geometry_metrics(model: torch.nn.Module, cfg: RunConfig, test_feats: torch.Tensor, test: tuple,
-                     device: torch.device) -> dict[str, Any]:
-    """Effective rank and spectrum of the features, alignment/uniformity of the embedding on two
-    augmented views of each test image, and the hierarchical-clustering ARI of the features."""
-    images, labels = test
-    views = augment_views(images, np.arange(len(images)), policy=cfg.augment.policy, strength=cfg.augment.strength,
-                          views=2, seed=cfg.seed, epoch=0)
-    model.eval()
-    with torch.no_grad():
-        z = [torch.cat([model(views[i: i + 512, v].to(device)).z.float().cpu() for i in range(0, len(views), 512)])
-             for v in range(2)]
-    model.train()
-    spectrum = normalized_spectrum(test_feats)
-    return {"effective_rank_features": effective_rank(test_feats),
-            "effective_rank_embedding": effective_rank(extract_features(model, images, device=device,
-                                                                        embedding=True)),
-            "spectrum_features": ",".join(f"{x:.4g}" for x in spectrum[:64].tolist()),
-            "alignment": alignment(z[0], z[1]), "uniformity": uniformity(torch.cat(z)[:4096]),
-            "cluster_ari": cluster_agreement(test_feats[:5000], labels[:5000])}
-
-
-def corrupted_sets(images: torch.Tensor, cfg: RunConfig) -> dict[tuple[str, int], torch.Tensor]:
-    """Every (corruption, severity) version of the evaluation images. The corruption seed is fixed,
-    so every run of a study is scored on the same corrupted images (paired comparisons)."""
-    names = cfg.eval.corruption_names()
-    if cfg.eval.corruption_suite == "imagenet_c":
-        return {k: torch.from_numpy(v) for k, v in corrupted_split(images.numpy(), names, seed=0).items()}
-    return {(n, s): corrupt(images, n, s, seed=0) for n in names for s in range(1, 6)}
-
-
-@torch.no_grad()
-def _logvar(model: torch.nn.Module, feats: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Posterior log-variance from already extracted encoder features (the head only: no second
-    encoder pass)."""
-    model.eval()
-    out = torch.cat([model.head(feats[i: i + 4096].to(device))[1].float().cpu() for i in range(0, len(feats), 4096)])
-    model.train()
-    return out
-
-
-def robustness_metrics(model: torch.nn.Module, cfg: RunConfig, train_feats: torch.Tensor,
-                       train_labels: torch.Tensor, test: tuple, predict, device: torch.device) -> dict[str, float]:
-    """Probe accuracy and calibration on corrupted test images (5 severities); uncertainty scores
-    (centroid distance; VCL's posterior log-det) against errors and severity; label-scarce probes.
-    ``test`` is (images, labels, clean features)."""
-    images, labels, clean_feats = test
-    variational = cfg.loss.name in VARIATIONAL_LOSSES
-    acc: dict[tuple[str, int], float] = {}
-    ece: dict[tuple[str, int], float] = {}
-    out: dict[str, float] = {}
-    severity, wrong, dist, logdet = [], [], [], []
-
-    def score(imgs: torch.Tensor, feats: torch.Tensor, sev: int) -> torch.Tensor:
-        probs = predict(feats)
-        severity.append(torch.full((len(imgs),), sev))
-        wrong.append(probs.argmax(1) != labels)
-        dist.append(centroid_distance(train_feats, train_labels, feats))
-        if variational:
-            logdet.append(posterior_log_det(_logvar(model, feats, device)).float())
-        return probs
-
-    score(images, clean_feats, 0)
-    for (name, sev), imgs in corrupted_sets(images, cfg).items():
-        probs = score(imgs, extract_features(model, imgs, device=device), sev)
-        acc[(name, sev)] = out[f"corr_{name}_s{sev}"] = 100.0 * (probs.argmax(1) == labels).float().mean().item()
-        ece[(name, sev)] = expected_calibration_error(probs, labels)
-    for sev in range(1, 6):
-        out[f"corruption_acc_s{sev}"] = float(np.mean([a for (n, s), a in acc.items() if s == sev]))
-        out[f"ece_s{sev}"] = float(np.mean([e for (n, s), e in ece.items() if s == sev]))
-    out["corruption_acc"] = float(np.mean(list(acc.values())))
-    out["mce"] = mean_corruption_error(acc)
-    severity_all, wrong_all = torch.cat(severity), torch.cat(wrong)
-    for name, values in (("centroid", dist), ("logdet", logdet)):
-        if values:
-            v = torch.cat(values)
-            out[f"unc_auroc_{name}"] = misclassification_auroc(v, wrong_all)
-            out[f"unc_spearman_{name}"] = severity_correlation(v, severity_all)
-            if name == "logdet":  # mean posterior log-det per severity (0 = clean)
-                for sev in range(6):
-                    out[f"logdet_s{sev}"] = float(v[severity_all == sev].mean())
-    for k in cfg.eval.label_budgets:
-        out[f"fewlabel_{k}_acc"], out[f"fewlabel_{k}_std"] = prototype_accuracy(
-            train_feats, train_labels, clean_feats, labels, k, seed=cfg.seed)
-    return out
+def _shuffle_seed(cfg: RunConfig, epoch: int) -> int:
+    return cfg.seed * 100003 + epoch
 
 
 class TrainContext:
@@ -260,7 +108,7 @@ class TrainContext:
             if self.rank == 0:
                 torch.save(state, os.path.join(d, STATE_FILE))
                 ckpt = Checkpoint.from_directory(d)
-            ray.train.report(_scalars(metrics), checkpoint=ckpt, checkpoint_dir_name=dir_name)
+            ray.train.report(scalars(metrics), checkpoint=ckpt, checkpoint_dir_name=dir_name)
 
 
 class InProcessContext:
@@ -290,24 +138,91 @@ class InProcessContext:
                 states.append(torch.load(os.path.join(d, STATE_FILE), map_location=device, weights_only=False))
         if os.path.exists(self.state_path):
             states.append(torch.load(self.state_path, map_location=device, weights_only=False))
-        # a diverged run's state has no epoch and is final
-        return max(states, key=lambda st: st.get("epoch", float("inf")), default=None)
+        return choose_state(states)
 
     def report(self, metrics: dict, state: dict, dir_name: str) -> None:
         # The local file is written synchronously, before Tune hears of the epoch: a driver killed
         # before Tune's next experiment snapshot restores the trial as unfinished, and the rerun
         # must find this file to return at once instead of training again.
-        tmp = self.state_path + ".tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, self.state_path)
+        write_atomic(self.state_path, partial(torch.save, state))
         if self.tune_trial:
             with tempfile.TemporaryDirectory() as d:
                 torch.save(state, os.path.join(d, STATE_FILE))
-                ray.tune.report(_scalars(metrics), checkpoint=ray.tune.Checkpoint.from_directory(d))
+                ray.tune.report(scalars(metrics), checkpoint=ray.tune.Checkpoint.from_directory(d))
+
+
+def _device(cfg: RunConfig) -> torch.device:
+    if cfg.use_gpu and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _make_stepper(cfg: RunConfig, num_classes: int, train_size: int, world: int, device: torch.device) -> Stepper:
+    """Model, loss, optimiser and schedule of a run, wired into a :class:`Stepper`."""
+    model = build_model(cfg, num_classes).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    net = ray.train.torch.prepare_model(model) if world > 1 else model
+    steps_per_epoch = max(1, train_size // cfg.optim.batch_size)
+    schedule = partial(lr_at, total_steps=steps_per_epoch * cfg.optim.epochs,
+                       warmup_steps=steps_per_epoch * cfg.optim.warmup_epochs, base_lr=cfg.optim.effective_lr(),
+                       min_lr_ratio=cfg.optim.min_lr_ratio)
+
+    def make_views(batch: dict, epoch: int) -> torch.Tensor:
+        if "views" in batch:  # made by the Ray Data stage (data.augment_in=ray_data)
+            views = torch.from_numpy(np.require(batch["views"], requirements="W"))
+        else:
+            views = augment_views(torch.from_numpy(np.require(batch["image"], requirements="W")), batch["index"],
+                                  policy=cfg.augment.policy, strength=cfg.augment.strength,
+                                  views=cfg.augment.views, seed=cfg.seed, epoch=epoch)
+        return views.to(device, non_blocking=True)
+
+    return Stepper(net=net, model=model, loss_fn=build_loss(cfg.loss), family=loss_family(cfg.loss.name),
+                   optimizer=build_optimizer(model, cfg.optim), device=device, make_views=make_views,
+                   lr_at=schedule, grad_clip=cfg.optim.grad_clip, precision=cfg.precision, world=world,
+                   channels_last=device.type == "cuda")
+
+
+def _restore(stepper: Stepper, resume: ResumePoint) -> None:
+    state = resume.state
+    if state:
+        stepper.model.load_state_dict(state["model"])
+        stepper.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+
+
+def _epoch_batches(ctx, cfg: RunConfig, epoch: int, local_batch: int):
+    source = ctx.epoch_views(cfg, epoch) if cfg.data.augment_in == "ray_data" else ctx.dataset("train")
+    return source.iter_batches(batch_size=local_batch, drop_last=True, batch_format="numpy",
+                               local_shuffle_buffer_size=max(local_batch * 4, 1024),
+                               local_shuffle_seed=_shuffle_seed(cfg, epoch))
+
+
+def _epoch_row(stats: EpochStats, shards: list, first: bool, workers: list[dict], start_epoch: int) -> dict[str, Any]:
+    """The metrics row of an epoch: its stats, per-rank shard sizes and, in an attempt's first
+    epoch, how the ranks' shards overlap and where the workers ran."""
+    row: dict[str, Any] = {**stats.row(), "status": RunStatus.RUNNING,
+                           "samples_per_rank": ",".join(str(x if isinstance(x, int) else len(x)) for x in shards)}
+    if first:
+        all_index = np.concatenate([np.asarray(x).reshape(-1) for x in shards])
+        row.update(shard_overlap=int(all_index.size - np.unique(all_index).size), resumed_from_epoch=start_epoch,
+                   worker_nodes=",".join(w["node_id"] for w in workers),
+                   worker_pids=",".join(str(w["pid"]) for w in workers))
+    return row
+
+
+def _run_record(cfg: RunConfig, world: int, epoch: int, start_epoch: int, workers: list[dict]) -> dict[str, Any]:
+    """What every final result row records besides the metrics."""
+    return {"eval_epoch": epoch, "seed": cfg.seed, "world_size": world, "global_batch": cfg.optim.batch_size,
+            "effective_lr": cfg.optim.effective_lr(), "lr_scaling": cfg.optim.lr_scaling,
+            "config_hash": cfg.config_hash(), "loss_name": cfg.loss.name, "status": RunStatus.FINISHED,
+            "resumed_from_epoch": start_epoch, "worker_nodes": ",".join(w["node_id"] for w in workers),
+            "worker_pids": ",".join(str(w["pid"]) for w in workers)}
 
 
 def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None) -> dict[str, Any]:
-    """The per-worker loop (every Train worker runs it; with ``num_workers=0`` it runs in-process)."""
+    """The per-worker loop (every Train worker runs it; with ``num_workers=0`` it runs in-process):
+    resume, train epoch by epoch, report and checkpoint each epoch, evaluate at the end (rank 0)."""
     cfg = RunConfig.from_dict(config["cfg"])
     num_classes, train_size, run_dir = config["num_classes"], config["train_size"], config["run_dir"]
     ctx = ctx or TrainContext(config.get("train_dataset"))
@@ -315,168 +230,68 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
     verbose = config.get("verbose", True) and rank == 0
     torch.set_num_threads(max(1, config.get("torch_threads", torch.get_num_threads())))
     torch.manual_seed(cfg.seed)
-    device = torch.device("cuda", torch.cuda.current_device()) if cfg.use_gpu and torch.cuda.is_available() \
-        else torch.device("cpu")
-
+    device = _device(cfg)
     node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
     workers = _gather_objects({"node_id": node_id, "pid": os.getpid()}, world)  # where each rank runs
-    model = build_model(cfg, num_classes).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    net = ray.train.torch.prepare_model(model) if world > 1 else model
-    loss_fn = build_loss(cfg.loss)
-    optimizer = build_optimizer(model, cfg.optim)
-    base_lr = cfg.optim.effective_lr()
-    local_batch = cfg.optim.batch_size // world
-    steps_per_epoch = max(1, train_size // cfg.optim.batch_size)
-    total_steps = steps_per_epoch * cfg.optim.epochs
-    warmup_steps = steps_per_epoch * cfg.optim.warmup_epochs
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-
-    start_epoch, step, history = 0, 0, []
-    state = ctx.load_state(device)
-    if state:
-        if state["config_hash"] != cfg.config_hash():
-            raise RuntimeError(f"checkpoint belongs to config {state['config_hash']}, not {cfg.config_hash()}")
-        if state.get("status") == "diverged":
-            return state["final"]
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]
-        torch.set_rng_state(state["torch_rng"])
-        if start_epoch >= cfg.optim.epochs:  # already finished: nothing to redo
-            return state["final"]
-        if verbose:
-            print(f"[{cfg.run_name}] resumed from epoch {state['epoch']}", flush=True)
-
-    in_ray_data = cfg.data.augment_in == "ray_data"
-    shard = None if in_ray_data else ctx.dataset("train")
-    train_eval = test = None
-    if rank == 0:
-        train_eval = materialize(ctx.dataset("train_eval"))
-        test = materialize(ctx.dataset("test"))
-        bank = tuple(t[:ONLINE_KNN_BANK] for t in train_eval)
-    final: dict[str, Any] = {}
-
-    for epoch in range(start_epoch, cfg.optim.epochs):
-        net.train()
-        bad_seen: list[str] = []  # undecodable images met this epoch (skipped, counted, named)
-        seen_total = 0
-        t0, n_views, losses, grad_norms = time.perf_counter(), 0, [], []
-        seen_index: list[np.ndarray] = []  # sample indices this rank trained on this epoch
-        source = ctx.epoch_views(cfg, epoch) if in_ray_data else shard
-        for batch in source.iter_batches(batch_size=local_batch, drop_last=True, batch_format="numpy",
-                                         local_shuffle_buffer_size=max(local_batch * 4, 1024),
-                                         local_shuffle_seed=cfg.seed * 100003 + epoch):
-            seen_total += len(batch["label"])
-            if "ok" in batch and not batch["ok"].all():
-                keep = batch["ok"].astype(bool)
-                newly_bad = [str(p) for p in batch["path"][~keep]]
-                for p in newly_bad:
-                    warnings.warn(f"skipping undecodable image {p!r}")
-                bad_seen += newly_bad
-                if len(bad_seen) > cfg.data.max_bad_fraction * seen_total:
-                    raise RuntimeError(f"{len(bad_seen)} of {seen_total} images undecodable (> data.max_bad_fraction="
-                                       f"{cfg.data.max_bad_fraction}); first: {bad_seen[:5]}")
-                batch = {k: batch[k][keep] for k in ("image", "views", "label", "index") if k in batch}
-            # Ray hands out read-only arrays; torch needs writable memory (copies only if read-only)
-            labels = torch.from_numpy(np.require(batch["label"], requirements="W")).long()
-            index = batch["index"]
-            seen_index.append(np.asarray(index))
-            if in_ray_data:  # made by the map_batches stage
-                views = torch.from_numpy(np.require(batch["views"], requirements="W"))
-            else:
-                views = augment_views(torch.from_numpy(np.require(batch["image"], requirements="W")), index,
-                                      policy=cfg.augment.policy, strength=cfg.augment.strength,
-                                      views=cfg.augment.views, seed=cfg.seed, epoch=epoch)
-            b, v = views.shape[:2]
-            x = views.flatten(0, 1).to(device, non_blocking=True)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            lr = lr_at(step, total_steps, warmup_steps, base_lr, cfg.optim.min_lr_ratio)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            with autocast:
-                out = net(x)
-            loss = _objective(loss_fn, cfg.loss.name, out, labels.to(device), b, v)
-            if not _all_finite(loss):
-                final = {"status": "diverged", "diverged_at": f"diverged at epoch {epoch}, step {step}",
-                         "epoch": epoch, "config_hash": cfg.config_hash()}
-                if verbose:
-                    print(f"[{cfg.run_name}] {final['diverged_at']}: non-finite loss, stopping", flush=True)
-                ctx.report(final, {"status": "diverged", "final": final, "config_hash": cfg.config_hash()},
-                           f"epoch={epoch:04d}-diverged")
-                return final
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip or float("inf"))
-            optimizer.step()
-            losses.append(loss.item())
-            grad_norms.append(float(grad_norm))
-            n_views += b * v * world
-            step += 1
-        seconds = time.perf_counter() - t0
-        # per-rank shard sizes every epoch; in an attempt's first epoch also how the shards overlap
-        first = epoch == start_epoch
-        shards = _gather_objects((np.concatenate(seen_index) if seen_index else np.zeros(0, np.int64)) if first
-                                 else sum(len(i) for i in seen_index), world)
-        metrics: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
-                                   "lr": lr_at(max(step - 1, 0), total_steps, warmup_steps, base_lr,
-                                               cfg.optim.min_lr_ratio),
-                                   "views_per_s": n_views / max(seconds, 1e-9), "epoch_seconds": seconds,
-                                   "grad_norm": float(np.mean(grad_norms)) if grad_norms else float("nan"),
-                                   "bad_images": len(bad_seen), "status": "running",
-                                   "samples_per_rank": ",".join(str(x if isinstance(x, int) else len(x))
-                                                                for x in shards)}
-        if first:
-            all_index = np.concatenate([np.asarray(x).reshape(-1) for x in shards])
-            metrics.update(shard_overlap=int(all_index.size - np.unique(all_index).size),
-                           worker_nodes=",".join(w["node_id"] for w in workers),
-                           worker_pids=",".join(str(w["pid"]) for w in workers), resumed_from_epoch=start_epoch)
+    stepper = _make_stepper(cfg, num_classes, train_size, world, device)
+    resume = resume_point(ctx.load_state(device), cfg)
+    if resume.final is not None:
+        return resume.final
+    _restore(stepper, resume)
+    if verbose and resume.state:
+        print(f"[{cfg.run_name}] resumed from epoch {resume.start_epoch - 1}", flush=True)
+    online = None
+    if rank == 0 and cfg.eval.online_knn:  # small fixed subsets, held for the whole run
+        online = (stage.bounded_images(ctx.dataset("train_eval")), stage.bounded_images(ctx.dataset("test")))
+    step, history, final = resume.step, resume.history, {}
+    for epoch in range(resume.start_epoch, cfg.optim.epochs):
+        stepper.net.train()
+        bad = BadImageCounter(cfg.data.max_bad_fraction)
+        try:
+            stats, step, index = train_epoch(stepper, _epoch_batches(ctx, cfg, epoch, cfg.optim.batch_size // world),
+                                             epoch, step, bad)
+        except Diverged as exc:
+            final = diverged_record(cfg, exc)
+            if verbose:
+                print(f"[{cfg.run_name}] {exc}: non-finite loss, stopping", flush=True)
+            ctx.report(final, {"status": RunStatus.DIVERGED.value, "final": scalars(final),
+                               "config_hash": cfg.config_hash()}, f"epoch={epoch:04d}-diverged")
+            return scalars(final)
+        first = epoch == resume.start_epoch
+        shards = _gather_objects(index if first else len(index), world)
+        metrics = _epoch_row(stats, shards, first, workers, resume.start_epoch)
         last = epoch == cfg.optim.epochs - 1
         if rank == 0:
             if last:
-                metrics.update(evaluate(model, cfg, train_eval, test, num_classes, device, probe=True))
-            elif cfg.eval.online_knn:
-                metrics["knn_top1"] = evaluate(model, cfg, bank, test, num_classes, device, probe=False)["knn_top1"]
-            if last:
-                metrics.update(_run_record(cfg, world, epoch), status="finished", resumed_from_epoch=start_epoch,
-                               worker_nodes=",".join(w["node_id"] for w in workers),
-                               worker_pids=",".join(str(w["pid"]) for w in workers))
-                final = metrics
-            history.append(metrics)
-            _append_jsonl(Path(run_dir) / "metrics.jsonl", metrics)
+                metrics.update(stage.evaluate(stepper.model, cfg, ctx.dataset("train_eval"), ctx.dataset("test"),
+                                              num_classes, device))
+                metrics.update(_run_record(cfg, world, epoch, resume.start_epoch, workers))
+                final = scalars(metrics)
+            elif online is not None:
+                metrics["knn_top1"] = stage.online_knn(stepper.model, cfg, *online, num_classes, device)
+            history.append(scalars(metrics))
+            append_jsonl(Path(run_dir) / "metrics.jsonl", scalars(metrics))
             if verbose:
                 print(_progress_line(cfg, metrics), flush=True)
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
-                 "history": history, "torch_rng": torch.get_rng_state(), "config_hash": cfg.config_hash(),
-                 "final": final}
+        state = {"model": stepper.model.state_dict(), "optimizer": stepper.optimizer.state_dict(), "epoch": epoch,
+                 "step": step, "history": history, "torch_rng": torch.get_rng_state(),
+                 "config_hash": cfg.config_hash(), "final": final}
         ctx.report(metrics, state, f"epoch={epoch:04d}")
     return final
-
-
-def _run_record(cfg: RunConfig, world: int, epoch: int) -> dict[str, Any]:
-    """What every result row records besides the metrics."""
-    return {"eval_epoch": epoch, "seed": cfg.seed, "world_size": world, "global_batch": cfg.optim.batch_size,
-            "effective_lr": cfg.optim.effective_lr(), "lr_scaling": cfg.optim.lr_scaling,
-            "config_hash": cfg.config_hash(), "loss_name": cfg.loss.name}
-
-
-def _scalars(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
-
-
-def _append_jsonl(path: Path, row: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fh.write(json.dumps(_scalars(row)) + "\n")
 
 
 def _progress_line(cfg: RunConfig, m: dict) -> str:
     knn = f" knn {m['knn_top1']:.1f}%" if "knn_top1" in m else ""
     probe = f" probe {m['probe_top1']:.1f}%" if "probe_top1" in m else ""
     return (f"[{cfg.run_name}] epoch {m['epoch'] + 1}/{cfg.optim.epochs} loss {m['loss']:.4f} lr {m['lr']:.4g} "
-            f"{m['views_per_s']:.0f} views/s{knn}{probe}")
+            f"{m['views_per_s']:.0f} views/s {m['classes_per_batch']:.1f} classes/batch{knn}{probe}")
+
+
+def _run_dir(cfg: RunConfig) -> tuple[str, str]:
+    """(Train storage path, this run's log directory)."""
+    remote = "://" in cfg.storage_path
+    storage = cfg.storage_path if remote else os.path.abspath(cfg.storage_path)
+    return storage, os.path.join(os.path.expanduser(LOCAL_RUNS_DIR) if remote else storage, cfg.run_name)
 
 
 def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = True, max_failures: int = 0,
@@ -499,18 +314,15 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = Tr
         raise ValueError(f"training set of {source.description} is empty")
     if train_size < cfg.optim.batch_size:
         raise ValueError(f"training set has {train_size} images, fewer than optim.batch_size={cfg.optim.batch_size}")
-    remote = "://" in cfg.storage_path
-    storage = cfg.storage_path if remote else os.path.abspath(cfg.storage_path)
-    run_dir = os.path.join(os.path.expanduser(LOCAL_RUNS_DIR) if remote else storage, cfg.run_name)
+    storage, run_dir = _run_dir(cfg)
     os.makedirs(run_dir, exist_ok=True)
     write_json_atomic(Path(run_dir) / "config.json", {"config": cfg.to_dict(), "config_hash": cfg.config_hash()})
     loop_config = {"cfg": cfg.to_dict(), "num_classes": source.num_classes, "train_size": train_size,
                    "run_dir": run_dir, "verbose": verbose, "torch_threads": torch_threads or torch.get_num_threads()}
     if cfg.num_workers == 0:
-        datasets = {"train": source.train, "train_eval": source.train, "test": source.test}
-        metrics = train_loop(loop_config, InProcessContext(datasets, run_dir, tune_trial))
-        return _finish(run_dir, metrics)
-    datasets = {"train_eval": source.train, "test": source.test}
+        datasets = {"train": source.train, "train_eval": source.train_eval, "test": source.test}
+        return _finish(run_dir, train_loop(loop_config, InProcessContext(datasets, run_dir, tune_trial)))
+    datasets = {"train_eval": source.train_eval, "test": source.test}
     if cfg.data.augment_in == "ray_data":  # rank 0 splits each epoch's augmented stream itself
         loop_config["train_dataset"] = source.train
     else:
@@ -532,12 +344,13 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = Tr
 
 
 def _finish(run_dir: str, metrics: dict) -> RunResult:
+    metrics = scalars(metrics)
     write_json_atomic(Path(run_dir) / "summary.json", metrics)
-    return RunResult(metrics, run_dir, metrics.get("status", "finished"))
+    return RunResult(metrics, run_dir, RunStatus(metrics.get("status", RunStatus.FINISHED)))
 
 
 SUMMARY_KEYS = ("status", "epoch", "loss", "knn_top1", "knn_top5", "probe_top1", "probe_top5", "views_per_s",
-                "world_size", "global_batch", "effective_lr", "config_hash")
+                "classes_per_batch", "world_size", "global_batch", "effective_lr", "config_hash")
 
 
 def format_summary(cfg: RunConfig, result: RunResult) -> str:
@@ -569,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
     print(format_summary(cfg, result))
-    return 0 if result.status == "finished" else 1
+    return 0 if result.status == RunStatus.FINISHED else 1
 
 
 if __name__ == "__main__":

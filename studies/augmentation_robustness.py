@@ -20,7 +20,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.report import Claim, normalized_mce_table, plot_lines, plot_spectrum, severity_frame, to_markdown
+from core.report import (
+    Claim,
+    normalized_mce_table,
+    plot_lines,
+    plot_spectrum,
+    severity_frame,
+    to_markdown,
+)
+from core.results import RunStatus
 from core.study import Study, base_config, grid_study_defaults, main_for, question
 
 DEFAULT = grid_study_defaults(epochs=10)
@@ -33,7 +41,7 @@ def plots(df: pd.DataFrame, out: Path) -> list[Path]:
             for y in ("probe_top1", "corruption_acc")]
     sev = severity_frame(df)
     if not sev.empty:
-        sev["status"] = "finished"
+        sev["status"] = RunStatus.FINISHED
         made.append(plot_lines(sev, "severity", "accuracy", "cfg.loss.name", None, out / "accuracy_vs_severity.png",
                                "probe accuracy vs corruption severity (0 = clean)"))
     made.append(plot_spectrum(df, "cfg.loss.name", out / "feature_spectrum.png", "feature spectrum per loss"))

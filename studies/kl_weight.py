@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.report import Claim, plot_lines, plot_spectrum, to_markdown
+from core.results import RunStatus
 from core.study import Study, base_config, grid_study_defaults, main_for, question
 
 DEFAULT = grid_study_defaults(epochs=8)
@@ -49,7 +50,7 @@ def plots(df: pd.DataFrame, out: Path) -> list[Path]:
 
 def tables(df: pd.DataFrame) -> list[str]:
     """VCL's uncertainty against the deterministic baseline any encoder has."""
-    vcl = df[(df["status"] == "finished") & df["cfg.loss.name"].isin(["vsupcon", "vsimclr"])]
+    vcl = df[(df["status"] == RunStatus.FINISHED) & df["cfg.loss.name"].isin(["vsupcon", "vsimclr"])]
     cols = ["unc_auroc_logdet", "unc_auroc_centroid", "unc_spearman_logdet", "unc_spearman_centroid"]
     if vcl.empty or not set(cols) <= set(vcl.columns):
         return []

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.config import RunConfig
+from core.results import RunStatus
 from core.study import OptunaSpace, Study, base_config, main_for, question
 
 DEFAULT = RunConfig().with_overrides(["optim.epochs=8", "eval.probe_epochs=50"])
@@ -29,7 +30,7 @@ def pareto_plot(df: pd.DataFrame, out: Path, objectives: list[str]) -> list[Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = df[(df["status"] == "finished")].dropna(subset=objectives[:2]) if set(objectives[:2]) <= set(df) else df.iloc[0:0]
+    ok = df[(df["status"] == RunStatus.FINISHED)].dropna(subset=objectives[:2]) if set(objectives[:2]) <= set(df) else df.iloc[0:0]
     if len(objectives) < 2 or ok.empty:
         return []
     x, y = ok[objectives[0]].values, ok[objectives[1]].values

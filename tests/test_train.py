@@ -145,8 +145,8 @@ def test_results_are_written_then_renamed(tmp_path, monkeypatch):
     """A crash while writing leaves the previous file whole, never a half-written one."""
     import pandas as pd
 
+    from core.io import write_json_atomic
     from core.report import write_table
-    from core.train import write_json_atomic
 
     summary, table = tmp_path / "summary.json", tmp_path / "trials.parquet"
     write_json_atomic(summary, {"epoch": 1})

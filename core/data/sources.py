@@ -38,6 +38,12 @@ class ImageSource:
     num_classes: int
     class_names: list[str] = field(default_factory=list)
     description: str = ""
+    eval_train: ray.data.Dataset | None = None  # training images as evaluation views (default: ``train``)
+
+    @property
+    def train_eval(self) -> ray.data.Dataset:
+        """The training split as the evaluation stage reads it (probe and kNN bank)."""
+        return self.eval_train if self.eval_train is not None else self.train
 
 
 def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:

@@ -12,12 +12,18 @@ def expected_calibration_error(probs: Tensor, labels: Tensor, bins: int = 15) ->
     if probs.dim() != 2 or labels.shape != probs.shape[:1]:
         raise ValueError(f"probs must be [N, C] and labels [N], got {tuple(probs.shape)} and {tuple(labels.shape)}")
     conf, pred = probs.max(1)
-    correct = (pred == labels).double()
+    return ece_from_confidence(conf, pred == labels, bins)
+
+
+def ece_from_confidence(conf: Tensor, correct: Tensor, bins: int = 15) -> float:
+    """ECE (%) from each prediction's confidence and whether it was right (streaming-friendly:
+    keep two numbers per input instead of the whole probability matrix)."""
+    correct = correct.double()
     # bin b holds confidences in (b/bins, (b+1)/bins]; confidence exactly 0 cannot occur for a max
     idx = (conf.double() * bins).ceil().long().clamp(1, bins) - 1
     acc_sum = torch.bincount(idx, weights=correct, minlength=bins)
     conf_sum = torch.bincount(idx, weights=conf.double(), minlength=bins)
-    return float(100.0 * (acc_sum - conf_sum).abs().sum() / probs.shape[0])
+    return float(100.0 * (acc_sum - conf_sum).abs().sum() / max(conf.shape[0], 1))
 
 
 def negative_log_likelihood(probs: Tensor, labels: Tensor, eps: float = 1e-12) -> float:

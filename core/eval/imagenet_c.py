@@ -22,9 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IMAGENET_C = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
-              "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
-              "jpeg_compression")
+from core.config import IMAGENET_C_CORRUPTIONS
+from core.io import write_atomic
+
+IMAGENET_C = IMAGENET_C_CORRUPTIONS
 MIN_SIZE = 32  # the library refuses smaller images
 CACHE_DIR = os.environ.get("CONTRASTIVE_CACHE", os.path.expanduser("~/.cache/contrastive-platform"))
 
@@ -40,8 +41,11 @@ def _resize(images: np.ndarray, size: int, mode: str) -> np.ndarray:
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def corrupt_imagenet_c(images: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:
-    """Corrupt uint8 ``[N, H, W, C]`` images (C = 1 or 3); returns the same shape and dtype."""
+def corrupt_imagenet_c(images: np.ndarray, name: str, severity: int, seed: int = 0,
+                       index: np.ndarray | None = None) -> np.ndarray:
+    """Corrupt uint8 ``[N, H, W, C]`` images (C = 1 or 3); returns the same shape and dtype. Image i's
+    randomness is seeded by ``index[i]`` (its stable sample id; by default its position), so a
+    corrupted image does not depend on the batch it came in."""
     from imagecorruptions import corrupt
 
     if name not in IMAGENET_C:
@@ -60,7 +64,7 @@ def corrupt_imagenet_c(images: np.ndarray, name: str, severity: int, seed: int =
     state = np.random.get_state()
     try:
         for i in range(n):
-            s = _image_seed(seed, name, severity, i)
+            s = _image_seed(seed, name, severity, i if index is None else int(index[i]))
             np.random.seed(s)
             out[i] = corrupt(work[i], corruption_name=name, severity=severity, **({"seed": s} if takes_seed else {}))
     finally:
@@ -71,11 +75,13 @@ def corrupt_imagenet_c(images: np.ndarray, name: str, severity: int, seed: int =
 
 
 def corrupted_split(images: np.ndarray, names: tuple[str, ...], seed: int = 0, cache_dir: str | None = CACHE_DIR,
-                    progress: bool = False, parallel: bool = False) -> dict[tuple[str, int], np.ndarray]:
-    """Every (corruption, severity) version of an evaluation split, from the disk cache when there.
-    ``parallel``: one Ray task per (corruption, severity) (needs ``ray.init``), e.g. in a study's
-    driver before the trials start."""
-    key = hashlib.sha1(images.tobytes() + repr((images.shape, names, seed)).encode()).hexdigest()[:16]
+                    progress: bool = False, parallel: bool = False,
+                    index: np.ndarray | None = None) -> dict[tuple[str, int], np.ndarray]:
+    """Every (corruption, severity) version of a batch of evaluation images (``index``: their sample
+    ids), from the disk cache when there. ``parallel``: one Ray task per (corruption, severity)
+    (needs ``ray.init``), e.g. in a study's driver before the trials start."""
+    ids = b"" if index is None else np.asarray(index, np.int64).tobytes()
+    key = hashlib.sha1(images.tobytes() + ids + repr((images.shape, names, seed)).encode()).hexdigest()[:16]
     path = Path(cache_dir) / "imagenet_c" / f"{key}.npz" if cache_dir else None
     if path and path.exists():
         with np.load(path) as z:
@@ -87,13 +93,11 @@ def corrupted_split(images: np.ndarray, names: tuple[str, ...], seed: int = 0, c
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be writing it: wait, then read
         if path.exists():
             lock.close()
-            return corrupted_split(images, names, seed, cache_dir)
+            return corrupted_split(images, names, seed, cache_dir, index=index)
     try:
-        out = _compute(images, [(n, s) for n in names for s in range(1, 6)], seed, progress, parallel)
+        out = _compute(images, [(n, s) for n in names for s in range(1, 6)], seed, progress, parallel, index)
         if path:
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, **{f"{n}_{s}": v for (n, s), v in out.items()})
-            os.replace(tmp, path)
+            write_atomic(path, lambda tmp: np.savez(tmp, **{f"{n}_{s}": v for (n, s), v in out.items()}))
         return out
     finally:
         if lock:
@@ -101,7 +105,7 @@ def corrupted_split(images: np.ndarray, names: tuple[str, ...], seed: int = 0, c
 
 
 def _compute(images: np.ndarray, pairs: list[tuple[str, int]], seed: int, progress: bool,
-             parallel: bool) -> dict[tuple[str, int], np.ndarray]:
+             parallel: bool, index: np.ndarray | None = None) -> dict[tuple[str, int], np.ndarray]:
     from tqdm import tqdm
 
     bar = tqdm(total=len(pairs), desc=f"ImageNet-C on {len(images)} images", unit="set", disable=not progress)
@@ -111,14 +115,14 @@ def _compute(images: np.ndarray, pairs: list[tuple[str, int]], seed: int, progre
 
         task = ray.remote(num_cpus=1)(corrupt_imagenet_c)
         ref = ray.put(images)
-        pending = {task.remote(ref, n, s, seed): (n, s) for n, s in pairs}
+        pending = {task.remote(ref, n, s, seed, index): (n, s) for n, s in pairs}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             out[pending.pop(done[0])] = ray.get(done[0])
             bar.update()
     else:
         for n, s in pairs:
-            out[(n, s)] = corrupt_imagenet_c(images, n, s, seed)
+            out[(n, s)] = corrupt_imagenet_c(images, n, s, seed, index)
             bar.update()
     bar.close()
     return {k: out[k] for k in pairs}

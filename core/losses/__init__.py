@@ -1,34 +1,39 @@
-"""Loss families: pure functions plus thin modules; :func:`build_loss` maps a LossConfig to one."""
+"""Loss families: pure functions plus thin modules, one file per family. Every module in this
+package that defines a family registers it (:mod:`core.losses.registry`); importing the package
+imports them all, so adding a family is adding a file."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from torch import nn
 
-from core.config import LossConfig
-from core.losses.cross_entropy import CrossEntropyLoss, cross_entropy_loss
-from core.losses.supcon import SimCLRLoss, SupConLoss, simclr_loss, supcon_loss
-from core.losses.varcon import VarConLoss, varcon_loss, varcon_loss_views
-from core.losses.vcl import (VCLLoss, normalized_gaussian_kl, posterior_log_det, projected_normal_sample,
-                             vcl_loss)
+from core.losses.registry import (
+    LOSS_FAMILIES,
+    LossFamily,
+    family_names,
+    loss_family,
+    register,
+)
+
+for _mod in pkgutil.iter_modules(__path__):
+    if _mod.name != "registry":
+        importlib.import_module(f"{__name__}.{_mod.name}")
+
+from core.losses.cross_entropy import CrossEntropyLoss, cross_entropy_loss  # noqa: E402
+from core.losses.supcon import SimCLRLoss, SupConLoss, simclr_loss, supcon_loss  # noqa: E402
+from core.losses.varcon import VarConLoss, varcon_loss, varcon_loss_views  # noqa: E402
+from core.losses.vcl import VCLLoss, normalized_gaussian_kl, posterior_log_det, vcl_loss  # noqa: E402
 
 __all__ = [
-    "build_loss", "supcon_loss", "simclr_loss", "varcon_loss", "varcon_loss_views", "vcl_loss",
-    "cross_entropy_loss", "normalized_gaussian_kl", "posterior_log_det", "projected_normal_sample",
+    "build_loss", "loss_family", "family_names", "register", "LossFamily", "LOSS_FAMILIES",
+    "supcon_loss", "simclr_loss", "varcon_loss", "varcon_loss_views", "vcl_loss",
+    "cross_entropy_loss", "normalized_gaussian_kl", "posterior_log_det",
     "SupConLoss", "SimCLRLoss", "VarConLoss", "VCLLoss", "CrossEntropyLoss",
 ]
 
 
-def build_loss(cfg: LossConfig) -> nn.Module:
-    """The loss module a config names."""
-    if cfg.name == "supcon":
-        return SupConLoss(cfg.temperature, cfg.supcon_variant, cfg.contrast_mode, cfg.base_temperature)
-    if cfg.name == "simclr":
-        return SimCLRLoss(cfg.temperature)
-    if cfg.name == "varcon":
-        return VarConLoss(cfg.temperature, cfg.epsilon, cfg.kl_weight, cfg.adaptive_temperature,
-                          cfg.centroid_stop_grad)
-    if cfg.name in ("vsimclr", "vsupcon"):
-        return VCLLoss(cfg.beta, cfg.temperature, supervised=cfg.name == "vsupcon")
-    if cfg.name == "cross_entropy":
-        return CrossEntropyLoss()
-    raise ValueError(f"unknown loss {cfg.name!r}")
+def build_loss(cfg) -> nn.Module:
+    """The loss module a ``LossConfig`` names."""
+    return loss_family(cfg.name).build(cfg)

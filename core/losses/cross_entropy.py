@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.losses.registry import LossFamily, register
 from core.losses.supcon import upcast
 
 
@@ -22,3 +23,10 @@ def cross_entropy_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 
 class CrossEntropyLoss(nn.Module):
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
         return cross_entropy_loss(logits, labels)
+
+
+CROSS_ENTROPY = register(LossFamily(
+    name="cross_entropy", head="linear", summary="cross-entropy on a linear head (the supervised baseline)",
+    fields=(), build=lambda c: CrossEntropyLoss(),
+    # logits need no global batch: each worker's mean, averaged by DDP
+    objective=lambda fn, out, y, b, v: fn(out.z.reshape(b, v, -1), y)))

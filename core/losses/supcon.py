@@ -15,6 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from core.distributed import global_batch
+from core.losses.registry import LossFamily, register
+
 
 def upcast(x: Tensor) -> Tensor:
     """float16/bfloat16 -> float32 (softmax statistics need it); float32/float64 unchanged."""
@@ -146,3 +149,24 @@ class SimCLRLoss(nn.Module):
 
     def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
         return simclr_loss(features, self.temperature)
+
+
+
+def _temperature_space(trial) -> None:
+    trial.suggest_float("loss.temperature", 0.03, 0.5, log=True)
+
+
+def _global(loss_fn: nn.Module, out, labels: Tensor, b: int, v: int) -> Tensor:
+    return loss_fn(*global_batch(out.z.reshape(b, v, -1), labels))
+
+
+SUPCON = register(LossFamily(
+    name="supcon", head="projection", summary="SupCon L_out (default) or L_in, Khosla et al. 2020",
+    fields=("temperature", "supcon_variant", "contrast_mode", "base_temperature"),
+    build=lambda c: SupConLoss(c.temperature, c.supcon_variant, c.contrast_mode, c.base_temperature),
+    objective=_global, search_space=_temperature_space))
+
+SIMCLR = register(LossFamily(
+    name="simclr", head="projection", summary="SimCLR / NT-Xent (each image its own class)",
+    fields=("temperature",), build=lambda c: SimCLRLoss(c.temperature), objective=_global,
+    min_views=2, search_space=_temperature_space))

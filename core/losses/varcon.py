@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.config import ConfigError
+from core.distributed import global_batch
+from core.losses.registry import LossFamily, register
 from core.losses.supcon import upcast
 
 
@@ -85,3 +88,22 @@ class VarConLoss(nn.Module):
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
         return varcon_loss_views(features, labels, **self.kwargs)
+
+
+def _validate(cfg) -> None:
+    if cfg.loss.epsilon >= cfg.loss.temperature:
+        raise ConfigError(f"loss.epsilon must be < loss.temperature (t1={cfg.loss.temperature}) for VarCon, "
+                          f"got {cfg.loss.epsilon!r}")
+
+
+def _space(trial) -> None:
+    trial.suggest_float("loss.temperature", 0.03, 0.5, log=True)
+    trial.suggest_float("loss.kl_weight", 0.0, 2.0)
+
+
+VARCON = register(LossFamily(
+    name="varcon", head="projection", summary="VarCon: variational class-posterior contrastive loss (NeurIPS 2025)",
+    fields=("temperature", "epsilon", "kl_weight", "adaptive_temperature", "centroid_stop_grad"),
+    build=lambda c: VarConLoss(c.temperature, c.epsilon, c.kl_weight, c.adaptive_temperature, c.centroid_stop_grad),
+    objective=lambda fn, out, y, b, v: fn(*global_batch(out.z.reshape(b, v, -1), y)),
+    validate=_validate, search_space=_space))

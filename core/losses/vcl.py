@@ -1,6 +1,6 @@
 """Variational contrastive learning (VCL, arXiv 2506.10159): VSimCLR and VSupCon.
 
-A variational head gives mu and log sigma^2 (diagonal). A sample u = mu + sigma * eps is
+A variational head (``core.models.heads.VariationalHead``) gives mu and log sigma^2 (diagonal). A sample u = mu + sigma * eps is
 projected to the sphere, z = u / ||u|| (a projected-normal sample), and the contrastive loss
 (SimCLR or SupCon) runs on the samples. The regulariser is the normalised Gaussian KL
 
@@ -11,17 +11,11 @@ an upper bound of KL(projected normal || uniform on the sphere). L = L_con + bet
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.distributed import global_batch
+from core.losses.registry import LossFamily, register
 from core.losses.supcon import simclr_loss, supcon_loss, upcast
-
-
-def projected_normal_sample(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Reparameterised sample of N(mu, diag exp(logvar)) projected onto the unit sphere."""
-    noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-    return F.normalize(mu + torch.exp(0.5 * logvar) * noise, dim=-1)
 
 
 def normalized_gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -75,3 +69,26 @@ class VCLLoss(nn.Module):
     def forward(self, z: Tensor, labels: Tensor | None, mu: Tensor, logvar: Tensor) -> Tensor:
         return vcl_loss(z, labels, mu, logvar, beta=self.beta, temperature=self.temperature,
                         supervised=self.supervised)
+
+
+def _objective(loss_fn: nn.Module, out, labels: Tensor, b: int, v: int) -> Tensor:
+    """Samples and labels gathered across workers; the KL on this worker's posteriors."""
+    z, y = global_batch(out.z.reshape(b, v, -1), labels)
+    return loss_fn(z, y, out.mu.reshape(b, v, -1), out.logvar.reshape(b, v, -1))
+
+
+
+def _space(trial) -> None:
+    trial.suggest_float("loss.temperature", 0.03, 0.5, log=True)
+    trial.suggest_float("loss.beta", 1e-4, 1e-1, log=True)
+
+
+VSUPCON = register(LossFamily(
+    name="vsupcon", head="variational", summary="VSupCon: SupCon on projected-normal samples + beta * KL/D (VCL)",
+    fields=("temperature", "beta"), build=lambda c: VCLLoss(c.beta, c.temperature, supervised=True),
+    objective=_objective, search_space=_space))
+
+VSIMCLR = register(LossFamily(
+    name="vsimclr", head="variational", summary="VSimCLR: SimCLR on projected-normal samples + beta * KL/D (VCL)",
+    fields=("temperature", "beta"), build=lambda c: VCLLoss(c.beta, c.temperature, supervised=False),
+    objective=_objective, min_views=2, search_space=_space))

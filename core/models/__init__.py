@@ -7,13 +7,13 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.config import VARIATIONAL_LOSSES, RunConfig
-from core.losses.vcl import projected_normal_sample
+from core.config import RunConfig
+from core.losses.registry import loss_family
 from core.models.encoders import SmallCNN, build_encoder, resnet
-from core.models.heads import ProjectionHead, VariationalHead
+from core.models.heads import ProjectionHead, VariationalHead, projected_normal_sample
 
 __all__ = ["ContrastiveModel", "ModelOutput", "build_model", "build_encoder", "resnet", "SmallCNN",
-           "ProjectionHead", "VariationalHead"]
+           "ProjectionHead", "VariationalHead", "projected_normal_sample"]
 
 
 @dataclass
@@ -62,10 +62,4 @@ class ContrastiveModel(nn.Module):
 def build_model(cfg: RunConfig, num_classes: int, in_channels: int = 3) -> ContrastiveModel:
     """The model a run config asks for."""
     encoder = build_encoder(cfg.model.backbone, cfg.model.stem, cfg.model.width, in_channels)
-    if cfg.loss.name == "cross_entropy":
-        head = "linear"
-    elif cfg.loss.name in VARIATIONAL_LOSSES:
-        head = "variational"
-    else:
-        head = "projection"
-    return ContrastiveModel(encoder, head, cfg.model.proj_dim, cfg.model.proj_hidden, num_classes)
+    return ContrastiveModel(encoder, loss_family(cfg.loss.name).head, cfg.model.proj_dim, cfg.model.proj_hidden, num_classes)

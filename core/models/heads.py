@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
+
+
+def projected_normal_sample(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Reparameterised sample of N(mu, diag exp(logvar)) projected onto the unit sphere (VCL)."""
+    noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    return F.normalize(mu + torch.exp(0.5 * logvar) * noise, dim=-1)
 
 
 class ProjectionHead(nn.Module):

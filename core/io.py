@@ -1,0 +1,46 @@
+"""Files that are never half-written: every writer here writes a temporary sibling and renames it
+over the target (``os.replace`` is atomic on one file system), so a crash or a concurrent reader
+sees the previous version or the new one, never a mixture."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp_path)`` then rename ``tmp_path`` over ``path``; returns ``path``.
+    The temporary name keeps the suffix (``x.tmp.parquet``) so writers that infer a format from it work."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> Path:
+    """JSON (``default=str`` for paths, enums and the like), written then renamed."""
+    return write_text_atomic(path, json.dumps(payload, indent=2, default=str))
+
+
+def append_jsonl(path: str | Path, row: dict) -> None:
+    """One JSON line appended (a line is one ``write``: readers never see half a row)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(row, default=str) + "\n")

@@ -1,0 +1,68 @@
+"""The loss-family registry: one :class:`LossFamily` object per family, registered by the file that
+implements it (``core/losses/<family>.py``); nothing else in the code base names a family.
+
+A family owns: the head its model needs (``projection``, ``variational`` or ``linear``), the
+``LossConfig`` fields it reads, how its module is built from the config, how it is called on a
+model output (gathering the global batch across workers where it needs one), extra validation of
+a run config, and its own search-space knobs for ``studies/search.py``.
+
+This module is a leaf (it imports nothing from ``core``), so the config, the models and the
+studies can consult it without importing the losses themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # type names only
+    from torch import Tensor, nn
+
+HEADS = ("projection", "variational", "linear")
+
+
+@dataclass(frozen=True)
+class LossFamily:
+    """Everything the platform needs to know about one loss family."""
+
+    name: str
+    head: str  # "projection" (normalised z), "variational" (mu, logvar, projected-normal z) or "linear" (logits)
+    fields: tuple[str, ...]  # LossConfig fields this family reads (the others are ignored)
+    build: Callable[[Any], "nn.Module"]  # LossConfig -> loss module
+    # (loss module, model output with .z [B*V, D] (.mu/.logvar for variational heads), labels [B], B, V) -> loss
+    objective: Callable[["nn.Module", Any, "Tensor", int, int], "Tensor"]
+    summary: str = ""
+    min_views: int = 1  # e.g. SimCLR needs a second view as the positive
+    validate: Callable[[Any], None] | None = None  # RunConfig -> None, raises ConfigError naming the field
+    search_space: Callable[[Any], None] | None = None  # Optuna trial -> suggests this family's own knobs
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"loss family {self.name!r}: head must be one of {list(HEADS)}, got {self.head!r}")
+
+    @property
+    def variational(self) -> bool:
+        return self.head == "variational"
+
+
+LOSS_FAMILIES: dict[str, LossFamily] = {}
+
+
+def register(family: LossFamily) -> LossFamily:
+    """Add a family (its defining module calls this once, at import)."""
+    if family.name in LOSS_FAMILIES and LOSS_FAMILIES[family.name] is not family:
+        raise ValueError(f"loss family {family.name!r} is registered twice")
+    LOSS_FAMILIES[family.name] = family
+    return family
+
+
+def loss_family(name: str) -> LossFamily:
+    """The registered family called ``name``."""
+    try:
+        return LOSS_FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown loss family {name!r} (registered: {sorted(LOSS_FAMILIES)})") from None
+
+
+def family_names() -> tuple[str, ...]:
+    return tuple(LOSS_FAMILIES)

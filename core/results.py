@@ -1,0 +1,60 @@
+"""Typed results that travel between the loop, the evaluation stage, the study and the report."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class RunStatus(str, Enum):
+    """Where a run (or a study trial) ended up. A ``str`` enum: it is stored and compared as its value."""
+
+    RUNNING = "running"  # an epoch's report; a trial whose last report says this was stopped by the scheduler
+    FINISHED = "finished"
+    DIVERGED = "diverged"
+    STOPPED_EARLY = "stopped early"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class EpochStats:
+    """What one training epoch measured on this rank (``samples_per_rank`` after gathering)."""
+
+    epoch: int
+    loss: float
+    lr: float
+    views_per_s: float
+    epoch_seconds: float
+    grad_norm: float
+    bad_images: int
+    classes_per_batch: float  # mean distinct labels per training batch (class mixing; SupCon/VarCon need many)
+    steps: int
+    samples: int
+    data_wait_seconds: float = 0.0  # time spent waiting for the next batch (the input pipeline's share)
+
+    def row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RunResult:
+    """Final metrics of a run plus where it lives."""
+
+    metrics: dict[str, Any]
+    run_dir: str
+    status: RunStatus = field(default=RunStatus.FINISHED)
+
+
+def scalars(metrics: dict) -> dict:
+    """The JSON/Tune-reportable part of a metrics dict (enums as their values)."""
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, Enum):
+            out[k] = v.value
+        elif isinstance(v, (int, float, str, bool)):
+            out[k] = v
+    return out
