@@ -59,14 +59,17 @@ class DataConfig:
     num_classes: int | None = None  # None: taken from the source
     train_limit: int | None = None  # keep the first N training images (quick runs)
     max_bad_fraction: float = 0.01  # corrupt images tolerated before the run fails
-    # where the views are made: "trainer" (in the training process, on its batch: no data movement,
-    # best on one machine) or "ray_data" (a map_batches stage on Ray CPU tasks: scales out to CPU nodes)
+    # where the photometric part of the views is made: "trainer" (in the training process, on its
+    # device: the GPU when there is one) or "ray_data" (in the Ray Data stage on CPU tasks, which also
+    # cuts the crops: scales out to CPU nodes). Encoded images are always cropped at decode time.
     augment_in: str = "trainer"
+    eval_crop: float = 0.875  # evaluation view of encoded images: centre square of this x the shorter side
 
     def __post_init__(self) -> None:
         _choice(self.source, "data.source", SOURCES)
         _choice(self.augment_in, "data.augment_in", ("trainer", "ray_data"))
         _check(self.image_size >= 8, "data.image_size", "must be >= 8", self.image_size)
+        _check(0.0 < self.eval_crop <= 1.0, "data.eval_crop", "must be in (0, 1]", self.eval_crop)
         if self.source != "digits":
             _check(bool(self.root), "data.root", f"is required for source {self.source!r}", self.root)
         if self.num_classes is not None:
@@ -83,11 +86,13 @@ class AugmentConfig:
     policy: str = "simaugment"
     strength: float = 0.5  # 0 = identity crop, 1 = strongest
     views: int = 2
+    min_crop_area: float = 0.2  # crop area fraction at strength 1 (0.2: SupContrast CIFAR; 0.08: ImageNet)
 
     def __post_init__(self) -> None:
         _choice(self.policy, "augment.policy", AUGMENTATIONS)
         _check(0.0 <= self.strength <= 1.0, "augment.strength", "must be in [0, 1]", self.strength)
         _check(self.views >= 1, "augment.views", "must be >= 1", self.views)
+        _check(0.0 < self.min_crop_area <= 1.0, "augment.min_crop_area", "must be in (0, 1]", self.min_crop_area)
 
 
 @dataclass(frozen=True)

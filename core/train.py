@@ -35,9 +35,8 @@ from ray.train.torch import TorchTrainer
 
 from core import evaluate as stage
 from core.config import ConfigError, RunConfig
-from core.data.augment import augment_views
-from core.data.pipeline import epoch_views
-from core.data.sources import ImageSource, load_source
+from core.data.pipeline import epoch_dataset, make_views, train_batches
+from core.data.sources import ImageSource, TrainRows, load_source
 from core.distributed import is_distributed
 from core.io import append_jsonl, write_atomic, write_json_atomic
 from core.loop import (
@@ -71,27 +70,25 @@ def _gather_objects(obj: Any, world: int) -> list[Any]:
     return out
 
 
-def _shuffle_seed(cfg: RunConfig, epoch: int) -> int:
-    return cfg.seed * 100003 + epoch
-
-
 class TrainContext:
     """What the loop needs from Ray Train inside a TorchTrainer worker."""
 
-    def __init__(self, train_dataset: ray.data.Dataset | None = None) -> None:
+    def __init__(self, train_rows: TrainRows) -> None:
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
-        self.train_dataset = train_dataset  # unsplit, for augment_in=ray_data
+        self.train_rows = train_rows
 
     def dataset(self, name: str):
         return ray.train.get_dataset_shard(name)
 
-    def epoch_views(self, cfg: RunConfig, epoch: int):
-        """This rank's share of the epoch's Ray-Data-augmented training set: rank 0 splits the
-        epoch's stream into one iterator per rank and hands them out."""
+    def epoch_stream(self, cfg: RunConfig, epoch: int):
+        """This rank's share of the epoch's training stream: rank 0 builds the epoch's dataset (its
+        own shuffled order and seeds) and splits it into one iterator per rank."""
+        if self.world == 1:
+            return epoch_dataset(self.train_rows, cfg, epoch)
         iterators: list[Any] = [None] * self.world
         if self.rank == 0:
-            iterators = epoch_views(self.train_dataset, cfg, epoch).streaming_split(self.world, equal=True)
+            iterators = epoch_dataset(self.train_rows, cfg, epoch).streaming_split(self.world, equal=True)
         torch.distributed.broadcast_object_list(iterators, src=0)
         return iterators[self.rank]
 
@@ -121,15 +118,15 @@ class InProcessContext:
 
     rank, world = 0, 1
 
-    def __init__(self, datasets: dict, run_dir: str, tune_trial: bool = False) -> None:
-        self.datasets, self.tune_trial = datasets, tune_trial
+    def __init__(self, source: ImageSource, run_dir: str, tune_trial: bool = False) -> None:
+        self.source, self.tune_trial = source, tune_trial
         self.state_path = os.path.join(run_dir, LOCAL_STATE_FILE)
 
     def dataset(self, name: str):
-        return self.datasets[name]
+        return {"train_eval": self.source.train_eval, "test": self.source.test}[name]
 
-    def epoch_views(self, cfg: RunConfig, epoch: int):
-        return epoch_views(self.datasets["train"], cfg, epoch)
+    def epoch_stream(self, cfg: RunConfig, epoch: int):
+        return epoch_dataset(self.source.train_rows, cfg, epoch)
 
     def load_state(self, device: torch.device) -> dict | None:
         states = []
@@ -167,18 +164,9 @@ def _make_stepper(cfg: RunConfig, num_classes: int, train_size: int, world: int,
     schedule = partial(lr_at, total_steps=steps_per_epoch * cfg.optim.epochs,
                        warmup_steps=steps_per_epoch * cfg.optim.warmup_epochs, base_lr=cfg.optim.effective_lr(),
                        min_lr_ratio=cfg.optim.min_lr_ratio)
-
-    def make_views(batch: dict, epoch: int) -> torch.Tensor:
-        if "views" in batch:  # made by the Ray Data stage (data.augment_in=ray_data)
-            views = torch.from_numpy(np.require(batch["views"], requirements="W"))
-        else:
-            views = augment_views(torch.from_numpy(np.require(batch["image"], requirements="W")), batch["index"],
-                                  policy=cfg.augment.policy, strength=cfg.augment.strength,
-                                  views=cfg.augment.views, seed=cfg.seed, epoch=epoch)
-        return views.to(device, non_blocking=True)
-
     return Stepper(net=net, model=model, loss_fn=build_loss(cfg.loss), family=loss_family(cfg.loss.name),
-                   optimizer=build_optimizer(model, cfg.optim), device=device, make_views=make_views,
+                   optimizer=build_optimizer(model, cfg.optim), device=device,
+                   make_views=lambda batch, epoch: make_views(batch, cfg, epoch, device),
                    lr_at=schedule, grad_clip=cfg.optim.grad_clip, precision=cfg.precision, world=world,
                    channels_last=device.type == "cuda")
 
@@ -189,13 +177,6 @@ def _restore(stepper: Stepper, resume: ResumePoint) -> None:
         stepper.model.load_state_dict(state["model"])
         stepper.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
-
-
-def _epoch_batches(ctx, cfg: RunConfig, epoch: int, local_batch: int):
-    source = ctx.epoch_views(cfg, epoch) if cfg.data.augment_in == "ray_data" else ctx.dataset("train")
-    return source.iter_batches(batch_size=local_batch, drop_last=True, batch_format="numpy",
-                               local_shuffle_buffer_size=max(local_batch * 4, 1024),
-                               local_shuffle_seed=_shuffle_seed(cfg, epoch))
 
 
 def _epoch_row(stats: EpochStats, shards: list, first: bool, workers: list[dict], start_epoch: int) -> dict[str, Any]:
@@ -225,7 +206,7 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
     resume, train epoch by epoch, report and checkpoint each epoch, evaluate at the end (rank 0)."""
     cfg = RunConfig.from_dict(config["cfg"])
     num_classes, train_size, run_dir = config["num_classes"], config["train_size"], config["run_dir"]
-    ctx = ctx or TrainContext(config.get("train_dataset"))
+    ctx = ctx or TrainContext(config["train_rows"])
     rank, world = ctx.rank, ctx.world
     verbose = config.get("verbose", True) and rank == 0
     torch.set_num_threads(max(1, config.get("torch_threads", torch.get_num_threads())))
@@ -248,8 +229,8 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
         stepper.net.train()
         bad = BadImageCounter(cfg.data.max_bad_fraction)
         try:
-            stats, step, index = train_epoch(stepper, _epoch_batches(ctx, cfg, epoch, cfg.optim.batch_size // world),
-                                             epoch, step, bad)
+            batches = train_batches(ctx.epoch_stream(cfg, epoch), cfg, epoch, cfg.optim.batch_size // world)
+            stats, step, index = train_epoch(stepper, batches, epoch, step, bad)
         except Diverged as exc:
             final = diverged_record(cfg, exc)
             if verbose:
@@ -308,8 +289,8 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = Tr
     """
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=verbose)
-    source = source or load_source(cfg.data)
-    train_size = source.train.count()
+    source = source or load_source(cfg.data, cfg.seed)
+    train_size = source.train_size
     if train_size == 0:
         raise ValueError(f"training set of {source.description} is empty")
     if train_size < cfg.optim.batch_size:
@@ -320,20 +301,15 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = Tr
     loop_config = {"cfg": cfg.to_dict(), "num_classes": source.num_classes, "train_size": train_size,
                    "run_dir": run_dir, "verbose": verbose, "torch_threads": torch_threads or torch.get_num_threads()}
     if cfg.num_workers == 0:
-        datasets = {"train": source.train, "train_eval": source.train_eval, "test": source.test}
-        return _finish(run_dir, train_loop(loop_config, InProcessContext(datasets, run_dir, tune_trial)))
-    datasets = {"train_eval": source.train_eval, "test": source.test}
-    if cfg.data.augment_in == "ray_data":  # rank 0 splits each epoch's augmented stream itself
-        loop_config["train_dataset"] = source.train
-    else:
-        datasets["train"] = source.train
+        return _finish(run_dir, train_loop(loop_config, InProcessContext(source, run_dir, tune_trial)))
+    loop_config["train_rows"] = source.train_rows  # rank 0 builds and splits each epoch's stream
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      placement_strategy=placement_strategy),
-        datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split=["train"] if "train" in datasets else []),
+        datasets={"train_eval": source.train_eval, "test": source.test},
+        dataset_config=DataConfig(datasets_to_split=[]),
         run_config=ray.train.RunConfig(name=cfg.run_name, storage_path=storage,
                                        failure_config=FailureConfig(max_failures=max_failures),
                                        checkpoint_config=CheckpointConfig(num_to_keep=2),

@@ -1,13 +1,17 @@
 """Multi-view augmentation scaled by one ``strength`` in [0, 1], seeded per sample index.
 
 Every random draw is a counter-based hash of (seed, epoch, view, draw, sample index), so a
-sample gets the same views whatever the worker count, batch composition or order. The
-geometric and colour part of every policy is vectorised over the batch (affine grid sampling,
-batched jitter), and so is RandAugment; AutoAugment runs per image through torchvision v2,
+sample gets the same views whatever the worker count, batch composition or order.
+
+Two stages. Geometry (RandomResizedCrop + flip, :func:`crop_boxes`) is cut from the original:
+for array sources by a vectorised affine grid sample on the stored images, for encoded images
+at decode time (``core.data.decode``). The photometric part (colour jitter, grayscale,
+RandAugment, AutoAugment) runs vectorised on whatever device the uint8 views are on: the GPU
+when training on one, the CPU otherwise; AutoAugment runs per image through torchvision v2,
 seeded from the same hash.
 
-Policies (s = strength; s = 0 is the identity crop for every policy):
-- simaugment: RandomResizedCrop(area in [1 - 0.8 s, 1], aspect in [(3/4)^s, (4/3)^s]),
+Policies (s = strength; s = 0 is the identity crop for every policy; ``augment.min_crop_area`` = a):
+- simaugment: RandomResizedCrop(area in [1 - (1 - a) s, 1], aspect in [(3/4)^s, (4/3)^s]),
   flip p=0.5 s, colour jitter (0.4 s, 0.4 s, 0.4 s, 0.1 s) with p=0.8, grayscale p=0.2 s.
   At s=1 this is the SupContrast CIFAR recipe.
 - autoaugment: crop + flip as above, then torchvision AutoAugment (CIFAR10 policy) with p = s.
@@ -81,17 +85,37 @@ def _col(u: np.ndarray, device: torch.device) -> Tensor:
     return torch.from_numpy(u).float().to(device)[:, None, None, None]
 
 
-def _crop_flip(x: Tensor, u, strength: float) -> Tensor:
-    """Vectorised RandomResizedCrop + horizontal flip via one affine grid sample."""
-    b = x.shape[0]
-    area = 1.0 - 0.8 * strength * u(0)
-    log_ratio = (2 * u(1) - 1) * math.log(4 / 3) * strength
-    w = np.minimum(np.sqrt(area * np.exp(log_ratio)), 1.0)
-    h = np.minimum(np.sqrt(area / np.exp(log_ratio)), 1.0)
-    cx, cy = (2 * u(2) - 1) * (1 - w), (2 * u(3) - 1) * (1 - h)
-    flip = np.where(u(4) < 0.5 * strength, -1.0, 1.0)
+def crop_boxes(indices: np.ndarray, width: int, height: int, *, views: int, strength: float, seed: int, epoch: int,
+               min_area: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's RandomResizedCrop box and flip per view, in pixels of a ``width x height`` original:
+    area fraction in [1 - (1 - min_area) s, 1], aspect ratio in [(3/4)^s, (4/3)^s] (torchvision's
+    definition, clamped to the image), flip with p = 0.5 s. Returns boxes ``[B, V, 4]`` as
+    (x0, y0, x1, y1) and flips ``[B, V]``. The same draws serve array sources (a vectorised affine
+    crop) and encoded ones (cut at decode time), so a sample's geometry is defined once."""
+    idx = np.asarray(indices)
+    boxes = np.empty((idx.shape[0], views, 4))
+    flips = np.empty((idx.shape[0], views), dtype=bool)
+    for v in range(views):
+        def u(draw: int, v: int = v) -> np.ndarray:
+            return sample_uniform(idx, seed, epoch, v, draw)
+        area = (1.0 - (1.0 - min_area) * strength * u(0)) * width * height
+        log_ratio = (2 * u(1) - 1) * math.log(4 / 3) * strength
+        w = np.minimum(np.sqrt(area * np.exp(log_ratio)), width)
+        h = np.minimum(np.sqrt(area / np.exp(log_ratio)), height)
+        x0, y0 = u(2) * (width - w), u(3) * (height - h)
+        boxes[:, v] = np.stack([x0, y0, x0 + w, y0 + h], axis=1)
+        flips[:, v] = u(4) < 0.5 * strength
+    return boxes, flips
+
+
+def _crop_flip(x: Tensor, boxes: np.ndarray, flips: np.ndarray) -> Tensor:
+    """Vectorised crop-and-resize + horizontal flip of ``[B, C, H, W]`` via one affine grid sample
+    (``boxes [B, 4]`` in pixels, ``flips [B]``)."""
+    b, _, height, width = x.shape
+    w, h = (boxes[:, 2] - boxes[:, 0]) / width, (boxes[:, 3] - boxes[:, 1]) / height
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / width - 1, (boxes[:, 1] + boxes[:, 3]) / height - 1
     theta = np.zeros((b, 2, 3))
-    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w * flip, cx, h, cy
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w * np.where(flips, -1.0, 1.0), cx, h, cy
     grid = F.affine_grid(torch.from_numpy(theta).float().to(x.device), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
@@ -108,16 +132,20 @@ def _color(x: Tensor, u, strength: float) -> Tensor:
     y = (y - _gray(y).mean((1, 2, 3), keepdim=True)) * contrast + _gray(y).mean((1, 2, 3), keepdim=True)
     y = _gray(y) + (y - _gray(y)) * sat
     if x.shape[1] == 3:  # hue rotation in YIQ space
-        to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=dev)
+        to_yiq = _TO_YIQ.to(dev)
         yiq = torch.einsum("ij,bjhw->bihw", to_yiq, y)
         c, s = torch.from_numpy(np.cos(hue)).float().to(dev), torch.from_numpy(np.sin(hue)).float().to(dev)
         i, q = yiq[:, 1].clone(), yiq[:, 2].clone()
         yiq[:, 1] = c[:, None, None] * i - s[:, None, None] * q
         yiq[:, 2] = s[:, None, None] * i + c[:, None, None] * q
-        y = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), yiq)
+        y = torch.einsum("ij,bjhw->bihw", _FROM_YIQ.to(dev), yiq)
     y = x + apply * (y - x)
     gray = _col((u(10) < 0.2 * strength).astype(np.float64), dev)
     return (y + gray * (_gray(y).expand_as(y) - y)).clamp_(0, 1)
+
+
+_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_FROM_YIQ = torch.linalg.inv(_TO_YIQ)
 
 
 def _per_image(x: Tensor, op: v2.Transform, seeds: np.ndarray, apply: np.ndarray) -> Tensor:
@@ -209,6 +237,27 @@ def _randaugment(x: Tensor, u, strength: float, num_ops: int = 2, bins: int = 31
     return res[:, :1] if gray else res
 
 
+def _photometric(y: Tensor, u, policy: str, strength: float) -> Tensor:
+    """The colour/RandAugment/AutoAugment part of a policy on float ``[B, C, H, W]`` in [0, 1]."""
+    if policy in ("simaugment", "stacked_randaugment"):
+        y = _color(y, u, strength)
+    if policy == "autoaugment":
+        seeds = (u(11) * (1 << 62)).astype(np.int64)
+        y = _per_image(y, v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10), seeds, u(12) < strength)
+    elif policy in ("randaugment", "stacked_randaugment"):
+        y = _randaugment(y, u, strength)
+    return y
+
+
+def _check(policy: str, strength: float, images: Tensor, idx: np.ndarray) -> None:
+    if policy not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation policy {policy!r} (known: {list(AUGMENTATIONS)})")
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    if idx.shape != (images.shape[0],):
+        raise ValueError(f"indices must be [B] with B={images.shape[0]}, got shape {idx.shape}")
+
+
 def augment_views(
     images: Tensor,
     indices: Tensor | np.ndarray,
@@ -218,30 +267,40 @@ def augment_views(
     views: int,
     seed: int,
     epoch: int,
+    min_area: float = 0.2,
 ) -> Tensor:
-    """uint8 ``[B, H, W, C]`` images -> normalised float views ``[B, V, C, H, W]``."""
-    if policy not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation policy {policy!r} (known: {list(AUGMENTATIONS)})")
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    """uint8 ``[B, H, W, C]`` images -> normalised float views ``[B, V, C, H, W]`` on the images' device:
+    crop + flip (from the stored image, which is the original for array sources) then the policy's
+    photometric part."""
     idx = indices.cpu().numpy() if isinstance(indices, Tensor) else np.asarray(indices)
-    if idx.shape != (images.shape[0],):
-        raise ValueError(f"indices must be [B] with B={images.shape[0]}, got shape {idx.shape}")
+    _check(policy, strength, images, idx)
     x = to_float(images)
+    identity = policy == "none" or strength == 0.0
+    if not identity:
+        boxes, flips = crop_boxes(idx, x.shape[-1], x.shape[-2], views=views, strength=strength, seed=seed,
+                                  epoch=epoch, min_area=min_area)
     out = []
     for v in range(views):
         def u(draw: int, v: int = v) -> np.ndarray:
             return sample_uniform(idx, seed, epoch, v, draw)
-        if policy == "none" or strength == 0.0:
-            y = x
-        else:
-            y = _crop_flip(x, u, strength)
-            if policy in ("simaugment", "stacked_randaugment"):
-                y = _color(y, u, strength)
-            seeds = (u(11) * (1 << 62)).astype(np.int64)
-            if policy == "autoaugment":
-                y = _per_image(y, v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10), seeds, u(12) < strength)
-            elif policy in ("randaugment", "stacked_randaugment"):
-                y = _randaugment(y, u, strength)
+        y = x if identity else _photometric(_crop_flip(x, boxes[:, v], flips[:, v]), u, policy, strength)
         out.append(normalize(y))
+    return torch.stack(out, dim=1)
+
+
+def augment_cropped(views_uint8: Tensor, indices: Tensor | np.ndarray, *, policy: str, strength: float, seed: int,
+                    epoch: int) -> Tensor:
+    """Views already cut at decode time (uint8 ``[B, V, S, S, C]``) -> the policy's photometric part,
+    normalised float ``[B, V, C, S, S]``, vectorised on the views' device (the GPU when training on one)."""
+    idx = indices.cpu().numpy() if isinstance(indices, Tensor) else np.asarray(indices)
+    if views_uint8.dim() != 5:
+        raise ValueError(f"views must be [B, V, S, S, C], got shape {tuple(views_uint8.shape)}")
+    _check(policy, strength, views_uint8, idx)
+    identity = policy == "none" or strength == 0.0
+    out = []
+    for v in range(views_uint8.shape[1]):
+        def u(draw: int, v: int = v) -> np.ndarray:
+            return sample_uniform(idx, seed, epoch, v, draw)
+        y = to_float(views_uint8[:, v])
+        out.append(normalize(y if identity else _photometric(y, u, policy, strength)))
     return torch.stack(out, dim=1)

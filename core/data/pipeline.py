@@ -1,11 +1,15 @@
-"""Augmentation as a Ray Data stage: ``map_batches`` on CPU tasks turns uint8 images into V
-augmented, normalised views, so augmentation scales out to CPU nodes instead of running in the
-(GPU) training process (``data.augment_in=ray_data``).
+"""The training data path as Ray Data stages, rebuilt every epoch with the epoch in the seeds:
 
-Views are seeded by (seed, epoch, view, sample index), never by the task or batch, so the stage
-is rebuilt every epoch with that epoch's number and a sample gets the same views whatever the
-worker count, block layout or order. Function tasks, not an actor pool: they cannot wait for a
-CPU that a Train worker holds (no deadlock on a 2-CPU machine).
+    rows.epoch(e, seed)                       file/row order drawn from (seed, e): class-mixed batches
+      -> decode_view_batch   (encoded rows)   each view's crop cut from the full-resolution original
+      -> photometric stage   (augment_in=ray_data only) colour/RandAugment on CPU tasks
+
+Array rows (digits, CIFAR) skip the decode; with ``augment_in=ray_data`` their crop and
+photometric part run in one stage (:func:`augment_batch`). Otherwise the trainer receives uint8
+images or uint8 views and runs the rest on its device. Views are seeded by (seed, epoch, view,
+sample index), never by the task or batch, so a sample gets the same views whatever the worker
+count, block layout or order. Function tasks, not an actor pool: they cannot wait for a CPU that
+a Train worker holds (no deadlock on a 2-CPU machine).
 """
 
 from __future__ import annotations
@@ -17,25 +21,84 @@ import ray
 import torch
 
 from core.config import RunConfig
-from core.data.augment import augment_views
+from core.data.augment import augment_cropped, augment_views
+from core.data.decode import decode_view_batch
+from core.data.sources import TrainRows
 
 AUGMENT_BATCH = 128  # images per map_batches call
+DECODE_BATCH = 64  # encoded images per decode task call
 
 
 def augment_batch(batch: dict[str, np.ndarray], policy: str, strength: float, views: int, seed: int,
-                  epoch: int) -> dict[str, np.ndarray]:
+                  epoch: int, min_area: float = 0.2) -> dict[str, np.ndarray]:
     """One ``map_batches`` call: ``image`` (uint8 [B, H, W, C]) -> ``views`` (float32 [B, V, C, H, W]).
     Other columns (label, index, and ok/path for decoded files) pass through."""
     images = torch.from_numpy(np.require(batch["image"], requirements="W"))
     out = {k: v for k, v in batch.items() if k != "image"}
     out["views"] = augment_views(images, np.asarray(batch["index"]), policy=policy, strength=strength,
-                                 views=views, seed=seed, epoch=epoch).numpy()
+                                 views=views, seed=seed, epoch=epoch, min_area=min_area).numpy()
     return out
 
 
+def photometric_batch(batch: dict[str, np.ndarray], policy: str, strength: float, seed: int,
+                      epoch: int) -> dict[str, np.ndarray]:
+    """uint8 decoded ``views [B, V, S, S, C]`` -> normalised float32 ``views [B, V, C, S, S]``."""
+    views = torch.from_numpy(np.require(batch["views"], requirements="W"))
+    return {**batch, "views": augment_cropped(views, np.asarray(batch["index"]), policy=policy, strength=strength,
+                                              seed=seed, epoch=epoch).numpy()}
+
+
 def epoch_views(ds: ray.data.Dataset, cfg: RunConfig, epoch: int) -> ray.data.Dataset:
-    """The training set of one epoch with its augmented views computed by Ray Data tasks."""
+    """Array rows of one epoch with their augmented views computed by Ray Data tasks."""
     kwargs: dict[str, Any] = {"policy": cfg.augment.policy, "strength": cfg.augment.strength,
-                              "views": cfg.augment.views, "seed": cfg.seed, "epoch": epoch}
+                              "views": cfg.augment.views, "seed": cfg.seed, "epoch": epoch,
+                              "min_area": cfg.augment.min_crop_area}
     return ds.map_batches(augment_batch, fn_kwargs=kwargs, batch_size=AUGMENT_BATCH, batch_format="numpy",
                           num_cpus=1)
+
+
+def epoch_dataset(rows: TrainRows, cfg: RunConfig, epoch: int) -> ray.data.Dataset:
+    """The training stream of one epoch: rows in this epoch's order, decoded into cropped views
+    where they are encoded, fully augmented where ``data.augment_in=ray_data``."""
+    ds = rows.epoch(epoch, cfg.seed)
+    a = cfg.augment
+    if rows.encoded:
+        ds = ds.map_batches(decode_view_batch, batch_size=DECODE_BATCH, batch_format="numpy", num_cpus=1,
+                            fn_kwargs={"size": cfg.data.image_size, "views": a.views, "seed": cfg.seed,
+                                       "epoch": epoch, "min_area": a.min_crop_area,
+                                       "strength": 0.0 if a.policy == "none" else a.strength})
+        if cfg.data.augment_in == "ray_data":
+            ds = ds.map_batches(photometric_batch, batch_size=AUGMENT_BATCH, batch_format="numpy", num_cpus=1,
+                                fn_kwargs={"policy": a.policy, "strength": a.strength, "seed": cfg.seed,
+                                           "epoch": epoch})
+        return ds
+    return epoch_views(ds, cfg, epoch) if cfg.data.augment_in == "ray_data" else ds
+
+
+def shuffle_buffer(batch_size: int) -> int:
+    """Rows in the local shuffle buffer: mixes neighbouring blocks (classes are already mixed across
+    the data set by the per-epoch file/row order)."""
+    return max(batch_size * 4, 1024)
+
+
+def train_batches(stream: Any, cfg: RunConfig, epoch: int, batch_size: int):
+    """This rank's numpy batches of an epoch's stream (a Dataset or a split iterator)."""
+    return stream.iter_batches(batch_size=batch_size, drop_last=True, batch_format="numpy",
+                               local_shuffle_buffer_size=shuffle_buffer(batch_size),
+                               local_shuffle_seed=cfg.seed * 100003 + epoch, prefetch_batches=2)
+
+
+def make_views(batch: dict[str, np.ndarray], cfg: RunConfig, epoch: int, device: torch.device) -> torch.Tensor:
+    """The trainer's side: whatever the stream carries -> normalised float views ``[B, V, C, H, W]`` on
+    ``device``. uint8 data is copied to the device first and augmented there (the GPU when training
+    on one), so the host only moves bytes."""
+    a = cfg.augment
+    if "views" in batch:
+        views = torch.from_numpy(np.require(batch["views"], requirements="W")).to(device, non_blocking=True)
+        if views.dtype != torch.uint8:  # made by the Ray Data stage
+            return views
+        return augment_cropped(views, batch["index"], policy=a.policy, strength=a.strength, seed=cfg.seed,
+                               epoch=epoch)
+    images = torch.from_numpy(np.require(batch["image"], requirements="W")).to(device, non_blocking=True)
+    return augment_views(images, batch["index"], policy=a.policy, strength=a.strength, views=a.views,
+                         seed=cfg.seed, epoch=epoch, min_area=a.min_crop_area)

@@ -1,25 +1,36 @@
-"""Image sources as Ray Datasets with rows ``{image: uint8 [H, W, 3], label: int, index: int}``.
+"""Image sources: a training set whose rows are shuffled per epoch, plus evaluation views.
 
-Every image is decoded and resized to ``data.image_size`` once, at the source; file-based
-sources also carry ``ok`` (False for an undecodable image, which training skips and counts)
-and ``path`` (to name it in warnings). ``index`` is a stable sample id used to seed
-augmentation (position in the embedded/CIFAR arrays, a hash of the relative path for files).
+Training rows come from a :class:`TrainRows` whose ``epoch(e, seed)`` gives that epoch's Ray
+Dataset in a seeded order that mixes classes at any scale: array sources (the embedded digits,
+CIFAR) are permuted once and their blocks reordered each epoch; file sources (ImageFolder,
+parquet shards, WebDataset tars) permute their file list (and an ImageFolder its image list) each
+epoch, and shards written by ``python -m core.data.shard`` hold their rows in a seeded random
+order. Array rows are ``{image: uint8 [H, W, 3], label, index}`` (the stored image is the
+original); file rows are ``{bytes, label, index, path}``: the image stays encoded until the
+training stage cuts each view's crop from it at decode time (``core.data.decode``).
+
+Evaluation datasets (``train_eval``, ``test``) yield ``{image: uint8 [S, S, 3], label, index}``
+(file sources add ``ok``, False for an undecodable image, and ``path``): the standard
+resize-then-centre-crop view. ``index`` is a stable sample id that seeds augmentation (the
+position in the embedded/CIFAR arrays, a hash of the relative path for files).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
+import json
 import os
 import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import ray.data
 import torch
 import torch.nn.functional as F
 
 from core.config import DataConfig
+from core.data.decode import decode_eval_batch
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 DIGITS_TEST_SIZE = 397  # fixed held-out split of scikit-learn's 1797 digits (stratified, seed 0)
@@ -29,21 +40,157 @@ class DataError(ValueError):
     """Bad or missing input data; the message names the file or directory."""
 
 
+ROWS_PER_BLOCK = 256  # listing rows per block of a file source (one decode task each)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + 17) % (2**32)
+
+
+class TrainRows:
+    """A training set as per-epoch Ray Datasets. ``encoded``: rows hold image bytes (cropped at
+    decode time) rather than uint8 arrays."""
+
+    encoded = False
+
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def epoch(self, epoch: int, seed: int) -> ray.data.Dataset:
+        """This epoch's rows, in an order drawn from (seed, epoch)."""
+        raise NotImplementedError
+
+    def ordered(self) -> ray.data.Dataset:
+        """The rows in a fixed order (what evaluation reads)."""
+        raise NotImplementedError
+
+
+class ArrayRows(TrainRows):
+    """In-memory arrays (digits, CIFAR): permuted once (seeded), block order redrawn each epoch."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, index: np.ndarray, seed: int = 0) -> None:
+        perm = np.random.default_rng(seed).permutation(len(labels))
+        self.dataset = arrays_to_dataset(images[perm], labels[perm], index[perm])
+        self.n = len(labels)
+
+    def count(self) -> int:
+        return self.n
+
+    def epoch(self, epoch: int, seed: int) -> ray.data.Dataset:
+        return self.dataset.randomize_block_order(seed=epoch_seed(seed, epoch))
+
+    def ordered(self) -> ray.data.Dataset:
+        return self.dataset
+
+
+def _listing_dataset(paths: np.ndarray, labels: np.ndarray, index: np.ndarray) -> ray.data.Dataset:
+    frames = [pd.DataFrame({"path": paths[i: i + ROWS_PER_BLOCK], "label": labels[i: i + ROWS_PER_BLOCK],
+                            "index": index[i: i + ROWS_PER_BLOCK]}) for i in range(0, len(paths), ROWS_PER_BLOCK)]
+    return ray.data.from_pandas(frames).map_batches(_read_files, batch_format="pandas", batch_size=None)
+
+
+def _read_files(batch: pd.DataFrame) -> pd.DataFrame:
+    data = []
+    for p in batch["path"]:
+        try:
+            with open(p, "rb") as fh:
+                data.append(fh.read())
+        except OSError:
+            data.append(b"")  # decoding fails: counted and named as undecodable
+    return batch.assign(bytes=data)
+
+
+class FolderRows(TrainRows):
+    """An ImageFolder listing; each epoch reads it in a fresh seeded permutation."""
+
+    encoded = True
+
+    def __init__(self, paths: list[str], labels: np.ndarray, index: np.ndarray) -> None:
+        self.paths, self.labels, self.index = np.asarray(paths), np.asarray(labels, np.int64), np.asarray(index)
+
+    def count(self) -> int:
+        return len(self.paths)
+
+    def epoch(self, epoch: int, seed: int) -> ray.data.Dataset:
+        perm = np.random.default_rng(epoch_seed(seed, epoch)).permutation(len(self.paths))
+        return _listing_dataset(self.paths[perm], self.labels[perm], self.index[perm])
+
+    def ordered(self) -> ray.data.Dataset:
+        return _listing_dataset(self.paths, self.labels, self.index)
+
+    def subset(self, n: int) -> "FolderRows":
+        """A fixed, class-mixed subset of ``n`` images (a seeded permutation's first ``n``)."""
+        keep = np.sort(np.random.default_rng(0).permutation(len(self.paths))[:n])
+        return FolderRows(list(self.paths[keep]), self.labels[keep], self.index[keep])
+
+
+class ParquetRows(TrainRows):
+    """Parquet shards (``image`` bytes, ``label``, ``index``, ``path``); file order redrawn each epoch."""
+
+    encoded = True
+
+    def __init__(self, fs, files: list[str], count: int) -> None:
+        self.fs, self.files, self.n = fs, list(files), count
+
+    def count(self) -> int:
+        return self.n
+
+    def epoch(self, epoch: int, seed: int) -> ray.data.Dataset:
+        perm = np.random.default_rng(epoch_seed(seed, epoch)).permutation(len(self.files))
+        ds = ray.data.read_parquet([self.files[i] for i in perm], filesystem=self.fs)
+        return ds.rename_columns({"image": "bytes"})
+
+    def ordered(self) -> ray.data.Dataset:
+        return ray.data.read_parquet(self.files, filesystem=self.fs).rename_columns({"image": "bytes"})
+
+
+class WebDatasetRows(TrainRows):
+    """WebDataset tar shards (``jpg``/``png`` + ``cls`` members); file order redrawn each epoch."""
+
+    encoded = True
+
+    def __init__(self, files: list[str], count: int | None = None) -> None:
+        self.files, self.n = list(files), count
+
+    def count(self) -> int:
+        if self.n is None:
+            self.n = self.ordered().count()
+        return self.n
+
+    def epoch(self, epoch: int, seed: int) -> ray.data.Dataset:
+        perm = np.random.default_rng(epoch_seed(seed, epoch)).permutation(len(self.files))
+        return self._read([self.files[i] for i in perm])
+
+    def ordered(self) -> ray.data.Dataset:
+        return self._read(self.files)
+
+    @staticmethod
+    def _read(files: list[str]) -> ray.data.Dataset:
+        return ray.data.read_webdataset(files, decoder=None).map_batches(_webdataset_rows, batch_size=ROWS_PER_BLOCK)
+
+
+def _webdataset_rows(batch: dict) -> dict:
+    key = "jpg" if "jpg" in batch else "png"
+    keys = batch["__key__"]
+    return {"bytes": list(batch[key]), "label": np.asarray([int(bytes(c).decode() if isinstance(c, (bytes, bytearray))
+                                                                else c) for c in batch["cls"]], np.int64),
+            "index": np.asarray([stable_index(str(k)) for k in keys], np.int64), "path": np.asarray(keys)}
+
+
 @dataclass
 class ImageSource:
-    """Train and test datasets plus what the model needs to know about them."""
+    """The training rows, the evaluation views of both splits, and what the model needs to know."""
 
-    train: ray.data.Dataset
-    test: ray.data.Dataset
+    train_rows: TrainRows
+    train_eval: ray.data.Dataset  # training images as evaluation views (probe, kNN bank)
+    test: ray.data.Dataset  # evaluation views
     num_classes: int
     class_names: list[str] = field(default_factory=list)
     description: str = ""
-    eval_train: ray.data.Dataset | None = None  # training images as evaluation views (default: ``train``)
 
     @property
-    def train_eval(self) -> ray.data.Dataset:
-        """The training split as the evaluation stage reads it (probe and kNN bank)."""
-        return self.eval_train if self.eval_train is not None else self.train
+    def train_size(self) -> int:
+        return self.train_rows.count()
 
 
 def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
@@ -110,29 +257,10 @@ def stable_index(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") >> 1
 
 
-def decode_image(data: bytes, image_size: int) -> np.ndarray:
-    """Image bytes -> RGB uint8 ``[size, size, 3]``; raises on undecodable bytes."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        return np.asarray(im.convert("RGB").resize((image_size, image_size), Image.BILINEAR), dtype=np.uint8)
-
-
-def decode_batch(batch: dict, image_size: int, image_col: str = "bytes", path_col: str = "path") -> dict:
-    """Decode a batch of encoded images; undecodable ones get ``ok=False`` and a zero image."""
-    images, ok = [], []
-    for data in batch[image_col]:
-        try:
-            images.append(decode_image(data, image_size))
-            ok.append(True)
-        except Exception:  # any decoder failure: corrupt, truncated, not an image
-            images.append(np.zeros((image_size, image_size, 3), np.uint8))
-            ok.append(False)
-    out = {"image": np.stack(images), "label": np.asarray(batch["label"], dtype=np.int64),
-           "index": np.asarray(batch["index"], dtype=np.int64), "ok": np.asarray(ok)}
-    out["path"] = np.asarray(batch[path_col]) if path_col in batch else np.asarray([""] * len(ok))
-    return out
+def _eval_views(rows: ray.data.Dataset, cfg: DataConfig) -> ray.data.Dataset:
+    """Encoded rows -> uint8 evaluation views (resize-then-centre-crop, decoded as far as needed)."""
+    return rows.map_batches(decode_eval_batch, fn_kwargs={"size": cfg.image_size, "crop": cfg.eval_crop},
+                            batch_size=ROWS_PER_BLOCK)
 
 
 def _list_image_folder(root: str) -> tuple[list[str], list[str]]:
@@ -150,24 +278,20 @@ def _list_image_folder(root: str) -> tuple[list[str], list[str]]:
     return sorted(paths), classes
 
 
-def image_folder_dataset(root: str, image_size: int) -> tuple[ray.data.Dataset, list[str]]:
-    """An ImageFolder tree (``root/CLASS/*.jpg``); labels are sorted folder names."""
+def image_folder_rows(root: str) -> tuple[FolderRows, list[str]]:
+    """An ImageFolder tree (``root/CLASS/*.jpg``) as a listing; labels are sorted folder names."""
     paths, classes = _list_image_folder(root)
     class_idx = {c: i for i, c in enumerate(classes)}
-    rows = [{"path": p, "label": class_idx[os.path.relpath(p, root).split(os.sep)[0]],
-             "index": stable_index(os.path.relpath(p, root))} for p in paths]
+    rel = [os.path.relpath(p, root) for p in paths]
+    return FolderRows(paths, np.asarray([class_idx[r.split(os.sep)[0]] for r in rel]),
+                      np.asarray([stable_index(r) for r in rel], np.int64)), classes
 
-    def read(batch: dict) -> dict:
-        data = []
-        for p in batch["path"]:
-            try:
-                with open(p, "rb") as fh:
-                    data.append(fh.read())
-            except OSError:
-                data.append(b"")
-        return decode_batch({**batch, "bytes": data}, image_size)
 
-    return ray.data.from_items(rows).map_batches(read, batch_size=256), classes
+def eval_folder_dataset(root: str, image_size: int, crop: float = 0.875) -> ray.data.Dataset:
+    """Evaluation views of an ImageFolder tree (e.g. one ``corruption/severity`` folder of ImageNet-C)."""
+    rows, _ = image_folder_rows(root)
+    return _eval_views(_listing_dataset(rows.paths, rows.labels, rows.index), DataConfig(image_size=image_size,
+                                                                                         eval_crop=crop))
 
 
 def _parquet_files(root: str):
@@ -186,40 +310,73 @@ def _parquet_files(root: str):
     return fs, files
 
 
-def parquet_dataset(root: str, image_size: int, num_classes: int | None) -> tuple[ray.data.Dataset, int]:
-    """Parquet shards with columns ``image`` (encoded bytes), ``label`` and optionally ``index``/``path``
+def parquet_rows(root: str, num_classes: int | None) -> tuple[ParquetRows, int]:
+    """Parquet shards with columns ``image`` (encoded bytes), ``label``, ``index`` and ``path``
     (as written by ``python -m core.data.shard``); local path or any pyarrow/fsspec URL."""
     import pyarrow.dataset as pads
 
     fs, files = _parquet_files(root)
-    labels = pads.dataset(files, format="parquet", filesystem=fs).to_table(columns=["label"]).column("label").to_numpy()
+    manifest = _check_manifest(fs, root, files)
+    if manifest and num_classes is None:
+        num_classes = len(manifest["classes"])
+    meta = pads.dataset(files, format="parquet", filesystem=fs)
+    if "index" not in meta.schema.names:
+        raise DataError(f"parquet shards {root!r} have no 'index' column (write them with python -m core.data.shard)")
+    labels = meta.to_table(columns=["label"]).column("label").to_numpy()
     if labels.size == 0:
         raise DataError(f"parquet shards {root!r} hold no rows")
     n_cls = num_classes or int(labels.max()) + 1
     _check_labels(labels, n_cls, f"parquet shards {root!r}")
-    ds = ray.data.read_parquet(files, filesystem=fs)
-    if "index" not in ds.columns():
-        raise DataError(f"parquet shards {root!r} have no 'index' column (write them with python -m core.data.shard)")
-    return ds.map_batches(decode_batch, fn_kwargs={"image_size": image_size, "image_col": "image"},
-                          batch_size=256), n_cls
+    return ParquetRows(fs, files, int(labels.size)), n_cls
 
 
-def webdataset_dataset(root: str, image_size: int) -> ray.data.Dataset:
-    """WebDataset tar shards with ``jpg``/``png`` and ``cls`` members (local or object storage)."""
-    ds = ray.data.read_webdataset(root, decoder=None)
+def _check_manifest(fs, root: str, files: list[str]) -> dict | None:
+    """Verify shards against ``manifest.json`` when there is one (written by ``core.data.shard``):
+    every listed shard present with its row count, no unlisted shard, the build complete."""
+    import pyarrow.parquet as pq
 
-    def convert(batch: dict) -> dict:
-        key = "jpg" if "jpg" in batch else "png"
-        keys = batch["__key__"]
-        return decode_batch({"bytes": batch[key], "label": [int(bytes(c).decode() if isinstance(c, (bytes, bytearray)) else c)
-                                                           for c in batch["cls"]],
-                             "index": [stable_index(str(k)) for k in keys], "path": keys}, image_size)
+    base = root.split("://", 1)[1] if "://" in root else os.path.abspath(root)
+    try:
+        with fs.open_input_stream(f"{base.rstrip('/')}/manifest.json") as f:
+            manifest = json.loads(f.read())
+    except (FileNotFoundError, OSError):
+        return None
+    except ValueError as exc:
+        raise DataError(f"parquet shards {root!r}: unreadable manifest.json ({exc})") from exc
+    listed = manifest.get("shards", {})
+    found = {os.path.basename(f): f for f in files}
+    missing = sorted(set(listed) - set(found))
+    extra = sorted(set(found) - set(listed))
+    if missing or extra or not manifest.get("complete", True):
+        raise DataError(f"parquet shards {root!r} do not match manifest.json: "
+                        + "; ".join(x for x in (f"missing {missing[:5]}" if missing else "",
+                                                f"not in the manifest {extra[:5]}" if extra else "",
+                                                "the build did not finish (rerun python -m core.data.shard)"
+                                                if not manifest.get("complete", True) else "") if x))
+    for name, path in found.items():
+        rows = pq.ParquetFile(fs.open_input_file(path)).metadata.num_rows
+        if rows != listed[name]["rows"]:
+            raise DataError(f"parquet shard {path!r} holds {rows} rows, manifest.json says {listed[name]['rows']}")
+    return manifest
 
-    return ds.map_batches(convert, batch_size=256)
+
+def _tar_files(root: str) -> list[str]:
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(root) if "://" in root else (pafs.LocalFileSystem(), os.path.abspath(root))
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    except (FileNotFoundError, OSError) as exc:
+        raise DataError(f"webdataset shards {root!r}: {exc}") from exc
+    files = sorted(i.path for i in infos if i.is_file and i.path.endswith(".tar"))
+    if not files:
+        raise DataError(f"webdataset shards {root!r}: no *.tar files")
+    prefix = root.split("://")[0] + "://" if "://" in root else ""
+    return [prefix + f for f in files]
 
 
-def load_source(cfg: DataConfig) -> ImageSource:
-    """The train/test datasets a DataConfig names; fails early with the offending path."""
+def load_source(cfg: DataConfig, seed: int = 0) -> ImageSource:
+    """The training rows and evaluation views a DataConfig names; fails early with the offending path."""
     if cfg.source == "digits":
         arrays = digits_arrays(cfg.image_size)
         num_classes, names, desc = 10, [str(i) for i in range(10)], "scikit-learn digits (embedded)"
@@ -230,8 +387,8 @@ def load_source(cfg: DataConfig) -> ImageSource:
         return _load_file_source(cfg)
     if cfg.train_limit:
         arrays["train"] = tuple(a[: cfg.train_limit] for a in arrays["train"])  # type: ignore[assignment]
-    return ImageSource(arrays_to_dataset(*arrays["train"]), arrays_to_dataset(*arrays["test"]),
-                       num_classes, names, desc)
+    return ImageSource(ArrayRows(*arrays["train"], seed=seed), arrays_to_dataset(*arrays["train"]),
+                       arrays_to_dataset(*arrays["test"]), num_classes, names, desc)
 
 
 def _load_file_source(cfg: DataConfig) -> ImageSource:
@@ -245,19 +402,40 @@ def _load_file_source(cfg: DataConfig) -> ImageSource:
         splits[split] = path
     names: list[str] = []
     if cfg.source == "imagefolder":
-        train, names = image_folder_dataset(splits["train"], cfg.image_size)
-        test, test_names = image_folder_dataset(splits["test"], cfg.image_size)
+        train, names = image_folder_rows(splits["train"])
+        test, test_names = image_folder_rows(splits["test"])
         if test_names != names:
             raise DataError(f"class folders differ between {splits['train']!r} and {splits['test']!r}")
         num_classes = len(names)
+        if cfg.train_limit:
+            train = train.subset(cfg.train_limit)
     elif cfg.source == "parquet":
-        train, num_classes = parquet_dataset(splits["train"], cfg.image_size, cfg.num_classes)
-        test, _ = parquet_dataset(splits["test"], cfg.image_size, num_classes)
+        train, num_classes = parquet_rows(splits["train"], cfg.num_classes)
+        test, _ = parquet_rows(splits["test"], num_classes)
     else:
         if cfg.num_classes is None:
             raise DataError("data.num_classes is required for webdataset sources")
-        train, test, num_classes = (webdataset_dataset(splits["train"], cfg.image_size),
-                                    webdataset_dataset(splits["test"], cfg.image_size), cfg.num_classes)
-    if cfg.train_limit:
-        train = train.limit(cfg.train_limit)
-    return ImageSource(train, test, cfg.num_classes or num_classes, names, f"{cfg.source} at {root}")
+        train, test = WebDatasetRows(_tar_files(splits["train"])), WebDatasetRows(_tar_files(splits["test"]))
+        num_classes = cfg.num_classes
+    if cfg.train_limit and not isinstance(train, FolderRows):
+        train = LimitedRows(train, cfg.train_limit)
+    return ImageSource(train, _eval_views(train.ordered(), cfg), _eval_views(test.ordered(), cfg),
+                       cfg.num_classes or num_classes, names, f"{cfg.source} at {root}")
+
+
+class LimitedRows(TrainRows):
+    """The first ``limit`` rows of another training set (quick runs)."""
+
+    encoded = True
+
+    def __init__(self, rows: TrainRows, limit: int) -> None:
+        self.rows, self.limit = rows, limit
+
+    def count(self) -> int:
+        return min(self.rows.count(), self.limit)
+
+    def epoch(self, epoch: int, seed: int) -> ray.data.Dataset:
+        return self.ordered()  # a fixed subset; the local shuffle buffer reorders it each epoch
+
+    def ordered(self) -> ray.data.Dataset:
+        return self.rows.ordered().limit(self.limit)

@@ -2,6 +2,7 @@ import json
 import pickle
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -41,17 +42,17 @@ def test_digits_split_is_fixed_and_real():
 
 def test_digits_source(ray_session):
     src = load_source(DataConfig(train_limit=100))
-    assert src.num_classes == 10 and src.train.count() == 100 and src.test.count() == 397
-    row = src.train.take(1)[0]
+    assert src.num_classes == 10 and src.train_size == 100 and src.test.count() == 397
+    row = src.train_rows.epoch(0, 0).take(1)[0]
     assert row["image"].shape == (16, 16, 3) and row["image"].dtype == np.uint8
 
 
 def test_image_folder_with_corrupt_jpeg(ray_session, tmp_path):
     arrays = _write_folder(tmp_path)
     (tmp_path / "train" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
-    src = load_source(DataConfig(source="imagefolder", root=str(tmp_path), image_size=12))
+    src = load_source(DataConfig(source="imagefolder", root=str(tmp_path), image_size=12, eval_crop=1.0))
     assert src.num_classes == 2 and src.class_names == ["cat", "dog"]
-    rows = list(_rows(src.train).values())
+    rows = list(_rows(src.train_eval).values())
     assert len(rows) == 7
     bad = [r for r in rows if not r["ok"]]
     assert len(bad) == 1 and bad[0]["path"].endswith("broken.jpg")
@@ -79,7 +80,7 @@ def test_cifar_on_disk_format(ray_session, tmp_path):
         with open(folder / name, "wb") as fh:
             pickle.dump({"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 9]}, fh)
     src = load_source(DataConfig(source="cifar10", root=str(tmp_path), image_size=32))
-    assert src.train.count() == 20 and src.test.count() == 4 and src.num_classes == 10
+    assert src.train_size == 20 and src.test.count() == 4 and src.num_classes == 10
     with open(folder / "test_batch", "wb") as fh:
         pickle.dump({"data": rng.integers(0, 255, (1, 3072), dtype=np.uint8), "labels": [10]}, fh)
     with pytest.raises(DataError, match="label 10 .* outside"):
@@ -91,8 +92,8 @@ def test_shard_round_trip_and_resume(ray_session, tmp_path, capsys):
     assert shard_main([str(tmp_path / "src"), str(tmp_path / "shards"), "--shard-size", "4"]) == 0
     manifest = json.loads((tmp_path / "shards" / "train" / "manifest.json").read_text())
     assert manifest["total"] == 10 and manifest["class_counts"] == {"0": 5, "1": 5} and len(manifest["shards"]) == 3
-    src = load_source(DataConfig(source="parquet", root=str(tmp_path / "shards"), image_size=12))
-    rows = [r for r in src.train.take_all()]
+    src = load_source(DataConfig(source="parquet", root=str(tmp_path / "shards"), image_size=12, eval_crop=1.0))
+    rows = [r for r in src.train_eval.take_all()]
     assert len(rows) == 10 and all(r["ok"] for r in rows)
     for r in rows:
         assert np.array_equal(r["image"], arrays["train/" + r["path"]])
@@ -133,7 +134,53 @@ def test_webdataset_tar_shards(ray_session, tmp_path):
     with pytest.raises(DataError, match="data.num_classes is required"):
         load_source(DataConfig(source="webdataset", root=str(tmp_path)))
     src = load_source(DataConfig(source="webdataset", root=str(tmp_path), num_classes=2, image_size=10))
-    rows = src.train.take_all()
+    rows = src.train_eval.take_all()
     assert len(rows) == 4 and sorted(r["label"] for r in rows) == [0, 0, 1, 1]
     assert all(r["ok"] and r["image"].shape == (10, 10, 3) for r in rows)
     assert len({r["index"] for r in rows}) == 4  # stable ids from the sample keys
+
+
+def _folder_manifest(dest):
+    return json.loads((dest / "train" / "manifest.json").read_text())
+
+
+def test_shards_are_class_mixed_parallel_and_written_to_uris(ray_session, tmp_path):
+    _write_folder(tmp_path / "src", classes=("a", "b", "c", "d"), per_class=6)
+    shard_dataset(str(tmp_path / "src"), str(tmp_path / "serial"), 6)
+    # a file:// URI goes through pyarrow.fs (no folder named "file:" appears); 2 Ray tasks at once
+    shard_dataset(str(tmp_path / "src"), f"file://{tmp_path / 'parallel'}", 6, workers=2)
+    assert not (tmp_path / "file:").exists() and (tmp_path / "parallel" / "train" / "manifest.json").exists()
+    for name in ("shard-00000.parquet", "shard-00003.parquet"):
+        a = pq.read_table(tmp_path / "serial" / "train" / name)
+        b = pq.read_table(tmp_path / "parallel" / "train" / name)
+        assert a.equals(b)  # same seeded order whatever the parallelism
+    labels = pq.read_table(tmp_path / "serial" / "train" / "shard-00000.parquet").column("label").to_pylist()
+    assert len(set(labels)) >= 3  # seeded random order: not one class per shard
+    m = _folder_manifest(tmp_path / "serial")
+    assert m["complete"] and m["shard_size"] == 6 and m["seed"] == 0 and len(m["source_digest"]) == 64
+
+
+def test_shard_rerun_after_the_source_changed_rebuilds(ray_session, tmp_path):
+    _write_folder(tmp_path / "src", per_class=10)
+    dest = tmp_path / "shards"
+    shard_dataset(str(tmp_path / "src"), str(dest), 4)
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(tmp_path / "src" / "train" / "cat" / "new.png")
+    shard_dataset(str(tmp_path / "src"), str(dest), 4)  # a new image: every shard rebuilt
+    rows = pd.concat([pq.read_table(p).to_pandas() for p in (dest / "train").glob("*.parquet")])
+    assert len(rows) == 21 and rows["path"].is_unique and "cat/new.png" in set(rows["path"])
+    shard_dataset(str(tmp_path / "src"), str(dest), 10)  # another shard size: no stale shards left
+    files = sorted(p.name for p in (dest / "train").glob("shard-*.parquet"))
+    assert files == ["shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet"]
+    assert _folder_manifest(dest)["total"] == 21
+    assert sum(pq.read_metadata(p).num_rows for p in (dest / "train").glob("*.parquet")) == 21
+
+
+def test_parquet_reader_checks_the_manifest(ray_session, tmp_path):
+    _write_folder(tmp_path / "src", per_class=6)
+    dest = tmp_path / "shards"
+    shard_dataset(str(tmp_path / "src"), str(dest), 4)
+    src = load_source(DataConfig(source="parquet", root=str(dest), image_size=12))
+    assert src.num_classes == 2 and src.train_size == 12  # num_classes from the manifest
+    (dest / "train" / "shard-00001.parquet").unlink()
+    with pytest.raises(DataError, match=r"missing \['shard-00001.parquet'\]"):
+        load_source(DataConfig(source="parquet", root=str(dest), image_size=12))
