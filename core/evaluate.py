@@ -352,6 +352,17 @@ def latest_state_file(run_dir: str | Path) -> Path:
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
+def run_config(run_dir: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
+    """A run directory's config with ``eval.*`` overrides (the only fields re-scoring may change)."""
+    cfg_file = Path(run_dir) / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
+    for o in overrides:
+        if not o.startswith("eval."):
+            raise ConfigError(f"override {o!r}: only eval.* fields can change when re-scoring a trained model")
+    return RunConfig.from_dict(json.loads(cfg_file.read_text())["config"]).with_overrides(overrides)
+
+
 def evaluate_run(run_dir: str | Path, overrides: Iterable[str] = (), device: str | None = None) -> dict[str, Any]:
     """Re-score a run's saved model with the (possibly changed) evaluation protocol; returns the metrics
     and writes ``evaluation.json``, merging them into ``summary.json``."""
@@ -359,17 +370,11 @@ def evaluate_run(run_dir: str | Path, overrides: Iterable[str] = (), device: str
     from core.models import build_model
 
     run_dir = Path(run_dir)
-    cfg_file = run_dir / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
-    cfg = RunConfig.from_dict(json.loads(cfg_file.read_text())["config"])
     overrides = list(overrides)
-    for o in overrides:
-        if not o.startswith("eval."):
-            raise ConfigError(f"override {o!r}: only eval.* fields can change when re-scoring a trained model")
-    cfg = cfg.with_overrides(overrides)
+    cfg = run_config(run_dir, overrides)
+    latest_state_file(run_dir)  # fail before any work when there is no checkpoint
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() and cfg.use_gpu else "cpu"))
-    state = torch.load(latest_state_file(run_dir), map_location=dev, weights_only=False)
+    state = torch.load(latest_state_file(run_dir), map_location=dev, weights_only=True)
     if "model" not in state:
         raise EvaluationError(f"{run_dir}: the last checkpoint holds no model (status {state.get('status')!r})")
     source = load_source(cfg.data)
@@ -393,13 +398,16 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     try:
+        run_config(args.run_dir, args.overrides)  # bad input fails before Ray starts
+        latest_state_file(args.run_dir)
         ray.init("local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
         metrics = evaluate_run(args.run_dir, args.overrides, args.device)
     except (ConfigError, FileNotFoundError, EvaluationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
-        ray.shutdown()
+        if ray.is_initialized():
+            ray.shutdown()
     for k in ("knn_top1", "probe_top1", "probe_ece", "corruption_acc", "mce", "bad_eval_images"):
         if k in metrics:
             print(f"  {k:<16} {metrics[k]:.4g}" if isinstance(metrics[k], float) else f"  {k:<16} {metrics[k]}")

@@ -44,3 +44,47 @@ def append_jsonl(path: str | Path, row: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
         fh.write(json.dumps(row, default=str) + "\n")
+
+
+class LockedError(RuntimeError):
+    """Another process is writing the directory."""
+
+
+class DirectoryLock:
+    """Exclusive advisory lock on ``directory/.lock`` (``fcntl.flock``), held from :meth:`acquire` until
+    :meth:`release`; the kernel releases it if the holder dies, so a crash never leaves a stale lock.
+    A second writer is refused with a message naming the directory and the holder's pid."""
+
+    def __init__(self, directory: str | Path, what: str = "directory") -> None:
+        self.path, self.what, self.fh = Path(directory) / ".lock", what, None
+
+    def acquire(self) -> "DirectoryLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            fh.close()
+            raise LockedError(f"{self.what} {str(self.path.parent)!r} is being written by another process "
+                              f"(pid {holder}); wait for it to finish or use another directory") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self.fh = fh
+        return self
+
+    def release(self) -> None:
+        if self.fh is not None:
+            self.fh.close()  # closing the descriptor drops the flock
+            self.fh = None
+
+    def __enter__(self) -> "DirectoryLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

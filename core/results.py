@@ -51,10 +51,16 @@ class RunResult:
 
 def scalars(metrics: dict) -> dict:
     """The JSON/Tune-reportable part of a metrics dict (enums as their values)."""
-    out = {}
+    out: dict = {}
     for k, v in metrics.items():
         if isinstance(v, Enum):
             out[k] = v.value
-        elif isinstance(v, (int, float, str, bool)):
-            out[k] = v
+        elif isinstance(v, bool):
+            out[k] = bool(v)
+        elif isinstance(v, int):
+            out[k] = int(v)
+        elif isinstance(v, float):  # numpy float64 too: plain floats load with torch.load(weights_only=True)
+            out[k] = float(v)
+        elif isinstance(v, str):
+            out[k] = str(v)
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import shutil
 import sys
@@ -27,7 +28,7 @@ from ray import tune
 
 from core.config import ConfigError, RunConfig
 from core.data.sources import load_source
-from core.io import write_text_atomic
+from core.io import DirectoryLock, LockedError, write_json_atomic, write_text_atomic
 from core.losses.registry import loss_family
 from core.report import (
     Claim,
@@ -208,9 +209,38 @@ def _prepare_corruptions(base: RunConfig) -> None:
                             progress=True, parallel=True, index=np.asarray(batch["index"]))
 
 
+def study_spec(study: Study, args: argparse.Namespace) -> dict[str, Any]:
+    """What defines a study's trials: a ``--resume`` must find the same (its table would mislabel them otherwise)."""
+    return {"name": study.name, "base": study.base.to_dict(), "points": study.points(),
+            "num_samples": args.num_samples or 0, "search": bool(study.search_alg),
+            "workers_per_trial": args.workers_per_trial, "gpus_per_trial": args.gpus_per_trial}
+
+
+def _spec_difference(old: dict, new: dict) -> list[str]:
+    from core.report import flatten
+
+    a, b = flatten("", {k: v for k, v in old.items() if k != "points"}), \
+        flatten("", {k: v for k, v in new.items() if k != "points"})
+    diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if json.dumps(old.get("points"), sort_keys=True, default=str) != json.dumps(new.get("points"), sort_keys=True,
+                                                                                 default=str):
+        diff.append(f"grid: {len(old.get('points') or [])} points -> {len(new.get('points') or [])} points "
+                    f"(losses, settings or seeds changed)")
+    return diff
+
+
 def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Path]:
-    """Run (or resume) every trial, then write table, report and plots. Returns (table, report path)."""
+    """Run (or resume) every trial, then write table, report and plots. Returns (table, report path).
+    The results directory is locked while the study runs: a second study there is refused."""
     results = Path(args.results_dir or os.path.join("results", study.name)).resolve()
+    with DirectoryLock(results, "results directory") as lock:
+        try:
+            return _run_study_locked(study, args, results)
+        finally:
+            lock.release()
+
+
+def _run_study_locked(study: Study, args: argparse.Namespace, results: Path) -> tuple[pd.DataFrame, Path]:
     storage = args.storage or str(results)  # where Tune's experiment and the trials' checkpoints live
     tune_dir = f"{storage.rstrip('/')}/tune"
     exists = (results / "tune").exists() or bool(args.storage and tune.Tuner.can_restore(tune_dir))
@@ -221,10 +251,19 @@ def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Pat
         if "://" in storage:
             raise SystemExit(f"error: --overwrite does not delete object storage; remove {tune_dir} yourself "
                              f"or pass another --storage")
-        shutil.rmtree(results, ignore_errors=True)
-        for sub in ("tune", "runs"):  # only what a study writes: --storage may be a shared dir
-            shutil.rmtree(Path(storage) / sub, ignore_errors=True)
+        for target in [p for p in results.iterdir() if p.name != ".lock"] + [Path(storage) / "tune",
+                                                                             Path(storage) / "runs"]:
+            # everything of the old study but the lock this process holds (--storage may be a shared dir:
+            # only tune/ and runs/ there)
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
     results.mkdir(parents=True, exist_ok=True)
+    spec, spec_file = study_spec(study, args), results / "study.json"
+    if args.resume and spec_file.exists():
+        diff = _spec_difference(json.loads(spec_file.read_text()), json.loads(json.dumps(spec, default=str)))
+        if diff:
+            raise SystemExit("error: --resume with flags that change the study (its trials would be mislabelled):\n  "
+                             + "\n  ".join(diff) + "\nrerun with the original flags, or --overwrite to start again")
+    write_json_atomic(spec_file, spec)
     points = [] if study.search_alg else [p for p in study.points() for _ in range(args.num_samples or 1)]
     total = study.num_samples if study.search_alg else len(points)
     cores = os.cpu_count() or 2
@@ -353,6 +392,10 @@ def main_for(make_study: Callable[[argparse.Namespace], Study], description: str
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    table, report = run_study(study, args)
+    try:
+        table, report = run_study(study, args)
+    except LockedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"\n{report.read_text()}\nreport: {report}\ntable:  {report.parent / 'trials.parquet'}")
     return 0 if (table["status"] == RunStatus.FINISHED).any() else 1

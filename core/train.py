@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 import tempfile
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from core.config import ConfigError, RunConfig
 from core.data.pipeline import epoch_dataset, make_views, train_batches
 from core.data.sources import ImageSource, TrainRows, load_source
 from core.distributed import is_distributed
-from core.io import append_jsonl, write_atomic, write_json_atomic
+from core.io import DirectoryLock, LockedError, append_jsonl, write_atomic, write_json_atomic
 from core.loop import (
     BadImageCounter,
     Diverged,
@@ -97,7 +98,7 @@ class TrainContext:
         if not checkpoint:
             return None
         with checkpoint.as_directory() as d:
-            return torch.load(os.path.join(d, STATE_FILE), map_location=device, weights_only=False)
+            return load_state_file([os.path.join(d, STATE_FILE)], device)
 
     def report(self, metrics: dict, state: dict, dir_name: str) -> None:
         with tempfile.TemporaryDirectory() as d:
@@ -132,20 +133,38 @@ class InProcessContext:
         states = []
         if self.tune_trial and (checkpoint := ray.tune.get_checkpoint()):
             with checkpoint.as_directory() as d:
-                states.append(torch.load(os.path.join(d, STATE_FILE), map_location=device, weights_only=False))
-        if os.path.exists(self.state_path):
-            states.append(torch.load(self.state_path, map_location=device, weights_only=False))
+                states.append(load_state_file([os.path.join(d, STATE_FILE)], device))
+        states.append(load_state_file([self.state_path, self.state_path + ".previous"], device))
         return choose_state(states)
 
     def report(self, metrics: dict, state: dict, dir_name: str) -> None:
         # The local file is written synchronously, before Tune hears of the epoch: a driver killed
         # before Tune's next experiment snapshot restores the trial as unfinished, and the rerun
         # must find this file to return at once instead of training again.
+        if os.path.exists(self.state_path):  # keep the previous good state: a torn newest one falls back to it
+            os.replace(self.state_path, self.state_path + ".previous")
         write_atomic(self.state_path, partial(torch.save, state))
         if self.tune_trial:
             with tempfile.TemporaryDirectory() as d:
                 torch.save(state, os.path.join(d, STATE_FILE))
                 ray.tune.report(scalars(metrics), checkpoint=ray.tune.Checkpoint.from_directory(d))
+
+
+def load_state_file(candidates: list[str], device: torch.device) -> dict | None:
+    """The first readable checkpoint of ``candidates`` (newest first), loaded with
+    ``weights_only=True`` (no arbitrary pickle from shared storage). An unreadable one is named in a
+    warning and skipped; if every existing one is unreadable the run stops naming them."""
+    existing = [p for p in candidates if os.path.exists(p)]
+    errors = []
+    for path in existing:
+        try:
+            return torch.load(path, map_location=device, weights_only=True)
+        except Exception as exc:  # truncated, corrupt, or not a plain state file
+            errors.append(f"{path}: {type(exc).__name__}: {str(exc)[:120]}")
+            warnings.warn(f"unreadable checkpoint {path!r} ({type(exc).__name__}); trying an older one")
+    if errors:
+        raise RuntimeError("no readable checkpoint: " + "; ".join(errors) + " (delete them to start the run afresh)")
+    return None
 
 
 def _device(cfg: RunConfig) -> torch.device:
@@ -154,12 +173,21 @@ def _device(cfg: RunConfig) -> torch.device:
     return torch.device("cpu")
 
 
+def _precision(cfg: RunConfig, device: torch.device) -> str:
+    """``auto``: bf16 autocast on a GPU (the losses upcast to fp32), fp32 on the CPU."""
+    if cfg.precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return cfg.precision
+
+
 def _make_stepper(cfg: RunConfig, num_classes: int, train_size: int, world: int, device: torch.device) -> Stepper:
     """Model, loss, optimiser and schedule of a run, wired into a :class:`Stepper`."""
     model = build_model(cfg, num_classes).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     net = ray.train.torch.prepare_model(model) if world > 1 else model
+    if cfg.optim.compile:
+        net = torch.compile(net)
     steps_per_epoch = max(1, train_size // cfg.optim.batch_size)
     schedule = partial(lr_at, total_steps=steps_per_epoch * cfg.optim.epochs,
                        warmup_steps=steps_per_epoch * cfg.optim.warmup_epochs, base_lr=cfg.optim.effective_lr(),
@@ -167,7 +195,7 @@ def _make_stepper(cfg: RunConfig, num_classes: int, train_size: int, world: int,
     return Stepper(net=net, model=model, loss_fn=build_loss(cfg.loss), family=loss_family(cfg.loss.name),
                    optimizer=build_optimizer(model, cfg.optim), device=device,
                    make_views=lambda batch, epoch: make_views(batch, cfg, epoch, device),
-                   lr_at=schedule, grad_clip=cfg.optim.grad_clip, precision=cfg.precision, world=world,
+                   lr_at=schedule, grad_clip=cfg.optim.grad_clip, precision=_precision(cfg, device), world=world,
                    channels_last=device.type == "cuda")
 
 
@@ -247,6 +275,10 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
                 metrics.update(stage.evaluate(stepper.model, cfg, ctx.dataset("train_eval"), ctx.dataset("test"),
                                               num_classes, device))
                 metrics.update(_run_record(cfg, world, epoch, resume.start_epoch, workers))
+                bad = sorted(k for k in ("knn_top1", "probe_top1", "probe_ece", "probe_nll", "corruption_acc", "mce")
+                             if k in metrics and not np.isfinite(metrics[k]))
+                if bad:  # never "finished" with numbers that mean nothing
+                    metrics.update(status=RunStatus.FAILED, error=f"non-finite evaluation metrics: {', '.join(bad)}")
                 final = scalars(metrics)
             elif online is not None:
                 metrics["knn_top1"] = stage.online_knn(stepper.model, cfg, *online, num_classes, device)
@@ -289,6 +321,12 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = Tr
     """
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=verbose)
+    if cfg.use_gpu:  # never fall back to the CPU silently, nor wait forever for a GPU that is not there
+        if cfg.num_workers == 0 and not torch.cuda.is_available():
+            raise ValueError("use_gpu=true but torch sees no CUDA device here; set use_gpu=false or run on a GPU")
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if cfg.num_workers and gpus < cfg.num_workers:
+            raise ValueError(f"use_gpu=true with num_workers={cfg.num_workers} but the Ray cluster has {gpus:g} GPU(s)")
     source = source or load_source(cfg.data, cfg.seed)
     train_size = source.train_size
     if train_size == 0:
@@ -297,6 +335,15 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = Tr
         raise ValueError(f"training set has {train_size} images, fewer than optim.batch_size={cfg.optim.batch_size}")
     storage, run_dir = _run_dir(cfg)
     os.makedirs(run_dir, exist_ok=True)
+    with DirectoryLock(run_dir, "run directory"):  # a second identical run refuses instead of interleaving
+        return _fit_locked(cfg, source, train_size, storage, run_dir, verbose=verbose, max_failures=max_failures,
+                           torch_threads=torch_threads, callbacks=callbacks, tune_trial=tune_trial,
+                           placement_strategy=placement_strategy)
+
+
+def _fit_locked(cfg: RunConfig, source: ImageSource, train_size: int, storage: str, run_dir: str, *, verbose: bool,
+                max_failures: int, torch_threads: int | None, callbacks: list | None, tune_trial: bool,
+                placement_strategy: str) -> RunResult:
     write_json_atomic(Path(run_dir) / "config.json", {"config": cfg.to_dict(), "config_hash": cfg.config_hash()})
     loop_config = {"cfg": cfg.to_dict(), "num_classes": source.num_classes, "train_size": train_size,
                    "run_dir": run_dir, "verbose": verbose, "torch_threads": torch_threads or torch.get_num_threads()}
@@ -355,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
         ray.init("local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False)
     try:
         result = fit(cfg)
+    except (ValueError, LockedError) as exc:  # bad data, a locked run directory, no GPU: named, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         ray.shutdown()
     print(format_summary(cfg, result))

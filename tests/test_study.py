@@ -57,6 +57,14 @@ def test_tiny_study_end_to_end(ray_session, tmp_path):
     # the same results dir without --resume is refused, not silently overwritten
     with pytest.raises(SystemExit, match="--resume"):
         _study(tmp_path)
+    # --resume with flags that change the study is refused, listing the difference
+    with pytest.raises(SystemExit, match=r"(?s)flags that change the study.*base\.optim\.epochs: 1 -> 3.*grid"):
+        _study(tmp_path, "--resume", "--epochs", "3", "--losses", "cross_entropy")
+    # a second study in the same results directory at once is refused (the first holds its lock)
+    from core.io import DirectoryLock
+
+    with DirectoryLock(tmp_path, "results directory"):
+        assert _study(tmp_path, "--resume") == 2
 
 
 def test_bad_grid_fails_before_ray(tmp_path, capsys):

@@ -178,3 +178,35 @@ def test_two_ddp_workers_split_the_ray_data_stream(digits, tmp_path):
     first = json.loads((Path(res.run_dir) / "metrics.jsonl").read_text().splitlines()[0])
     a, b = (int(x) for x in first["samples_per_rank"].split(","))
     assert a == b > 0 and first["shard_overlap"] == 0
+
+
+def test_evaluation_stage_rescores_a_finished_run_without_retraining(digits, tmp_path):
+    from core.evaluate import evaluate_run
+
+    res = fit(_cfg(tmp_path, "optim.epochs=2", "eval.probe_epochs=5"), digits, verbose=False)
+    state = Path(res.run_dir) / "latest_state.pt"
+    mtime = state.stat().st_mtime_ns
+    m = evaluate_run(res.run_dir, ["eval.knn_k=5", "eval.robustness=true", "eval.corruption_suite=fast",
+                                   "eval.corruptions=[contrast]"])
+    assert state.stat().st_mtime_ns == mtime  # nothing retrained
+    assert m["knn_top1"] != res.metrics["knn_top1"] and "corr_contrast_s5" in m and m["eval_epoch"] == 1
+    assert m["probe_top1"] == pytest.approx(res.metrics["probe_top1"], abs=1e-6)  # same protocol, same number
+    summary = json.loads((Path(res.run_dir) / "summary.json").read_text())
+    assert summary["knn_top1"] == m["knn_top1"] and (Path(res.run_dir) / "evaluation.json").exists()
+    out = subprocess.run([sys.executable, "-m", "core.evaluate", res.run_dir, "optim.lr=1"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "only eval.* fields" in out.stderr
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous_one(digits, tmp_path):
+    cfg = _cfg(tmp_path, "optim.epochs=2", "eval.probe_epochs=5")
+    res = fit(cfg, digits, verbose=False)
+    state = Path(res.run_dir) / "latest_state.pt"
+    state.write_bytes(state.read_bytes()[:1000])  # torn write of the newest checkpoint
+    with pytest.warns(UserWarning, match="unreadable checkpoint .*latest_state.pt"):
+        again = fit(cfg, digits, verbose=False)  # the previous (epoch 0) state: one epoch retrained
+    assert again.status == "finished" and again.metrics["resumed_from_epoch"] == 1
+    for p in (state, Path(str(state) + ".previous")):
+        p.write_bytes(b"garbage")
+    with pytest.raises(RuntimeError, match=r"no readable checkpoint: .*latest_state.pt"):
+        fit(cfg, digits, verbose=False)

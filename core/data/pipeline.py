@@ -94,11 +94,19 @@ def make_views(batch: dict[str, np.ndarray], cfg: RunConfig, epoch: int, device:
     on one), so the host only moves bytes."""
     a = cfg.augment
     if "views" in batch:
-        views = torch.from_numpy(np.require(batch["views"], requirements="W")).to(device, non_blocking=True)
+        views = _to_device(batch["views"], device)
         if views.dtype != torch.uint8:  # made by the Ray Data stage
             return views
         return augment_cropped(views, batch["index"], policy=a.policy, strength=a.strength, seed=cfg.seed,
                                epoch=epoch)
-    images = torch.from_numpy(np.require(batch["image"], requirements="W")).to(device, non_blocking=True)
+    images = _to_device(batch["image"], device)
     return augment_views(images, batch["index"], policy=a.policy, strength=a.strength, views=a.views,
                          seed=cfg.seed, epoch=epoch, min_area=a.min_crop_area)
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Host array -> device tensor; through pinned memory to a GPU, so the copy overlaps compute."""
+    t = torch.from_numpy(np.require(array, requirements="W"))
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t

@@ -80,7 +80,10 @@ def _folder_records(root: str) -> tuple[list[tuple[str, int]], list[str], str]:
     records = []
     for p in paths:
         rel = os.path.relpath(p, root)
-        st = os.stat(p)
+        try:
+            st = os.stat(p)
+        except OSError as exc:  # a dangling link, a symlink loop, no permission
+            raise DataError(f"cannot read {p!r}: {exc.strerror}") from None
         label = idx[rel.split(os.sep)[0]]
         h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{label}\n".encode())
         records.append((p, label))

@@ -269,12 +269,18 @@ def _list_image_folder(root: str) -> tuple[list[str], list[str]]:
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     if not classes:
         raise DataError(f"image folder {root!r} has no class sub-directories")
-    paths = []
+    paths, empty = [], []
     for c in classes:
+        found = []
         for dirpath, _, files in os.walk(os.path.join(root, c)):
-            paths += [os.path.join(dirpath, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+            found += [os.path.join(dirpath, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        paths += found
+        if not found:
+            empty.append(c)
     if not paths:
         raise DataError(f"image folder {root!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    if empty:  # it would silently become a class with no images (an extra output, a wrong chance level)
+        raise DataError(f"image folder {root!r}: class folder(s) {empty[:5]} hold no images; remove them")
     return sorted(paths), classes
 
 
@@ -319,10 +325,20 @@ def parquet_rows(root: str, num_classes: int | None) -> tuple[ParquetRows, int]:
     manifest = _check_manifest(fs, root, files)
     if manifest and num_classes is None:
         num_classes = len(manifest["classes"])
-    meta = pads.dataset(files, format="parquet", filesystem=fs)
-    if "index" not in meta.schema.names:
-        raise DataError(f"parquet shards {root!r} have no 'index' column (write them with python -m core.data.shard)")
-    labels = meta.to_table(columns=["label"]).column("label").to_numpy()
+    try:
+        meta = pads.dataset(files, format="parquet", filesystem=fs)
+        missing = {"image", "label", "index"} - set(meta.schema.names)
+        if missing:
+            raise DataError(f"parquet shards {root!r} lack column(s) {sorted(missing)} "
+                            f"(write them with python -m core.data.shard)")
+        if not str(meta.schema.field("label").type).startswith(("int", "uint")):
+            raise DataError(f"parquet shards {root!r}: column 'label' must hold integers, "
+                            f"got {meta.schema.field('label').type}")
+        labels = meta.to_table(columns=["label"]).column("label").to_numpy()
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError: name the shards, no traceback
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"parquet shards {root!r} are not readable parquet: {str(exc).splitlines()[0][:300]}") from None
     if labels.size == 0:
         raise DataError(f"parquet shards {root!r} hold no rows")
     n_cls = num_classes or int(labels.max()) + 1
@@ -407,6 +423,9 @@ def _load_file_source(cfg: DataConfig) -> ImageSource:
         if test_names != names:
             raise DataError(f"class folders differ between {splits['train']!r} and {splits['test']!r}")
         num_classes = len(names)
+        if cfg.num_classes is not None and cfg.num_classes != num_classes:
+            raise DataError(f"data.num_classes={cfg.num_classes} but {splits['train']!r} has {num_classes} class "
+                            f"folders {names[:5]}{'...' if num_classes > 5 else ''}")
         if cfg.train_limit:
             train = train.subset(cfg.train_limit)
     elif cfg.source == "parquet":

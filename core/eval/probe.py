@@ -51,7 +51,8 @@ def knn_scores(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, nu
         q = F.normalize(test_feats[start: start + chunk].float(), dim=1)
         sim, idx = (q @ bank.T).topk(k, dim=1)
         votes = torch.zeros(q.shape[0], num_classes)
-        votes.scatter_add_(1, train_labels[idx], (sim / temperature).exp())
+        # exp((sim - max sim) / T): the same relative weights as exp(sim / T), finite for any T > 0
+        votes.scatter_add_(1, train_labels[idx], ((sim - sim[:, :1]) / temperature).exp())
         scores.append(votes)
     return torch.cat(scores)
 
