@@ -257,7 +257,8 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
         stepper.net.train()
         bad = BadImageCounter(cfg.data.max_bad_fraction)
         try:
-            batches = train_batches(ctx.epoch_stream(cfg, epoch), cfg, epoch, cfg.optim.batch_size // world)
+            batches = train_batches(ctx.epoch_stream(cfg, epoch), cfg, epoch, cfg.optim.batch_size // world,
+                                    encoded=config["encoded"])
             stats, step, index = train_epoch(stepper, batches, epoch, step, bad)
         except Diverged as exc:
             final = diverged_record(cfg, exc)
@@ -346,6 +347,7 @@ def _fit_locked(cfg: RunConfig, source: ImageSource, train_size: int, storage: s
                 placement_strategy: str) -> RunResult:
     write_json_atomic(Path(run_dir) / "config.json", {"config": cfg.to_dict(), "config_hash": cfg.config_hash()})
     loop_config = {"cfg": cfg.to_dict(), "num_classes": source.num_classes, "train_size": train_size,
+                   "encoded": source.train_rows.encoded,
                    "run_dir": run_dir, "verbose": verbose, "torch_threads": torch_threads or torch.get_num_threads()}
     if cfg.num_workers == 0:
         return _finish(run_dir, train_loop(loop_config, InProcessContext(source, run_dir, tune_trial)))

@@ -120,28 +120,58 @@ def _crop_flip(x: Tensor, boxes: np.ndarray, flips: np.ndarray) -> Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+_GRAY_W = np.array([0.299, 0.587, 0.114])
+
+
+def _color_matrices(u, strength: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per image: the 3x3 colour map M (brightness, contrast slope, saturation, hue, grayscale, all
+    linear in RGB) and the two scalars of the contrast offset, so that
+    jitter+grayscale(x) = M x + offset_scale * mean_gray(x) (before the final clamp)."""
+    apply = u(5) < 0.8
+    b = 1 + (2 * u(6) - 1) * 0.4 * strength
+    c = 1 + (2 * u(7) - 1) * 0.4 * strength
+    sat = 1 + (2 * u(8) - 1) * 0.4 * strength
+    hue = (2 * u(9) - 1) * 0.1 * strength * 2 * math.pi
+    gray = u(10) < 0.2 * strength
+    n = len(b)
+    eye = np.broadcast_to(np.eye(3), (n, 3, 3))
+    g = np.broadcast_to(np.outer(np.ones(3), _GRAY_W), (n, 3, 3))  # G x = gray(x) in every channel
+    saturation = sat[:, None, None] * eye + (1 - sat)[:, None, None] * g
+    rot = np.zeros((n, 3, 3))
+    rot[:, 0, 0], rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = 1, np.cos(hue), -np.sin(hue), np.sin(hue), np.cos(hue)
+    to_yiq = _TO_YIQ.double().numpy()
+    hue_map = np.linalg.inv(to_yiq) @ rot @ to_yiq
+    jitter = (c * b)[:, None, None] * (hue_map @ saturation)
+    m = np.where(apply[:, None, None], jitter, eye)
+    m = np.where(gray[:, None, None], g @ m, m)  # grayscale after jitter (G 1 = 1 keeps the offset)
+    offset = np.where(apply, (1 - c) * b, 0.0)  # contrast pulls towards the (brightened) mean gray
+    return m, offset, gray
+
+
 def _color(x: Tensor, u, strength: float) -> Tensor:
-    """Vectorised colour jitter (p=0.8) and random grayscale (p=0.2 s)."""
+    """Vectorised colour jitter (p=0.8: brightness, contrast, saturation, hue in YIQ) and random
+    grayscale (p=0.2 s). Every step is affine in RGB, so the whole of it is one batched 3x3 map
+    plus an offset per image: a single pass over the pixels (on the GPU when x is there)."""
+    if x.shape[1] != 3:
+        return _color_gray(x, u, strength)
+    m, offset, _ = _color_matrices(u, strength)
+    dev = x.device
+    b, _, h, w = x.shape
+    mean_gray = x.mean((2, 3)) @ torch.from_numpy(_GRAY_W).float().to(dev)  # [B]
+    shift = torch.from_numpy(offset).float().to(dev) * mean_gray
+    y = torch.bmm(torch.from_numpy(m).float().to(dev), x.reshape(b, 3, h * w)) + shift[:, None, None]
+    return y.clamp_(0, 1).reshape(b, 3, h, w)
+
+
+def _color_gray(x: Tensor, u, strength: float) -> Tensor:
+    """One-channel images: brightness and contrast (saturation, hue and grayscale do nothing)."""
     dev = x.device
     apply = _col((u(5) < 0.8).astype(np.float64), dev)
     bright = _col(1 + (2 * u(6) - 1) * 0.4 * strength, dev)
     contrast = _col(1 + (2 * u(7) - 1) * 0.4 * strength, dev)
-    sat = _col(1 + (2 * u(8) - 1) * 0.4 * strength, dev)
-    hue = (2 * u(9) - 1) * 0.1 * strength * 2 * math.pi
     y = x * bright
-    y = (y - _gray(y).mean((1, 2, 3), keepdim=True)) * contrast + _gray(y).mean((1, 2, 3), keepdim=True)
-    y = _gray(y) + (y - _gray(y)) * sat
-    if x.shape[1] == 3:  # hue rotation in YIQ space
-        to_yiq = _TO_YIQ.to(dev)
-        yiq = torch.einsum("ij,bjhw->bihw", to_yiq, y)
-        c, s = torch.from_numpy(np.cos(hue)).float().to(dev), torch.from_numpy(np.sin(hue)).float().to(dev)
-        i, q = yiq[:, 1].clone(), yiq[:, 2].clone()
-        yiq[:, 1] = c[:, None, None] * i - s[:, None, None] * q
-        yiq[:, 2] = s[:, None, None] * i + c[:, None, None] * q
-        y = torch.einsum("ij,bjhw->bihw", _FROM_YIQ.to(dev), yiq)
-    y = x + apply * (y - x)
-    gray = _col((u(10) < 0.2 * strength).astype(np.float64), dev)
-    return (y + gray * (_gray(y).expand_as(y) - y)).clamp_(0, 1)
+    y = (y - y.mean((1, 2, 3), keepdim=True)) * contrast + y.mean((1, 2, 3), keepdim=True)
+    return (x + apply * (y - x)).clamp_(0, 1)
 
 
 _TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
@@ -297,10 +327,27 @@ def augment_cropped(views_uint8: Tensor, indices: Tensor | np.ndarray, *, policy
         raise ValueError(f"views must be [B, V, S, S, C], got shape {tuple(views_uint8.shape)}")
     _check(policy, strength, views_uint8, idx)
     identity = policy == "none" or strength == 0.0
-    out = []
-    for v in range(views_uint8.shape[1]):
+    b, nv, h, w, c = views_uint8.shape
+    out = torch.empty((b, nv, c, h, w), dtype=torch.float32, device=views_uint8.device)
+    for v in range(nv):
         def u(draw: int, v: int = v) -> np.ndarray:
             return sample_uniform(idx, seed, epoch, v, draw)
+        if policy == "simaugment" and not identity and c == 3:
+            out[:, v] = _color_hwc(views_uint8[:, v], u, strength).permute(0, 2, 1).reshape(b, c, h, w)
+            continue
         y = to_float(views_uint8[:, v])
-        out.append(normalize(y if identity else _photometric(y, u, policy, strength)))
-    return torch.stack(out, dim=1)
+        out[:, v] = normalize(y if identity else _photometric(y, u, policy, strength))
+    return out
+
+
+def _color_hwc(images: Tensor, u, strength: float) -> Tensor:
+    """:func:`_color` + normalisation straight from uint8 ``[B, H, W, 3]`` (the decoded layout): one
+    batched 3x3 map over ``[B, HW, 3]`` pixels, no layout copies; returns ``[B, HW, 3]`` normalised."""
+    b, h, w, _ = images.shape
+    dev = images.device
+    m, offset, _ = _color_matrices(u, strength)
+    x = images.reshape(b, h * w, 3).float()
+    mean_gray = x.mean(1) @ torch.from_numpy(_GRAY_W / 255.0).float().to(dev)  # [B], in [0, 1]
+    shift = (torch.from_numpy(offset).float().to(dev) * mean_gray)[:, None, None]
+    y = torch.baddbmm(shift.expand(b, 1, 3), x, torch.from_numpy(np.transpose(m, (0, 2, 1)) / 255.0).float().to(dev))
+    return y.clamp_(0, 1).sub_(MEAN).div_(STD)

@@ -75,16 +75,17 @@ def epoch_dataset(rows: TrainRows, cfg: RunConfig, epoch: int) -> ray.data.Datas
     return epoch_views(ds, cfg, epoch) if cfg.data.augment_in == "ray_data" else ds
 
 
-def shuffle_buffer(batch_size: int) -> int:
-    """Rows in the local shuffle buffer: mixes neighbouring blocks (classes are already mixed across
-    the data set by the per-epoch file/row order)."""
-    return max(batch_size * 4, 1024)
+def shuffle_buffer(batch_size: int, encoded: bool) -> int | None:
+    """Rows in the local shuffle buffer over the decoded stream. Encoded sources are already
+    shuffled before decoding (listing permuted, or file order + rows within each shard redrawn every
+    epoch), so they skip it: a buffer of decoded 224 px views would copy hundreds of MB per epoch."""
+    return None if encoded else max(batch_size * 4, 1024)
 
 
-def train_batches(stream: Any, cfg: RunConfig, epoch: int, batch_size: int):
+def train_batches(stream: Any, cfg: RunConfig, epoch: int, batch_size: int, encoded: bool = False):
     """This rank's numpy batches of an epoch's stream (a Dataset or a split iterator)."""
     return stream.iter_batches(batch_size=batch_size, drop_last=True, batch_format="numpy",
-                               local_shuffle_buffer_size=shuffle_buffer(batch_size),
+                               local_shuffle_buffer_size=shuffle_buffer(batch_size, encoded),
                                local_shuffle_seed=cfg.seed * 100003 + epoch, prefetch_batches=2)
 
 

@@ -83,6 +83,18 @@ class ArrayRows(TrainRows):
         return self.dataset
 
 
+def permute_rows(block, seed: int):
+    """Shuffle the rows of one block (a shard's row group) with a permutation drawn from the epoch's
+    seed and the block's first sample id: a new order inside every shard each epoch, at the cost of
+    reordering encoded bytes, not decoded views."""
+    n = block.num_rows
+    if n < 2:
+        return block
+    first = int(block.column("index")[0].as_py())
+    perm = np.random.default_rng([seed, first & 0xFFFFFFFF, first >> 32]).permutation(n)
+    return block.take(perm)
+
+
 def _listing_dataset(paths: np.ndarray, labels: np.ndarray, index: np.ndarray) -> ray.data.Dataset:
     frames = [pd.DataFrame({"path": paths[i: i + ROWS_PER_BLOCK], "label": labels[i: i + ROWS_PER_BLOCK],
                             "index": index[i: i + ROWS_PER_BLOCK]}) for i in range(0, len(paths), ROWS_PER_BLOCK)]
@@ -138,7 +150,8 @@ class ParquetRows(TrainRows):
     def epoch(self, epoch: int, seed: int) -> ray.data.Dataset:
         perm = np.random.default_rng(epoch_seed(seed, epoch)).permutation(len(self.files))
         ds = ray.data.read_parquet([self.files[i] for i in perm], filesystem=self.fs)
-        return ds.rename_columns({"image": "bytes"})
+        return ds.rename_columns({"image": "bytes"}).map_batches(
+            permute_rows, fn_kwargs={"seed": epoch_seed(seed, epoch)}, batch_size=None, batch_format="pyarrow")
 
     def ordered(self) -> ray.data.Dataset:
         return ray.data.read_parquet(self.files, filesystem=self.fs).rename_columns({"image": "bytes"})
@@ -159,7 +172,8 @@ class WebDatasetRows(TrainRows):
 
     def epoch(self, epoch: int, seed: int) -> ray.data.Dataset:
         perm = np.random.default_rng(epoch_seed(seed, epoch)).permutation(len(self.files))
-        return self._read([self.files[i] for i in perm])
+        return self._read([self.files[i] for i in perm]).map_batches(
+            permute_rows, fn_kwargs={"seed": epoch_seed(seed, epoch)}, batch_size=None, batch_format="pyarrow")
 
     def ordered(self) -> ray.data.Dataset:
         return self._read(self.files)

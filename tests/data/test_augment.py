@@ -89,3 +89,55 @@ def test_batched_randaugment_ops_match_torchvision(digits, op):
         want = torch.stack([ra._apply_image_or_video_transform(im, op, sign * mag, interpolation=ra.interpolation,
                                                                fill=ra._fill) for im in images])
         assert torch.equal(_ra_apply(images, op, sign * mag), want)
+
+
+def _color_reference(x, u, strength):
+    """The colour jitter step by step (brightness, contrast, saturation, YIQ hue, grayscale): the
+    reference for the single-affine-map implementation."""
+    from core.data.augment import _FROM_YIQ, _TO_YIQ
+
+    def col(a):
+        return torch.from_numpy(np.asarray(a, np.float64)).float()[:, None, None, None]
+
+    def gray(y):
+        return 0.299 * y[:, 0:1] + 0.587 * y[:, 1:2] + 0.114 * y[:, 2:3]
+
+    apply, b = col(u(5) < 0.8), col(1 + (2 * u(6) - 1) * 0.4 * strength)
+    c, sat = col(1 + (2 * u(7) - 1) * 0.4 * strength), col(1 + (2 * u(8) - 1) * 0.4 * strength)
+    hue = (2 * u(9) - 1) * 0.1 * strength * 2 * np.pi
+    y = x * b
+    y = (y - gray(y).mean((1, 2, 3), keepdim=True)) * c + gray(y).mean((1, 2, 3), keepdim=True)
+    y = gray(y) + (y - gray(y)) * sat
+    yiq = torch.einsum("ij,bjhw->bihw", _TO_YIQ, y)
+    cs, sn = torch.from_numpy(np.cos(hue)).float(), torch.from_numpy(np.sin(hue)).float()
+    i, q = yiq[:, 1].clone(), yiq[:, 2].clone()
+    yiq[:, 1], yiq[:, 2] = cs[:, None, None] * i - sn[:, None, None] * q, sn[:, None, None] * i + cs[:, None, None] * q
+    y = x + apply * (torch.einsum("ij,bjhw->bihw", _FROM_YIQ, yiq) - x)
+    g = col(u(10) < 0.2 * strength)
+    return (y + g * (gray(y).expand_as(y) - y)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("strength", [0.3, 1.0])
+def test_colour_jitter_as_one_affine_map_equals_the_step_by_step_definition(strength):
+    from core.data.augment import _color
+
+    x = torch.rand(64, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    index = np.arange(64) * 7
+
+    def u(draw):
+        return sample_uniform(index, 3, 1, 0, draw)
+
+    assert torch.allclose(_color(x, u, strength), _color_reference(x, u, strength), atol=2e-5)
+
+
+def test_cropped_views_photometric_fast_path_equals_the_general_one():
+    from core.data.augment import _photometric, augment_cropped, normalize, to_float
+
+    views = torch.randint(0, 256, (16, 2, 10, 10, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    index = np.arange(16) + 100
+    got = augment_cropped(views, index, policy="simaugment", strength=0.9, seed=2, epoch=3)
+    for v in range(2):
+        def u(draw, v=v):
+            return sample_uniform(index, 2, 3, v, draw)
+        want = normalize(_photometric(to_float(views[:, v]), u, "simaugment", 0.9))
+        assert torch.allclose(got[:, v], want, atol=1e-4)
