@@ -100,26 +100,22 @@ class Features:
 
 @torch.no_grad()
 def extract(model: nn.Module, batches: Batches, device: torch.device, *, embedding: bool = False,
-            logvar: bool = False, views: Callable[[Tensor, np.ndarray], Tensor] | None = None,
-            limit: int | None = None) -> Features:
+            logvar: bool = False, views: Callable[[Tensor, np.ndarray], Tensor] | None = None) -> Features:
     """One streaming pass: encoder features (and optionally the head embedding, the posterior
     log-variance and two augmented views' embeddings) of every decodable image, in eval mode."""
     was_training = model.training
     model.eval()
     bad = BadImages()
     feats, labels, index, emb, lv, v0, v1 = [], [], [], [], [], [], []
-    seen = 0
     try:
         for batch in batches:
             batch = bad.keep(batch)
-            if limit is not None:
-                batch = {k: v[: max(0, limit - seen)] for k, v in batch.items()}
             if len(batch["label"]) == 0:
                 continue
             images = torch.from_numpy(np.require(batch["image"], requirements="W"))
             h = model.features(eval_view(images).to(device, non_blocking=True))
             feats.append(h.float().cpu())
-            labels.append(torch.from_numpy(np.asarray(batch["label"], np.int64)))
+            labels.append(torch.tensor(np.asarray(batch["label"]), dtype=torch.long))
             index.append(np.asarray(batch["index"], np.int64))
             if embedding or logvar:
                 head = model.head(h)
@@ -132,9 +128,6 @@ def extract(model: nn.Module, batches: Batches, device: torch.device, *, embeddi
                 pair = views(images, batch["index"]).to(device)  # [B, 2, C, H, W]
                 v0.append(model(pair[:, 0]).z.float().cpu())
                 v1.append(model(pair[:, 1]).z.float().cpu())
-            seen += len(batch["label"])
-            if limit is not None and seen >= limit:
-                break
     finally:
         model.train(was_training)
     if not feats:

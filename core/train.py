@@ -37,7 +37,7 @@ from ray.train.torch import TorchTrainer
 from core import evaluate as stage
 from core.config import ConfigError, RunConfig
 from core.data.pipeline import epoch_dataset, make_views, train_batches
-from core.data.sources import ImageSource, TrainRows, load_source
+from core.data.sources import ImageSource, TrainRows, as_dataset, load_source
 from core.distributed import is_distributed
 from core.io import DirectoryLock, LockedError, append_jsonl, write_atomic, write_json_atomic
 from core.loop import (
@@ -357,7 +357,7 @@ def _fit_locked(cfg: RunConfig, source: ImageSource, train_size: int, storage: s
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      placement_strategy=placement_strategy),
-        datasets={"train_eval": source.train_eval, "test": source.test},
+        datasets={"train_eval": as_dataset(source.train_eval), "test": as_dataset(source.test)},
         dataset_config=DataConfig(datasets_to_split=[]),
         run_config=ray.train.RunConfig(name=cfg.run_name, storage_path=storage,
                                        failure_config=FailureConfig(max_failures=max_failures),

@@ -196,8 +196,8 @@ class ImageSource:
     """The training rows, the evaluation views of both splits, and what the model needs to know."""
 
     train_rows: TrainRows
-    train_eval: ray.data.Dataset  # training images as evaluation views (probe, kNN bank)
-    test: ray.data.Dataset  # evaluation views
+    train_eval: "ray.data.Dataset | ArraySplit"  # training images as evaluation views (probe, kNN bank)
+    test: "ray.data.Dataset | ArraySplit"  # evaluation views
     num_classes: int
     class_names: list[str] = field(default_factory=list)
     description: str = ""
@@ -229,6 +229,35 @@ def digits_arrays(image_size: int = 16) -> dict[str, tuple[np.ndarray, np.ndarra
     tr, te = train_test_split(index, test_size=DIGITS_TEST_SIZE, stratify=digits.target, random_state=0)
     return {split: (images[i], digits.target[i].astype(np.int64), i.astype(np.int64))
             for split, i in (("train", np.sort(tr)), ("test", np.sort(te)))}
+
+
+class ArraySplit:
+    """An in-memory evaluation split (the embedded digits, CIFAR arrays): batches straight from the
+    arrays, without a Ray Data pass per read (the evaluation stage reads a split several times).
+    ``to_dataset()`` gives the Ray Dataset a TorchTrainer needs."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> None:
+        self.images, self.labels, self.index = images, np.asarray(labels, np.int64), np.asarray(index, np.int64)
+
+    def count(self) -> int:
+        return len(self.labels)
+
+    def iter_batches(self, batch_size: int = 512, batch_format: str = "numpy", **_: object):
+        for i in range(0, len(self.labels), batch_size):
+            yield {"image": self.images[i: i + batch_size], "label": self.labels[i: i + batch_size],
+                   "index": self.index[i: i + batch_size]}
+
+    def take_all(self) -> list[dict]:
+        return [{"image": im, "label": int(lb), "index": int(ix)} for im, lb, ix in zip(self.images, self.labels,
+                                                                                     self.index)]
+
+    def to_dataset(self) -> ray.data.Dataset:
+        return arrays_to_dataset(self.images, self.labels, self.index)
+
+
+def as_dataset(split) -> ray.data.Dataset:
+    """A Ray Dataset for an evaluation split (TorchTrainer's ``datasets`` take only those)."""
+    return split.to_dataset() if isinstance(split, ArraySplit) else split
 
 
 def arrays_to_dataset(images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> ray.data.Dataset:
@@ -417,8 +446,8 @@ def load_source(cfg: DataConfig, seed: int = 0) -> ImageSource:
         return _load_file_source(cfg)
     if cfg.train_limit:
         arrays["train"] = tuple(a[: cfg.train_limit] for a in arrays["train"])  # type: ignore[assignment]
-    return ImageSource(ArrayRows(*arrays["train"], seed=seed), arrays_to_dataset(*arrays["train"]),
-                       arrays_to_dataset(*arrays["test"]), num_classes, names, desc)
+    return ImageSource(ArrayRows(*arrays["train"], seed=seed), ArraySplit(*arrays["train"]),
+                       ArraySplit(*arrays["test"]), num_classes, names, desc)
 
 
 def _load_file_source(cfg: DataConfig) -> ImageSource:
