@@ -197,12 +197,14 @@ def evaluate(model: nn.Module, cfg: RunConfig, train_eval: Any, test: Any, num_c
     te = extract(model, iter_numpy(test), device, embedding=True, logvar=variational, views=views)
     _check_classes("train (evaluation pass)", tr, num_classes)
     _check_classes("test", te, num_classes)
-    knn = knn_accuracy(tr.feats, tr.labels, te.feats, te.labels, num_classes, cfg.eval.knn_k, cfg.eval.knn_temperature)
+    # the kNN search and the probe run on the training device (the GPU when there is one); features only
+    knn = knn_accuracy(tr.feats.to(device), tr.labels, te.feats, te.labels, num_classes, cfg.eval.knn_k,
+                       cfg.eval.knn_temperature)
     res: dict[str, Any] = {"knn_top1": knn["top1"], "knn_top5": knn["top5"],
                            "knn_protocol": f"{KNN_PROTOCOL}, k={cfg.eval.knn_k}, T={cfg.eval.knn_temperature}",
                            "bad_eval_images": len(tr.bad.paths) + len(te.bad.paths)}
     pr = linear_probe(tr.feats, tr.labels, te.feats, te.labels, num_classes, cfg.eval.probe_epochs, cfg.eval.probe_lr,
-                      seed=cfg.seed)
+                      seed=cfg.seed, device=device)
     conf, pred = pr.probabilities.max(1)
     res.update(probe_top1=pr.top1, probe_top5=pr.top5, probe_protocol=pr.protocol,
                probe_ece=ece_from_confidence(conf, pred == te.labels),

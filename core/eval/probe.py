@@ -41,19 +41,21 @@ def topk_accuracy(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) 
 @torch.no_grad()
 def knn_scores(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, num_classes: int,
                k: int = 200, temperature: float = 0.1, chunk: int = 1024) -> Tensor:
-    """Class scores ``[N_test, C]`` from weighted kNN voting with cosine similarity."""
+    """Class scores ``[N_test, C]`` (on the CPU) from weighted kNN voting with cosine similarity; the
+    search runs on the bank's device (move ``train_feats`` to a GPU to search there)."""
     if train_feats.shape[0] == 0:
         raise ValueError("kNN needs a non-empty training bank")
     bank = F.normalize(train_feats.float(), dim=1)
+    train_labels = train_labels.to(bank.device)
     k = min(k, bank.shape[0])
     scores = []
     for start in range(0, test_feats.shape[0], chunk):
-        q = F.normalize(test_feats[start: start + chunk].float(), dim=1)
+        q = F.normalize(test_feats[start: start + chunk].to(bank.device).float(), dim=1)
         sim, idx = (q @ bank.T).topk(k, dim=1)
-        votes = torch.zeros(q.shape[0], num_classes)
+        votes = torch.zeros(q.shape[0], num_classes, device=bank.device)
         # exp((sim - max sim) / T): the same relative weights as exp(sim / T), finite for any T > 0
         votes.scatter_add_(1, train_labels[idx], ((sim - sim[:, :1]) / temperature).exp())
-        scores.append(votes)
+        scores.append(votes.cpu())
     return torch.cat(scores)
 
 
@@ -73,11 +75,14 @@ class ProbeResult:
 
 def linear_probe(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, test_labels: Tensor,
                  num_classes: int, epochs: int = 100, lr: float = 0.1, batch_size: int = 256,
-                 weight_decay: float = 0.0, seed: int = 0) -> ProbeResult:
+                 weight_decay: float = 0.0, seed: int = 0, device: torch.device | str | None = None) -> ProbeResult:
     """Linear classifier on frozen features (standardised with train statistics), SGD momentum 0.9,
-    cosine LR, cross-entropy; reports the FINAL-epoch test accuracy (no test-set model selection)."""
+    cosine LR, cross-entropy; reports the FINAL-epoch test accuracy (no test-set model selection).
+    Trains on ``device`` (default: the features' device); probabilities come back on the CPU."""
     if train_feats.shape[0] < 2:
         raise ValueError(f"linear probe needs at least 2 training features, got {train_feats.shape[0]}")
+    dev = torch.device(device) if device is not None else train_feats.device
+    train_feats, train_labels = train_feats.to(dev), train_labels.to(dev)
     g = torch.Generator().manual_seed(seed)
     mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
     xtr = (train_feats - mean) / std
@@ -85,11 +90,12 @@ def linear_probe(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         clf.reset_parameters()
+    clf = clf.to(dev)
     opt = torch.optim.SGD(clf.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     steps = epochs * math.ceil(xtr.shape[0] / batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for _ in range(epochs):
-        perm = torch.randperm(xtr.shape[0], generator=g)
+        perm = torch.randperm(xtr.shape[0], generator=g).to(dev)
         for start in range(0, xtr.shape[0], batch_size):
             i = perm[start: start + batch_size]
             loss = F.cross_entropy(clf(xtr[i]), train_labels[i])
@@ -99,7 +105,7 @@ def linear_probe(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, 
             sched.step()
     @torch.no_grad()
     def predict(feats: Tensor) -> Tensor:
-        return clf((feats - mean) / std).softmax(1)
+        return clf((feats.to(dev) - mean) / std).softmax(1).cpu()
 
     probs = predict(test_feats)
     acc = topk_accuracy(probs, test_labels)
