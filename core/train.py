@@ -229,6 +229,15 @@ def _run_record(cfg: RunConfig, world: int, epoch: int, start_epoch: int, worker
             "worker_pids": ",".join(str(w["pid"]) for w in workers)}
 
 
+def _fail_if_not_finite(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A run whose headline metrics are not finite is ``failed``, never ``finished``."""
+    nonfinite = sorted(k for k in ("knn_top1", "probe_top1", "probe_ece", "probe_nll", "corruption_acc", "mce")
+                       if k in metrics and not np.isfinite(metrics[k]))
+    if nonfinite:
+        metrics.update(status=RunStatus.FAILED, error=f"non-finite evaluation metrics: {', '.join(nonfinite)}")
+    return metrics
+
+
 def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None) -> dict[str, Any]:
     """The per-worker loop (every Train worker runs it; with ``num_workers=0`` it runs in-process):
     resume, train epoch by epoch, report and checkpoint each epoch, evaluate at the end (rank 0)."""
@@ -276,11 +285,7 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
                 metrics.update(stage.evaluate(stepper.model, cfg, ctx.dataset("train_eval"), ctx.dataset("test"),
                                               num_classes, device))
                 metrics.update(_run_record(cfg, world, epoch, resume.start_epoch, workers))
-                bad = sorted(k for k in ("knn_top1", "probe_top1", "probe_ece", "probe_nll", "corruption_acc", "mce")
-                             if k in metrics and not np.isfinite(metrics[k]))
-                if bad:  # never "finished" with numbers that mean nothing
-                    metrics.update(status=RunStatus.FAILED, error=f"non-finite evaluation metrics: {', '.join(bad)}")
-                final = scalars(metrics)
+                final = scalars(_fail_if_not_finite(metrics))
             elif online is not None:
                 metrics["knn_top1"] = stage.online_knn(stepper.model, cfg, *online, num_classes, device)
             history.append(scalars(metrics))

@@ -83,3 +83,11 @@ def test_train_epoch_returns_typed_stats():
 def test_train_epoch_stops_on_a_non_finite_loss():
     with pytest.raises(Diverged, match="epoch 2, step 1$"):  # step 0 is finite; its update blows up
         train_epoch(_stepper(1e30), _batches(FINITE_CHECK_EVERY + 2), epoch=2, step=0, bad=BadImageCounter(0.1))
+
+
+def test_non_finite_evaluation_metrics_fail_the_run():
+    from core.train import _fail_if_not_finite
+
+    row = _fail_if_not_finite({"status": RunStatus.FINISHED, "probe_top1": 98.0, "probe_ece": float("nan")})
+    assert row["status"] == RunStatus.FAILED and "probe_ece" in row["error"]
+    assert _fail_if_not_finite({"status": RunStatus.FINISHED, "probe_top1": 98.0})["status"] == RunStatus.FINISHED
