@@ -210,3 +210,25 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(digits, tmp_path):
         p.write_bytes(b"garbage")
     with pytest.raises(RuntimeError, match=r"no readable checkpoint: .*latest_state.pt"):
         fit(cfg, digits, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def photo_folder(ray_session, tmp_path_factory):
+    from core.data.photos import make_photo_folder
+
+    return make_photo_folder(str(tmp_path_factory.mktemp("photos")), 4, {"train": 16, "val": 4}, size=(40, 30))
+
+
+@pytest.mark.parametrize("extra", [["num_workers=2"], ["data.augment_in=ray_data"]])
+def test_encoded_images_train_through_both_stream_paths(photo_folder, tmp_path, extra):
+    """JPEGs cropped at decode time: split across 2 DDP workers, or augmented entirely in Ray Data."""
+    cfg = _cfg(tmp_path, "data.source=imagefolder", f"data.root={photo_folder}", "data.image_size=16",
+               "optim.batch_size=16", "optim.epochs=2", "eval.probe_epochs=5", "eval.knn_k=5", "model.width=4",
+               "eval.few_shot_episodes=0", *extra)
+    res = fit(cfg, verbose=False)
+    assert res.status == "finished" and res.metrics["epoch"] == 1
+    rows = [json.loads(x) for x in (Path(res.run_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["classes_per_batch"] > 2.5  # 4 classes, batches of 16 (8 per rank with 2 workers)
+    if "num_workers=2" in extra:
+        a, b = (int(x) for x in rows[0]["samples_per_rank"].split(","))
+        assert a == b == 32 and rows[0]["shard_overlap"] == 0

@@ -184,3 +184,29 @@ def test_parquet_reader_checks_the_manifest(ray_session, tmp_path):
     (dest / "train" / "shard-00001.parquet").unlink()
     with pytest.raises(DataError, match=r"missing \['shard-00001.parquet'\]"):
         load_source(DataConfig(source="parquet", root=str(dest), image_size=12))
+
+
+def test_webdataset_epoch_stream_decodes_views(ray_session, tmp_path):
+    import io
+    import tarfile
+
+    from core.config import RunConfig
+    from core.data.pipeline import epoch_dataset
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        with tarfile.open(tmp_path / split / "shard-000.tar", "w") as tar:
+            for i in range(6):
+                buf = io.BytesIO()
+                Image.fromarray(rng.integers(0, 255, (20, 16, 3), dtype=np.uint8)).save(buf, format="JPEG")
+                for name, data in ((f"s{i:03d}.jpg", buf.getvalue()), (f"s{i:03d}.cls", str(i % 3).encode())):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    cfg = RunConfig().with_(**{"data.source": "webdataset", "data.root": str(tmp_path), "data.num_classes": 3,
+                               "data.image_size": 8})
+    src = load_source(cfg.data)
+    rows = epoch_dataset(src.train_rows, cfg, 1).take_all()
+    assert len(rows) == 6 and all(r["ok"] and r["views"].shape == (2, 8, 8, 3) for r in rows)
+    assert sorted(r["label"] for r in rows) == [0, 0, 1, 1, 2, 2]
