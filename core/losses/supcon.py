@@ -24,6 +24,19 @@ def upcast(x: Tensor) -> Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
+def dense_label_ids(labels: Tensor) -> Tensor:
+    """Labels -> ids in [0, M) with equal labels sharing an id, computed on the labels' device with no
+    host synchronisation (``torch.unique`` must copy its output size to the host: a stall per step on
+    a GPU). Ids are dense over the classes present; buffers indexed by them are sized M."""
+    order = labels.argsort()
+    ordered = labels[order]
+    new = torch.ones_like(ordered, dtype=torch.long)
+    new[1:] = (ordered[1:] != ordered[:-1]).long()
+    ids = torch.empty_like(new)
+    ids[order] = new.cumsum(0) - 1
+    return ids
+
+
 def _check_features(features: Tensor, labels: Tensor | None) -> None:
     if features.dim() != 3:
         raise ValueError(f"features must be [N, V, D], got shape {tuple(features.shape)}")
@@ -66,10 +79,11 @@ def supcon_loss(
         per_anchor, has_pos = _supcon_out(anchor, anchor_labels, contrast, contrast_labels, temperature)
     else:
         per_anchor, has_pos = _supcon_in(anchor, anchor_labels, contrast, contrast_labels, temperature)
-    if not bool(has_pos.any()):
+    # with V >= 2 every anchor has its other view as a positive: the check (a host sync) is needed for V=1 only
+    if v == 1 and not bool(has_pos.any()):
         raise ValueError("no anchor in the batch has a positive (every label is unique and V=1); "
                          "SupCon is undefined for this batch")
-    loss = per_anchor[has_pos].mean()
+    loss = (per_anchor * has_pos).sum() / has_pos.sum().clamp_min(1)  # mean over anchors with a positive
     if base_temperature is not None:
         loss = loss * (temperature / base_temperature)
     return loss
@@ -87,11 +101,13 @@ def _supcon_out(anchor: Tensor, anchor_labels: Tensor, contrast: Tensor, contras
     """L_out per anchor. The positive term is linear in z_p, so it comes from per-class sums:
     (1/|P_i|) sum_p z_i.z_p/t = z_i.(S_{y_i} - z_i) / (t |P_i|), in O(M D); only the log-denominator
     needs the [A, M] similarity matrix (one matmul + one logsumexp)."""
-    classes, inverse = torch.unique(contrast_labels, return_inverse=True)
+    inverse = dense_label_ids(contrast_labels)
     contrast_up = upcast(contrast)
-    class_sum = torch.zeros(classes.numel(), contrast.shape[1], dtype=contrast_up.dtype, device=contrast.device)
+    m = contrast.shape[0]
+    class_sum = torch.zeros(m, contrast.shape[1], dtype=contrast_up.dtype, device=contrast.device)
     class_sum = class_sum.index_add(0, inverse, contrast_up)
-    class_count = torch.bincount(inverse, minlength=classes.numel())
+    class_count = torch.zeros(m, dtype=torch.long, device=contrast.device).index_add_(0, inverse,
+                                                                                     torch.ones_like(inverse))
     anchor_class = inverse[: anchor.shape[0]]  # anchors are the first rows of contrast, same labels
     anchor_up = upcast(anchor)
     pos_count = class_count[anchor_class] - 1

@@ -111,3 +111,11 @@ def test_bf16_autocast_is_finite_and_close():
         got = supcon_loss(feats.bfloat16(), labels, 0.1)
     assert got.dtype == torch.float32 and torch.isfinite(got)
     assert got.item() == pytest.approx(ref.item(), rel=2e-2)
+
+
+def test_dense_label_ids_match_unique_without_a_host_sync():
+    from core.losses.supcon import dense_label_ids
+
+    labels = torch.tensor([7, 3, 7, 100, 3, 3, -1])
+    _, inverse = torch.unique(labels, return_inverse=True)
+    assert torch.equal(dense_label_ids(labels), inverse)
