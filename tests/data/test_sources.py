@@ -116,21 +116,27 @@ def test_parquet_wrong_label_fails_naming_the_shards(ray_session, tmp_path):
         load_source(DataConfig(source="parquet", root=str(tmp_path), num_classes=2))
 
 
-def test_webdataset_tar_shards(ray_session, tmp_path):
+def _write_tars(root, samples: int, classes: int, shape: tuple, fmt: str) -> None:
+    """WebDataset shards ``root/{train,val}/shard-000.tar`` with ``sNNN.<png|jpg>`` + ``sNNN.cls`` members."""
     import io
     import tarfile
 
     rng = np.random.default_rng(0)
+    ext = {"PNG": "png", "JPEG": "jpg"}[fmt]
     for split in ("train", "val"):
-        (tmp_path / split).mkdir()
-        with tarfile.open(tmp_path / split / "shard-000.tar", "w") as tar:
-            for i in range(4):
+        (root / split).mkdir()
+        with tarfile.open(root / split / "shard-000.tar", "w") as tar:
+            for i in range(samples):
                 buf = io.BytesIO()
-                Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)).save(buf, format="PNG")
-                for name, data in ((f"s{i:03d}.png", buf.getvalue()), (f"s{i:03d}.cls", str(i % 2).encode())):
+                Image.fromarray(rng.integers(0, 255, (*shape, 3), dtype=np.uint8)).save(buf, format=fmt)
+                for name, data in ((f"s{i:03d}.{ext}", buf.getvalue()), (f"s{i:03d}.cls", str(i % classes).encode())):
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
+
+
+def test_webdataset_tar_shards(ray_session, tmp_path):
+    _write_tars(tmp_path, samples=4, classes=2, shape=(10, 10), fmt="PNG")
     with pytest.raises(DataError, match="data.num_classes is required"):
         load_source(DataConfig(source="webdataset", root=str(tmp_path)))
     src = load_source(DataConfig(source="webdataset", root=str(tmp_path), num_classes=2, image_size=10))
@@ -187,23 +193,10 @@ def test_parquet_reader_checks_the_manifest(ray_session, tmp_path):
 
 
 def test_webdataset_epoch_stream_decodes_views(ray_session, tmp_path):
-    import io
-    import tarfile
-
     from core.config import RunConfig
     from core.data.pipeline import epoch_dataset
 
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        (tmp_path / split).mkdir()
-        with tarfile.open(tmp_path / split / "shard-000.tar", "w") as tar:
-            for i in range(6):
-                buf = io.BytesIO()
-                Image.fromarray(rng.integers(0, 255, (20, 16, 3), dtype=np.uint8)).save(buf, format="JPEG")
-                for name, data in ((f"s{i:03d}.jpg", buf.getvalue()), (f"s{i:03d}.cls", str(i % 3).encode())):
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+    _write_tars(tmp_path, samples=6, classes=3, shape=(20, 16), fmt="JPEG")
     cfg = RunConfig().with_(**{"data.source": "webdataset", "data.root": str(tmp_path), "data.num_classes": 3,
                                "data.image_size": 8})
     src = load_source(cfg.data)
