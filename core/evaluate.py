@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from core.config import ConfigError, RunConfig
 from core.data.augment import augment_views, eval_view
+from core.data.decode import split_undecodable
 from core.eval.calibration import ece_from_confidence, negative_log_likelihood
 from core.eval.fewshot import few_shot_episodes
 from core.eval.geometry import (
@@ -47,6 +48,7 @@ from core.eval.uncertainty import (
     severity_correlation,
 )
 from core.io import write_json_atomic
+from core.loop import load_state_file
 from core.losses import posterior_log_det
 from core.losses.registry import loss_family
 
@@ -74,15 +76,12 @@ class BadImages:
     labels: list[int] = field(default_factory=list)
 
     def keep(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if "ok" not in batch or batch["ok"].all():
-            return batch
-        ok = batch["ok"].astype(bool)
-        paths = batch["path"][~ok] if "path" in batch else np.asarray(["?"] * int((~ok).sum()))
+        batch, paths, labels = split_undecodable(batch)
         for p in paths:
-            warnings.warn(f"evaluation: skipping undecodable image {str(p)!r}")
-        self.paths += [str(p) for p in paths]
-        self.labels += [int(x) for x in batch["label"][~ok]]
-        return {k: v[ok] for k, v in batch.items()}
+            warnings.warn(f"evaluation: skipping undecodable image {p!r}")
+        self.paths += paths
+        self.labels += labels
+        return batch
 
 
 @dataclass
@@ -245,10 +244,12 @@ def geometry_metrics(te: Features) -> dict[str, Any]:
     return out
 
 
-def generated_corruptions(batches: Iterator[dict], cfg: RunConfig) -> Iterator[tuple[tuple[str, int], dict]]:
+def generated_corruptions(batches: Iterator[dict], cfg: RunConfig, parallel: bool = False,
+                          progress: bool = False) -> Iterator[tuple[tuple[str, int], dict]]:
     """``((corruption, severity), batch)`` for every clean batch and every corrupted version of it,
-    made batch by batch (ImageNet-C types cached on disk per batch; the fast suite in torch). The
-    corruption seed is fixed, so every run of a study is scored on the same corrupted images."""
+    made batch by batch (ImageNet-C types cached on disk per batch, in parallel Ray tasks with
+    ``parallel``; the fast suite in torch). The corruption seed is fixed, so every run of a study is
+    scored on the same corrupted images."""
     from core.eval.imagenet_c import corrupted_split
 
     names = cfg.eval.corruption_names()
@@ -261,7 +262,8 @@ def generated_corruptions(batches: Iterator[dict], cfg: RunConfig) -> Iterator[t
                 continue
             images = np.require(batch["image"], requirements="W")
             if cfg.eval.corruption_suite == "imagenet_c":
-                sets = corrupted_split(images, names, seed=0, index=np.asarray(batch["index"]))
+                sets = corrupted_split(images, names, seed=0, index=np.asarray(batch["index"]), parallel=parallel,
+                                       progress=progress)
             else:
                 sets = {(n, s): corrupt(torch.from_numpy(images), n, s, seed=0).numpy()
                         for n in names for s in range(1, 6)}
@@ -337,14 +339,16 @@ def robustness_metrics(model: nn.Module, cfg: RunConfig, tr: Features, te: Featu
 
 # -- the stage on its own: score a saved checkpoint ------------------------------------------------
 
-def latest_state_file(run_dir: str | Path) -> Path:
-    """The newest model checkpoint of a run: the in-process state file or Train's ``epoch=*/state.pt``."""
+def state_files(run_dir: str | Path) -> list[Path]:
+    """A run's model checkpoints, newest first: the in-process state file (and the one it replaced)
+    or Train's ``epoch=*/state.pt``."""
     run_dir = Path(run_dir)
-    candidates = [run_dir / "latest_state.pt"] + sorted(Path(p) for p in glob.glob(str(run_dir / "epoch=*" / "state.pt")))
-    found = [p for p in candidates if p.is_file()]
+    candidates = [run_dir / "latest_state.pt", run_dir / "latest_state.pt.previous",
+                  *(Path(p) for p in glob.glob(str(run_dir / "epoch=*" / "state.pt")))]
+    found = sorted((p for p in candidates if p.is_file()), key=lambda p: p.stat().st_mtime, reverse=True)
     if not found:
         raise FileNotFoundError(f"{run_dir}: no checkpoint (latest_state.pt or epoch=*/state.pt)")
-    return max(found, key=lambda p: p.stat().st_mtime)
+    return found
 
 
 def run_config(run_dir: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
@@ -367,9 +371,9 @@ def evaluate_run(run_dir: str | Path, overrides: Iterable[str] = (), device: str
     run_dir = Path(run_dir)
     overrides = list(overrides)
     cfg = run_config(run_dir, overrides)
-    latest_state_file(run_dir)  # fail before any work when there is no checkpoint
+    files = state_files(run_dir)  # fail before any work when there is no checkpoint
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() and cfg.use_gpu else "cpu"))
-    state = torch.load(latest_state_file(run_dir), map_location=dev, weights_only=True)
+    state = load_state_file(files, dev)
     if "model" not in state:
         raise EvaluationError(f"{run_dir}: the last checkpoint holds no model (status {state.get('status')!r})")
     source = load_source(cfg.data)
@@ -394,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run_config(args.run_dir, args.overrides)  # bad input fails before Ray starts
-        latest_state_file(args.run_dir)
+        state_files(args.run_dir)
         ray.init("local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
         metrics = evaluate_run(args.run_dir, args.overrides, args.device)
     except (ConfigError, FileNotFoundError, EvaluationError) as exc:

@@ -8,6 +8,7 @@ The step keeps its running sums on the device and checks for a non-finite loss e
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from core.config import RunConfig
+from core.data.decode import split_undecodable
 from core.distributed import is_distributed
 from core.losses.registry import LossFamily
 from core.results import EpochStats, RunStatus
@@ -37,6 +39,23 @@ class ResumePoint:
     history: list = field(default_factory=list)
     final: dict | None = None
     state: dict | None = None  # model/optimizer/RNG to load when training continues
+
+
+def load_state_file(candidates: list, device: torch.device) -> dict | None:
+    """The first readable checkpoint of ``candidates`` (newest first), loaded with
+    ``weights_only=True`` (no arbitrary pickle from shared storage). An unreadable one is named in a
+    warning and skipped; if every existing one is unreadable the run stops naming them."""
+    existing = [str(p) for p in candidates if os.path.exists(p)]
+    errors = []
+    for path in existing:
+        try:
+            return torch.load(path, map_location=device, weights_only=True)
+        except Exception as exc:  # truncated, corrupt, or not a plain state file
+            errors.append(f"{path}: {type(exc).__name__}: {str(exc)[:120]}")
+            warnings.warn(f"unreadable checkpoint {path!r} ({type(exc).__name__}); trying an older one")
+    if errors:
+        raise RuntimeError("no readable checkpoint: " + "; ".join(errors) + " (delete them to start the run afresh)")
+    return None
 
 
 def choose_state(states: Iterable[dict | None]) -> dict | None:
@@ -73,17 +92,14 @@ class BadImageCounter:
 
     def filter(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.seen += len(batch["label"])
-        if "ok" not in batch or batch["ok"].all():
-            return batch
-        keep = batch["ok"].astype(bool)
-        newly_bad = [str(p) for p in batch["path"][~keep]] if "path" in batch else ["?"] * int((~keep).sum())
+        batch, newly_bad, _ = split_undecodable(batch)
         for p in newly_bad:
             warnings.warn(f"skipping undecodable image {p!r}")
         self.bad += newly_bad
         if len(self.bad) > self.max_fraction * self.seen:
             raise RuntimeError(f"{len(self.bad)} of {self.seen} images undecodable (> data.max_bad_fraction="
                                f"{self.max_fraction}); first: {self.bad[:5]}")
-        return {k: v[keep] for k, v in batch.items()}
+        return batch
 
 
 # -- divergence -----------------------------------------------------------------------------------

@@ -16,12 +16,10 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 import ray
 from ray import tune
@@ -197,16 +195,10 @@ def _prepare_corruptions(base: RunConfig) -> None:
     parallel Ray tasks, before the trials start (they read the cache)."""
     if not (base.eval.robustness and base.eval.corruption_suite == "imagenet_c") or base.eval.corruption_root:
         return
-    from core.eval.imagenet_c import corrupted_split
-    from core.evaluate import BadImages, iter_numpy
+    from core.evaluate import generated_corruptions, iter_numpy
 
-    bad = BadImages()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for batch in iter_numpy(load_source(base.data).test):
-            batch = bad.keep(batch)
-            corrupted_split(np.require(batch["image"], requirements="W"), base.eval.corruption_names(), seed=0,
-                            progress=True, parallel=True, index=np.asarray(batch["index"]))
+    for _ in generated_corruptions(iter_numpy(load_source(base.data).test), base, parallel=True, progress=True):
+        pass  # each batch's corrupted sets are computed and cached as the generator reaches them
 
 
 def study_spec(study: Study, args: argparse.Namespace) -> dict[str, Any]:

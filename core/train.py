@@ -15,7 +15,6 @@ import argparse
 import os
 import sys
 import tempfile
-import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from core.loop import (
     Stepper,
     choose_state,
     diverged_record,
+    load_state_file,
     resume_point,
     train_epoch,
 )
@@ -148,23 +148,6 @@ class InProcessContext:
             with tempfile.TemporaryDirectory() as d:
                 torch.save(state, os.path.join(d, STATE_FILE))
                 ray.tune.report(scalars(metrics), checkpoint=ray.tune.Checkpoint.from_directory(d))
-
-
-def load_state_file(candidates: list[str], device: torch.device) -> dict | None:
-    """The first readable checkpoint of ``candidates`` (newest first), loaded with
-    ``weights_only=True`` (no arbitrary pickle from shared storage). An unreadable one is named in a
-    warning and skipped; if every existing one is unreadable the run stops naming them."""
-    existing = [p for p in candidates if os.path.exists(p)]
-    errors = []
-    for path in existing:
-        try:
-            return torch.load(path, map_location=device, weights_only=True)
-        except Exception as exc:  # truncated, corrupt, or not a plain state file
-            errors.append(f"{path}: {type(exc).__name__}: {str(exc)[:120]}")
-            warnings.warn(f"unreadable checkpoint {path!r} ({type(exc).__name__}); trying an older one")
-    if errors:
-        raise RuntimeError("no readable checkpoint: " + "; ".join(errors) + " (delete them to start the run afresh)")
-    return None
 
 
 def _device(cfg: RunConfig) -> torch.device:

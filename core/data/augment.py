@@ -139,8 +139,7 @@ def _color_matrices(u, strength: float) -> tuple[np.ndarray, np.ndarray, np.ndar
     saturation = sat[:, None, None] * eye + (1 - sat)[:, None, None] * g
     rot = np.zeros((n, 3, 3))
     rot[:, 0, 0], rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = 1, np.cos(hue), -np.sin(hue), np.sin(hue), np.cos(hue)
-    to_yiq = _TO_YIQ.double().numpy()
-    hue_map = np.linalg.inv(to_yiq) @ rot @ to_yiq
+    hue_map = _FROM_YIQ_NP @ rot @ _TO_YIQ_NP
     jitter = (c * b)[:, None, None] * (hue_map @ saturation)
     m = np.where(apply[:, None, None], jitter, eye)
     m = np.where(gray[:, None, None], g @ m, m)  # grayscale after jitter (G 1 = 1 keeps the offset)
@@ -176,6 +175,8 @@ def _color_gray(x: Tensor, u, strength: float) -> Tensor:
 
 _TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _FROM_YIQ = torch.linalg.inv(_TO_YIQ)
+_TO_YIQ_NP = _TO_YIQ.double().numpy()
+_FROM_YIQ_NP = np.linalg.inv(_TO_YIQ_NP)
 
 
 def _per_image(x: Tensor, op: v2.Transform, seeds: np.ndarray, apply: np.ndarray) -> Tensor:
