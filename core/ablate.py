@@ -14,28 +14,28 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
-from core.config import ConfigError, RunConfig
+from core.config import CONFIG_HELP, ConfigError, RunConfig, load_yaml
 from core.report import Claim
-from core.study import Study, main_for
+from core.study import Study, base_config, main_for
 
 
 def load_spec(path: str | Path, args: argparse.Namespace) -> Study:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"ablation spec {str(path)!r} does not exist")
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = load_yaml(path)
+    if not isinstance(spec, dict):
+        raise ConfigError(f"ablation spec {str(path)!r} must hold a mapping")
     unknown = set(spec) - {"name", "question", "base", "seeds", "metrics", "lower_is_better", "variants"}
     if unknown:
         raise ConfigError(f"{path}: unknown spec field(s) {sorted(unknown)}")
     variants = spec.get("variants") or {}
     if len(variants) < 2:
         raise ConfigError(f"{path}: 'variants' needs a reference and at least one variation")
-    base = RunConfig.from_dict(spec.get("base") or {})
-    if args.epochs:
-        base = base.with_(**{"optim.epochs": args.epochs})
-    base = base.with_overrides(args.overrides)
+    try:
+        base = base_config(args, RunConfig.from_dict(spec.get("base") or {}))  # the spec's base is the default
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     reference = next(iter(variants))
     metrics = spec.get("metrics") or ["probe_top1", "knn_top1"]
     lower = set(spec.get("lower_is_better") or [])
@@ -48,6 +48,9 @@ def load_spec(path: str | Path, args: argparse.Namespace) -> Study:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"{__doc__}\nStudy flags as in any study (python studies/search.py --help).\n\n{CONFIG_HELP}")
+        return 0
     if not argv or argv[0].startswith("-"):
         print("usage: python -m core.ablate SPEC.yaml [study flags]", file=sys.stderr)
         return 2

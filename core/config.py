@@ -9,14 +9,17 @@ used to name runs and to key checkpoints so a run never resumes another config's
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field, fields, is_dataclass
+import typing
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from core.losses.registry import (
     LOSS_FAMILIES,  # a leaf table: the families register themselves into it
@@ -282,22 +285,32 @@ class RunConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Iterable[str] = ()) -> "RunConfig":
+        """Built-in defaults < the file < ``section.key=value`` overrides."""
+        return cls().with_yaml(path).with_overrides(overrides)
+
+    def with_yaml(self, path: str | Path) -> "RunConfig":
+        """This config with a YAML file layered on top: the file's keys replace these values, section by
+        section; keys the file does not name keep this config's values (not the built-in defaults)."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
         raw = load_yaml(path)
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(raw).__name__}")
-        return cls.from_dict(raw).with_overrides(overrides)
+        try:
+            return RunConfig.from_dict(_deep_merge(self.to_dict(), raw))
+        except ConfigError as exc:
+            raise ConfigError(f"config file {str(path)!r}: {exc}") from None
 
     def with_overrides(self, overrides: Iterable[str]) -> "RunConfig":
-        """Apply ``section.key=value`` strings (values parsed as YAML scalars)."""
+        """Apply ``section.key=value`` strings, each parsed by its field's declared type: YAML scalars,
+        and for list fields a YAML list, a comma-separated list or one item (``eval.corruptions=fog``)."""
         updates: dict[str, Any] = {}
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} must look like section.key=value")
-            key, value = item.split("=", 1)
-            updates[key.strip()] = _parse_scalar(value)
+            key, value = (part.strip() for part in item.split("=", 1))
+            updates[key] = _parse_override(key, value)
         return self.with_(**updates) if updates else self
 
     def with_(self, **dotted: Any) -> "RunConfig":
@@ -314,6 +327,38 @@ class RunConfig:
                 raise ConfigError(f"unknown config field {key!r}")
             node[parts[-1]] = value
         return RunConfig.from_dict(raw)
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML (loadable with ``--config``)."""
+        return yaml.safe_dump(_plain(self.to_dict()), sort_keys=False)
+
+
+SECTIONS = ("data", "augment", "model", "loss", "optim", "eval")
+CONFIG_HELP = (f"config: sections {', '.join(SECTIONS)} plus top-level seed, num_workers, use_gpu, precision, "
+               "storage_path, name. Set a field with section.key=value (lists: key=a,b or key=[a,b]); "
+               "--config files layer in order. Every field and its value: --print-config; their meaning: "
+               "core/config.py.")
+
+
+def layered(base: RunConfig, config_files: Iterable[str | Path] = (), overrides: Iterable[str] = ()) -> RunConfig:
+    """``base`` < each config file in order < ``section.key=value`` overrides."""
+    for path in config_files:
+        base = base.with_yaml(path)
+    return base.with_overrides(overrides)
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(out.get(key), dict) and isinstance(value, Mapping) \
+            else value
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -347,7 +392,10 @@ def load_yaml(path: str | Path) -> Any:
 
 def _parse_scalar(text: str) -> Any:
     """A YAML scalar, except that numeric literals YAML 1.1 leaves as strings (``1e30``) are numbers."""
-    value = yaml.safe_load(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
     if isinstance(value, str):
         for cast in (int, float):
             try:
@@ -357,40 +405,78 @@ def _parse_scalar(text: str) -> Any:
     return value
 
 
+def _is_sequence(hint: Any) -> bool:
+    return typing.get_origin(hint) in (tuple, list)
+
+
+def _field_hint(dotted: str) -> Any:
+    """The declared type of a dotted field (``eval.corruptions`` -> ``tuple[str, ...]``); None if unknown."""
+    cls: Any = RunConfig
+    hint: Any = None
+    for part in dotted.split("."):
+        hints = _hints(cls) if is_dataclass(cls) else {}
+        if part not in hints:
+            return None
+        hint = cls = hints[part]
+    return hint
+
+
+def _parse_override(key: str, text: str) -> Any:
+    if not _is_sequence(_field_hint(key)):
+        return _parse_scalar(text)
+    value = _parse_scalar(text) if text.startswith("[") else None
+    if isinstance(value, list):
+        return value
+    if text.lower() in ("", "[]", "null", "none"):
+        return []
+    return [_parse_scalar(part.strip()) for part in text.split(",")]
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+@functools.cache
+def _adapter(hint: Any) -> TypeAdapter:
+    return TypeAdapter(hint, config=ConfigDict(strict=True))
+
+
+_KIND = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+
+
+def _describe(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+    if _is_sequence(hint):
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
+    if type(None) in args:
+        return " or ".join(_describe(a) for a in args if a is not type(None)) + " or null"
+    return _KIND.get(hint, getattr(hint, "__name__", str(hint)))
+
+
 def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
-    known = {f.name: f for f in fields(cls)}
+    known = _hints(cls)
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(f"unknown config field {prefix + unknown[0]!r} (known: {sorted(known)})")
     kwargs: dict[str, Any] = {}
     for name, value in raw.items():
-        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
-        if is_dataclass(default):
-            kwargs[name] = _build(type(default), value, prefix=f"{prefix}{name}.")
+        hint = known[name]
+        if is_dataclass(hint):
+            kwargs[name] = _build(hint, value, prefix=f"{prefix}{name}.")
         else:
-            kwargs[name] = _coerce(value, known[name], f"{prefix}{name}")
+            kwargs[name] = _coerce(value, hint, f"{prefix}{name}")
     return cls(**kwargs)
 
 
-def _coerce(value: Any, f: dataclasses.Field, name: str) -> Any:
-    """Light type check: numbers for numeric fields, so 'abc' for a float fails by name."""
-    typ = str(f.type)
-    if value is None:
-        if "None" not in typ:
-            raise ConfigError(f"{name} must not be null")
-        return None
-    if typ.startswith("float"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name} must be a number, got {value!r}")
-        return float(value)
-    if typ.startswith("int"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-        return value
-    if typ.startswith("bool") and not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-    if typ.startswith("str") and not isinstance(value, str):
-        raise ConfigError(f"{name} must be a string, got {value!r}")
-    return value
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """Check a value against its field's declared type (pydantic, strict: no 'abc' -> float, no 1 -> true);
+    an int is accepted for a float, a list for a tuple."""
+    if isinstance(value, list):
+        value = tuple(value)
+    try:
+        return _adapter(hint).validate_python(value)
+    except ValidationError:
+        raise ConfigError(f"{name} must be {_describe(hint)}, got {value!r}") from None

@@ -24,7 +24,7 @@ import pandas as pd
 import ray
 from ray import tune
 
-from core.config import ConfigError, RunConfig
+from core.config import CONFIG_HELP, ConfigError, RunConfig, layered
 from core.data.sources import load_source
 from core.io import DirectoryLock, LockedError, write_json_atomic, write_text_atomic
 from core.losses.registry import loss_family
@@ -127,7 +127,10 @@ def add_study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="delete an existing study in --results-dir first")
     parser.add_argument("--epochs", type=int, default=None, help="override optim.epochs")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the study's)")
-    parser.add_argument("--config", default=None, help="YAML base config (e.g. CIFAR/ImageNet shards)")
+    parser.add_argument("--config", action="append", default=[], metavar="FILE.yaml",
+                        help="YAML config layered onto the study's defaults (repeatable: later files win)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the study's resolved base config as YAML and exit (starts nothing)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the base config")
 
 
@@ -362,17 +365,17 @@ def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: fl
 
 
 def base_config(args: argparse.Namespace, default: RunConfig) -> RunConfig:
-    """The study's base config with --config / --epochs / overrides applied (validated now)."""
-    cfg = RunConfig.from_yaml(args.config) if args.config else default
-    if args.epochs:
-        cfg = cfg.with_(**{"optim.epochs": args.epochs})
-    return cfg.with_overrides(args.overrides)
+    """The study's base config, validated now: built-in defaults < the study's ``default`` < each
+    ``--config`` file in order < ``section.key=value`` overrides < ``--epochs``."""
+    cfg = layered(default, args.config, args.overrides)
+    return cfg.with_(**{"optim.epochs": args.epochs}) if args.epochs else cfg
 
 
 def main_for(make_study: Callable[[argparse.Namespace], Study], description: str, argv: list[str] | None = None,
              extra_args: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
     """Entry point shared by study scripts: parse flags, build the study, run it, print where the report is."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(description=description, epilog=CONFIG_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add_study_args(parser)
     if extra_args:
         extra_args(parser)
@@ -384,6 +387,12 @@ def main_for(make_study: Callable[[argparse.Namespace], Study], description: str
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print(f"# {study.name}: base config of {len(study.points())} grid point(s)"
+              + (f" over {sorted({k for p in study.points() for k in p} - {'seed', 'variant'})}"
+                 if not study.search_alg else f"; a search of {study.num_samples} trials"))
+        print(study.base.to_yaml(), end="")
+        return 0
     try:
         table, report = run_study(study, args)
     except LockedError as exc:

@@ -12,7 +12,9 @@ CLI: ``python -m core.train --config FILE.yaml [section.key=value ...]``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import sys
 import tempfile
 from functools import partial
@@ -34,7 +36,7 @@ from ray.train import (
 from ray.train.torch import TorchTrainer
 
 from core import evaluate as stage
-from core.config import ConfigError, RunConfig
+from core.config import CONFIG_HELP, ConfigError, RunConfig, layered
 from core.data.pipeline import epoch_dataset, make_views, train_batches
 from core.data.sources import ImageSource, TrainRows, as_dataset, load_source
 from core.distributed import is_distributed
@@ -298,7 +300,7 @@ def _run_dir(cfg: RunConfig) -> tuple[str, str]:
 
 def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = True, max_failures: int = 0,
         torch_threads: int | None = None, callbacks: list | None = None, tune_trial: bool = False,
-        placement_strategy: str = "PACK") -> RunResult:
+        placement_strategy: str = "PACK", overwrite: bool = False) -> RunResult:
     """Pretrain + evaluate one config; resumes if the run (named by config hash) has a checkpoint.
 
     ``num_workers>=1``: a TorchTrainer worker group (DDP) placed by ``placement_strategy``
@@ -307,6 +309,7 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = Tr
     no worker start-up (the laptop path and the Tune-trial path; ``tune_trial`` reports each epoch
     and its checkpoint to Tune). ``cfg.storage_path`` may be a local/shared path or a URI
     (``s3://``, ``gs://``); with a URI, the run's own log files go under ``LOCAL_RUNS_DIR``.
+    ``overwrite`` deletes an existing run of this config first (local storage only).
     """
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=verbose)
@@ -325,6 +328,13 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = Tr
     storage, run_dir = _run_dir(cfg)
     os.makedirs(run_dir, exist_ok=True)
     with DirectoryLock(run_dir, "run directory"):  # a second identical run refuses instead of interleaving
+        if overwrite:
+            if "://" in storage:
+                raise ValueError(f"--overwrite does not delete object storage; remove {storage}/{cfg.run_name} "
+                                 f"yourself or choose another storage_path")
+            for entry in Path(run_dir).iterdir():  # all but the lock this process holds
+                if entry.name != ".lock":
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         return _fit_locked(cfg, source, train_size, storage, run_dir, verbose=verbose, max_failures=max_failures,
                            torch_threads=torch_threads, callbacks=callbacks, tune_trial=tune_trial,
                            placement_strategy=placement_strategy)
@@ -356,6 +366,16 @@ def _fit_locked(cfg: RunConfig, source: ImageSource, train_size: int, storage: s
     return _finish(run_dir, dict(result.return_value or {}) or dict(result.metrics or {}))
 
 
+def finished_run(cfg: RunConfig) -> RunResult | None:
+    """The result of this config's run if it already finished (its ``summary.json``), else None."""
+    run_dir = _run_dir(cfg)[1]
+    try:
+        metrics = json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return RunResult(metrics, run_dir, RunStatus.FINISHED) if metrics.get("status") == RunStatus.FINISHED else None
+
+
 def _finish(run_dir: str, metrics: dict) -> RunResult:
     metrics = scalars(metrics)
     write_json_atomic(Path(run_dir) / "summary.json", metrics)
@@ -377,21 +397,32 @@ def format_summary(cfg: RunConfig, result: RunResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML run config (defaults apply to missing fields)")
+    parser = argparse.ArgumentParser(description=__doc__, epilog=CONFIG_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", action="append", default=[], metavar="FILE.yaml",
+                        help="YAML run config layered onto the defaults (repeatable: later files win)")
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster address")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train again from scratch when this config's run already exists (its files are deleted)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
-        cfg = RunConfig.from_yaml(args.config, args.overrides) if args.config else \
-            RunConfig().with_overrides(args.overrides)
+        cfg = layered(RunConfig(), args.config, args.overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print(cfg.to_yaml(), end="")
+        return 0
+    earlier = finished_run(cfg)
+    if earlier is not None and not args.overwrite:
+        print(f"finished earlier: {earlier.run_dir}; --overwrite to train again\n{format_summary(cfg, earlier)}")
+        return 0
     ray.init(address=args.address, include_dashboard=False) if args.address else \
         ray.init("local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False)
     try:
-        result = fit(cfg)
+        result = fit(cfg, overwrite=args.overwrite)
     except (ValueError, LockedError) as exc:  # bad data, a locked run directory, no GPU: named, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -65,8 +65,10 @@ def make_study(args: argparse.Namespace) -> Study:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    loss = args.loss
-    base = base_config(args, DEFAULT.with_(**{"loss.name": loss, "eval.robustness": "corruption_acc" in args.objectives}))
+    base = base_config(args, DEFAULT)
+    loss = args.loss or base.loss.name  # the flag wins over --config and overrides
+    base = base.with_(**{"loss.name": loss,
+                         "eval.robustness": base.eval.robustness or "corruption_acc" in args.objectives})
 
     multi = len(args.objectives) > 1
     search = OptunaSearch(OptunaSpace(loss, args.seed), metric=args.objectives if multi else args.objectives[0],
@@ -81,7 +83,8 @@ def make_study(args: argparse.Namespace) -> Study:
 
 
 def extra_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--loss", default="supcon", choices=["supcon", "simclr", "varcon", "vsupcon", "vsimclr"])
+    p.add_argument("--loss", default=None, choices=["supcon", "simclr", "varcon", "vsupcon", "vsimclr"],
+                   help="the loss searched (default: loss.name of the config, supcon unless set)")
     p.add_argument("--objectives", nargs="+", default=["knn_top1"],
                    help="one: maximised per epoch with ASHA (knn_top1 is reported every epoch); "
                         "several: final metrics, multi-objective, no early stopping")

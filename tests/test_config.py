@@ -99,3 +99,72 @@ def test_corruption_suite_and_names_are_validated():
     assert len(RunConfig().eval.corruption_names()) == 15
     assert RunConfig().with_overrides(["eval.corruption_suite=fast"]).eval.corruption_names()[0] == "gaussian_noise"
     assert RunConfig().with_overrides(["eval.corruptions=[frost,fog]"]).eval.corruption_names() == ("frost", "fog")
+
+
+# -- layering, typed overrides, --print-config (#15) ------------------------------------------------
+def test_config_files_layer_in_order_and_overrides_win(tmp_path):
+    from core.config import layered
+
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("optim: {epochs: 7, lr: 0.2}\nloss: {name: varcon}\n")
+    b.write_text("optim: {epochs: 9}\n")
+    base = RunConfig().with_overrides(["model.width=24", "eval.robustness=true"])  # a study's defaults
+    cfg = layered(base, [a, b], ["optim.lr=0.3"])
+    # the study's defaults survive files that do not name them; later files and overrides win
+    assert (cfg.model.width, cfg.eval.robustness) == (24, True)
+    assert (cfg.optim.epochs, cfg.optim.lr, cfg.loss.name) == (9, 0.3, "varcon")
+    assert cfg.optim.momentum == RunConfig().optim.momentum
+    b.write_text("optim: {epochz: 9}\n")
+    with pytest.raises(ConfigError, match=r"b\.yaml.*unknown config field 'optim\.epochz'"):
+        layered(base, [a, b])
+
+
+@pytest.mark.parametrize("override, field, expected", [
+    ("eval.corruptions=fog", "corruptions", ("fog",)),
+    ("eval.corruptions=fog,snow", "corruptions", ("fog", "snow")),
+    ("eval.corruptions=[fog, snow]", "corruptions", ("fog", "snow")),
+    ("eval.corruptions=", "corruptions", ()),
+    ("eval.label_budgets=5", "label_budgets", (5,)),
+    ("eval.label_budgets=1,5", "label_budgets", (1, 5)),
+])
+def test_list_fields_parse_from_overrides(override, field, expected):
+    assert getattr(RunConfig().with_overrides([override]).eval, field) == expected
+
+
+@pytest.mark.parametrize("override, message", [
+    ("eval.label_budgets=a", r"eval\.label_budgets must be a list of integers, got \('a',\)"),
+    ("optim.lr=abc", r"optim\.lr must be a number, got 'abc'"),
+    ("optim.epochs=2.5", r"optim\.epochs must be an integer, got 2\.5"),
+    ("use_gpu=1", r"use_gpu must be true or false, got 1"),
+    ("data.num_classes=x", r"data\.num_classes must be an integer or null, got 'x'"),
+    ("eval.corruptions=fgo", r"eval\.corruptions must be one of"),
+])
+def test_typed_override_errors_name_the_field(override, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig().with_overrides([override])
+
+
+def test_to_yaml_round_trips(tmp_path):
+    cfg = RunConfig().with_overrides(["eval.corruptions=fog,snow", "optim.lr=0.01", "data.num_classes=10"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(cfg.to_yaml())
+    assert RunConfig.from_yaml(path) == cfg
+
+
+def test_print_config_prints_resolved_yaml_without_ray(tmp_path, capsys, monkeypatch):
+    import ray
+    import yaml
+
+    from core import study
+    from core.train import main as train_main
+
+    def no_ray(*a, **k):
+        raise AssertionError("--print-config must not start Ray")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    monkeypatch.setattr(study, "run_study", no_ray)
+    extra = tmp_path / "x.yaml"
+    extra.write_text("optim: {epochs: 4}\n")
+    assert train_main(["--print-config", "--config", str(extra), "eval.corruptions=fog"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["optim"]["epochs"] == 4 and printed["eval"]["corruptions"] == ["fog"]

@@ -169,3 +169,39 @@ def test_multi_objective_search_writes_pareto_front(ray_session, tmp_path):
     df = pd.read_parquet(tmp_path / "trials.parquet")
     assert len(df) == 2 and (df["status"] == "finished").all()
     assert (tmp_path / "pareto_front.png").stat().st_size > 5000
+
+
+def _printed_config(capsys, name: str, argv: list[str]) -> dict:
+    import yaml
+
+    assert _run(name, ["--print-config", *argv]) == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_study_config_layers_onto_study_defaults(tmp_path, capsys, monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: (_ for _ in ()).throw(AssertionError("Ray started")))
+    extra = tmp_path / "x.yaml"
+    extra.write_text("optim: {epochs: 4, lr: 0.2}\nloss: {name: varcon}\n")
+    cfg = _printed_config(capsys, "augmentation_robustness", ["--config", str(extra), "optim.lr=0.3", "--epochs", "6"])
+    # the study's defaults survive the file; overrides beat the file; the study's --epochs beats both
+    assert (cfg["eval"]["robustness"], cfg["model"]["width"], cfg["eval"]["probe_epochs"]) == (True, 24, 50)
+    assert (cfg["optim"]["lr"], cfg["optim"]["epochs"]) == (0.3, 6)
+    search = _printed_config(capsys, "search", ["--config", str(extra)])
+    assert search["loss"]["name"] == "varcon"  # from the file: no silent supcon base
+    assert _printed_config(capsys, "search", ["--config", str(extra), "--loss", "supcon"])["loss"]["name"] == "supcon"
+
+
+def test_ablation_layers_config_onto_its_spec(tmp_path, capsys):
+    import yaml
+
+    from core.ablate import main as ablate
+
+    extra = tmp_path / "x.yaml"
+    extra.write_text("optim: {epochs: 3}\n")
+    spec = REPO / "ablations" / "varcon_components.yaml"
+    assert ablate([str(spec), "--print-config", "--config", str(extra)]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    spec_base = yaml.safe_load(spec.read_text())["base"]
+    assert cfg["optim"]["epochs"] == 3 and cfg["loss"]["name"] == spec_base["loss"]["name"]

@@ -232,3 +232,19 @@ def test_encoded_images_train_through_both_stream_paths(photo_folder, tmp_path, 
     if "num_workers=2" in extra:
         a, b = (int(x) for x in rows[0]["samples_per_rank"].split(","))
         assert a == b == 32 and rows[0]["shard_overlap"] == 0
+
+
+def test_rerun_of_finished_config_says_so_and_overwrite_retrains(digits, tmp_path, capsys):
+    from core.train import main as train_main
+
+    overrides = [f"storage_path={tmp_path}", "optim.epochs=1", "eval.probe_epochs=5", "data.train_limit=256"]
+    cfg = RunConfig().with_overrides(overrides)
+    first = fit(cfg, digits, verbose=False)
+    marker = Path(first.run_dir) / "stale.txt"
+    marker.write_text("from the first run")
+    assert train_main(overrides) == 0  # returns before starting Ray: nothing is trained
+    out = capsys.readouterr().out
+    assert f"finished earlier: {first.run_dir}; --overwrite to train again" in out and "probe_top1" in out
+    again = fit(cfg, digits, verbose=False, overwrite=True)
+    assert again.status == "finished" and not marker.exists()
+    assert len((Path(again.run_dir) / "metrics.jsonl").read_text().splitlines()) == 1  # one fresh epoch
