@@ -104,7 +104,7 @@ def ours_ray_data(root: str, size: int, images: int) -> float:
                                "augment.min_crop_area": 0.08, "augment.strength": 1.0, "optim.batch_size": 64})
     src = load_source(cfg.data)
     start, t0, n = time.perf_counter(), None, 0
-    for batch in train_batches(epoch_dataset(src.train_rows, cfg, 0), cfg, 0, 64, encoded=True):
+    for batch in train_batches(epoch_dataset(src.train_rows, cfg, 0), 64):
         make_views(batch, cfg, 0, torch.device("cpu"))
         if t0 is None:  # steady state: from the first batch on (the pipeline's start-up is reported apart)
             t0, startup = time.perf_counter(), time.perf_counter() - start

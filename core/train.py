@@ -234,6 +234,8 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
     torch.set_num_threads(max(1, config.get("torch_threads", torch.get_num_threads())))
     torch.manual_seed(cfg.seed)
     device = _device(cfg)
+    if device.type == "cpu":  # with the platform's data order, a CPU run repeats bit for bit (same threads)
+        torch.use_deterministic_algorithms(True, warn_only=True)
     node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
     workers = _gather_objects({"node_id": node_id, "pid": os.getpid()}, world)  # where each rank runs
     stepper = _make_stepper(cfg, num_classes, train_size, world, device)
@@ -251,8 +253,7 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
         stepper.net.train()
         bad = BadImageCounter(cfg.data.max_bad_fraction)
         try:
-            batches = train_batches(ctx.epoch_stream(cfg, epoch), cfg, epoch, cfg.optim.batch_size // world,
-                                    encoded=config["encoded"])
+            batches = train_batches(ctx.epoch_stream(cfg, epoch), cfg.optim.batch_size // world)
             stats, step, index = train_epoch(stepper, batches, epoch, step, bad)
         except Diverged as exc:
             final = diverged_record(cfg, exc)
@@ -345,7 +346,6 @@ def _fit_locked(cfg: RunConfig, source: ImageSource, train_size: int, storage: s
                 placement_strategy: str) -> RunResult:
     write_json_atomic(Path(run_dir) / "config.json", {"config": cfg.to_dict(), "config_hash": cfg.config_hash()})
     loop_config = {"cfg": cfg.to_dict(), "num_classes": source.num_classes, "train_size": train_size,
-                   "encoded": source.train_rows.encoded,
                    "run_dir": run_dir, "verbose": verbose, "torch_threads": torch_threads or torch.get_num_threads()}
     if cfg.num_workers == 0:
         return _finish(run_dir, train_loop(loop_config, InProcessContext(source, run_dir, tune_trial)))

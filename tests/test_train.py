@@ -248,3 +248,22 @@ def test_rerun_of_finished_config_says_so_and_overwrite_retrains(digits, tmp_pat
     again = fit(cfg, digits, verbose=False, overwrite=True)
     assert again.status == "finished" and not marker.exists()
     assert len((Path(again.run_dir) / "metrics.jsonl").read_text().splitlines()) == 1  # one fresh epoch
+
+
+TIMING_KEYS = {"views_per_s", "epoch_seconds", "data_wait_seconds", "worker_nodes", "worker_pids", "eval_seconds",
+               "train_seconds", "time_total_s"}
+
+
+def test_cpu_run_repeats_exactly(digits, tmp_path):
+    """Same config, seed and thread count in two directories: every metric and every epoch's loss equal
+    to the last bit (the data order is the platform's permutation, not a shuffle buffer's timing)."""
+    overrides = ["optim.epochs=2", "model.width=8", "eval.probe_epochs=10", "data.train_limit=512",
+                 "optim.batch_size=128", "eval.robustness=true", "eval.corruption_suite=fast",
+                 "eval.few_shot_episodes=20"]
+    runs = [fit(_cfg(tmp_path / d, *overrides), digits, verbose=False, torch_threads=1) for d in "ab"]
+    a, b = ({k: v for k, v in r.metrics.items() if k not in TIMING_KEYS and "seconds" not in k} for r in runs)
+    assert a == b
+    assert a["status"] == "finished" and "fewshot_5w1s_acc" in a and "mce" in a
+    losses = [[json.loads(x)["loss"] for x in (Path(r.run_dir) / "metrics.jsonl").read_text().splitlines()]
+              for r in runs]
+    assert losses[0] == losses[1] and len(losses[0]) == 2

@@ -6,8 +6,9 @@
 
 Array rows (digits, CIFAR) skip the decode; with ``augment_in=ray_data`` their crop and
 photometric part run in one stage (:func:`augment_batch`). Otherwise the trainer receives uint8
-images or uint8 views and runs the rest on its device. Views are seeded by (seed, epoch, view,
-sample index), never by the task or batch, so a sample gets the same views whatever the worker
+images or uint8 views and runs the rest on its device. The stream keeps its order
+(``preserve_order``): batches depend on the seed, not on which task finished first. Views are
+seeded by (seed, epoch, view, sample index), never by the task or batch, so a sample gets the same views whatever the worker
 count, block layout or order. Function tasks, not an actor pool: they cannot wait for a CPU that
 a Train worker holds (no deadlock on a 2-CPU machine).
 """
@@ -23,7 +24,7 @@ import torch
 from core.config import RunConfig
 from core.data.augment import augment_cropped, augment_views
 from core.data.decode import decode_view_batch
-from core.data.sources import TrainRows
+from core.data.sources import TrainRows, in_order
 
 AUGMENT_BATCH = 128  # images per map_batches call
 DECODE_BATCH = 64  # encoded images per decode task call
@@ -71,22 +72,17 @@ def epoch_dataset(rows: TrainRows, cfg: RunConfig, epoch: int) -> ray.data.Datas
             ds = ds.map_batches(photometric_batch, batch_size=AUGMENT_BATCH, batch_format="numpy", num_cpus=1,
                                 fn_kwargs={"policy": a.policy, "strength": a.strength, "seed": cfg.seed,
                                            "epoch": epoch})
-        return ds
-    return epoch_views(ds, cfg, epoch) if cfg.data.augment_in == "ray_data" else ds
+        return in_order(ds)
+    return in_order(epoch_views(ds, cfg, epoch) if cfg.data.augment_in == "ray_data" else ds)
 
 
-def shuffle_buffer(batch_size: int, encoded: bool) -> int | None:
-    """Rows in the local shuffle buffer over the decoded stream. Encoded sources are already
-    shuffled before decoding (listing permuted, or file order + rows within each shard redrawn every
-    epoch), so they skip it: a buffer of decoded 224 px views would copy hundreds of MB per epoch."""
-    return None if encoded else max(batch_size * 4, 1024)
-
-
-def train_batches(stream: Any, cfg: RunConfig, epoch: int, batch_size: int, encoded: bool = False):
-    """This rank's numpy batches of an epoch's stream (a Dataset or a split iterator)."""
-    return stream.iter_batches(batch_size=batch_size, drop_last=True, batch_format="numpy",
-                               local_shuffle_buffer_size=shuffle_buffer(batch_size, encoded),
-                               local_shuffle_seed=cfg.seed * 100003 + epoch, prefetch_batches=2)
+def train_batches(stream: Any, batch_size: int):
+    """This rank's numpy batches of an epoch's stream (a Dataset or a split iterator), in the
+    stream's order. There is no local shuffle buffer: the order was drawn by ``rows.epoch`` (a full
+    permutation of arrays; listing, shard and in-shard order of encoded rows), and a buffer would
+    make batches depend on which blocks arrived first (runs would not repeat) and, over decoded
+    views, copy hundreds of MB per epoch."""
+    return stream.iter_batches(batch_size=batch_size, drop_last=True, batch_format="numpy", prefetch_batches=2)
 
 
 def make_views(batch: dict[str, np.ndarray], cfg: RunConfig, epoch: int, device: torch.device) -> torch.Tensor:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import ray.data
 import torch
 import torch.nn.functional as F
@@ -66,21 +67,21 @@ class TrainRows:
 
 
 class ArrayRows(TrainRows):
-    """In-memory arrays (digits, CIFAR): permuted once (seeded), block order redrawn each epoch."""
+    """In-memory arrays (digits, CIFAR): every epoch a full permutation drawn from (seed, epoch).
+    The order is the platform's, not a shuffle buffer's, so batches are the same from run to run."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, index: np.ndarray, seed: int = 0) -> None:
-        perm = np.random.default_rng(seed).permutation(len(labels))
-        self.dataset = arrays_to_dataset(images[perm], labels[perm], index[perm])
-        self.n = len(labels)
+    def __init__(self, images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> None:
+        self.images, self.labels, self.index = images, labels, index
 
     def count(self) -> int:
-        return self.n
+        return len(self.labels)
 
     def epoch(self, epoch: int, seed: int) -> ray.data.Dataset:
-        return self.dataset.randomize_block_order(seed=epoch_seed(seed, epoch))
+        perm = np.random.default_rng(epoch_seed(seed, epoch)).permutation(len(self.labels))
+        return arrays_to_dataset(self.images[perm], self.labels[perm], self.index[perm])
 
     def ordered(self) -> ray.data.Dataset:
-        return self.dataset
+        return arrays_to_dataset(self.images, self.labels, self.index)
 
 
 def permute_rows(block, seed: int):
@@ -98,7 +99,7 @@ def permute_rows(block, seed: int):
 def _listing_dataset(paths: np.ndarray, labels: np.ndarray, index: np.ndarray) -> ray.data.Dataset:
     frames = [pd.DataFrame({"path": paths[i: i + ROWS_PER_BLOCK], "label": labels[i: i + ROWS_PER_BLOCK],
                             "index": index[i: i + ROWS_PER_BLOCK]}) for i in range(0, len(paths), ROWS_PER_BLOCK)]
-    return ray.data.from_pandas(frames).map_batches(_read_files, batch_format="pandas", batch_size=None)
+    return in_order(ray.data.from_pandas(frames).map_batches(_read_files, batch_format="pandas", batch_size=None))
 
 
 def _read_files(batch: pd.DataFrame) -> pd.DataFrame:
@@ -154,7 +155,7 @@ class ParquetRows(TrainRows):
             permute_rows, fn_kwargs={"seed": epoch_seed(seed, epoch)}, batch_size=None, batch_format="pyarrow")
 
     def ordered(self) -> ray.data.Dataset:
-        return ray.data.read_parquet(self.files, filesystem=self.fs).rename_columns({"image": "bytes"})
+        return in_order(ray.data.read_parquet(self.files, filesystem=self.fs).rename_columns({"image": "bytes"}))
 
 
 class WebDatasetRows(TrainRows):
@@ -176,7 +177,7 @@ class WebDatasetRows(TrainRows):
             permute_rows, fn_kwargs={"seed": epoch_seed(seed, epoch)}, batch_size=None, batch_format="pyarrow")
 
     def ordered(self) -> ray.data.Dataset:
-        return self._read(self.files)
+        return in_order(self._read(self.files))
 
     @staticmethod
     def _read(files: list[str]) -> ray.data.Dataset:
@@ -260,9 +261,26 @@ def as_dataset(split) -> ray.data.Dataset:
     return split.to_dataset() if isinstance(split, ArraySplit) else split
 
 
+ARRAY_BLOCK_ROWS = 2048
+
+
 def arrays_to_dataset(images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> ray.data.Dataset:
-    return ray.data.from_items([{"image": im, "label": int(lb), "index": int(ix)}
-                                for im, lb, ix in zip(images, labels, index)])
+    """Arrays -> a Dataset of ``image``/``label``/``index`` rows in this order (Arrow blocks of
+    ``ARRAY_BLOCK_ROWS``), read back in order (``preserve_order``)."""
+    from ray.data.extensions import ArrowTensorArray
+
+    labels, index = np.asarray(labels, dtype=np.int64), np.asarray(index, dtype=np.int64)
+    tables = [pa.table({"image": ArrowTensorArray.from_numpy(np.ascontiguousarray(images[i:i + ARRAY_BLOCK_ROWS])),
+                        "label": labels[i:i + ARRAY_BLOCK_ROWS], "index": index[i:i + ARRAY_BLOCK_ROWS]})
+              for i in range(0, len(labels), ARRAY_BLOCK_ROWS)]
+    return in_order(ray.data.from_arrow(tables))
+
+
+def in_order(ds: ray.data.Dataset) -> ray.data.Dataset:
+    """The dataset's rows come out in its order, whatever order its tasks finish in (a run's batches
+    depend on its seed only, not on timing)."""
+    ds.context.execution_options.preserve_order = True
+    return ds
 
 
 def _check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
@@ -446,7 +464,7 @@ def load_source(cfg: DataConfig, seed: int = 0) -> ImageSource:
         return _load_file_source(cfg)
     if cfg.train_limit:
         arrays["train"] = tuple(a[: cfg.train_limit] for a in arrays["train"])  # type: ignore[assignment]
-    return ImageSource(ArrayRows(*arrays["train"], seed=seed), ArraySplit(*arrays["train"]),
+    return ImageSource(ArrayRows(*arrays["train"]), ArraySplit(*arrays["train"]),
                        ArraySplit(*arrays["test"]), num_classes, names, desc)
 
 
@@ -497,7 +515,9 @@ class LimitedRows(TrainRows):
         return min(self.rows.count(), self.limit)
 
     def epoch(self, epoch: int, seed: int) -> ray.data.Dataset:
-        return self.ordered()  # a fixed subset; the local shuffle buffer reorders it each epoch
+        # a fixed subset (shards are written in a random order: class-mixed), reordered within each block
+        return self.ordered().map_batches(permute_rows, fn_kwargs={"seed": epoch_seed(seed, epoch)},
+                                          batch_size=None, batch_format="pyarrow")
 
     def ordered(self) -> ray.data.Dataset:
         return self.rows.ordered().limit(self.limit)

@@ -39,7 +39,7 @@ def test_image_folder_batches_are_class_mixed(sorted_folder):
     cfg = _cfg(source="imagefolder", root=sorted_folder)
     src = load_source(cfg.data)
     assert src.train_size == CLASSES * PER_CLASS
-    mixed = _classes_per_batch(train_batches(epoch_dataset(src.train_rows, cfg, 0), cfg, 0, BATCH, encoded=True))
+    mixed = _classes_per_batch(train_batches(epoch_dataset(src.train_rows, cfg, 0), BATCH))
     assert mixed >= 0.9 * _iid_expectation(), (mixed, _iid_expectation())  # the bar: >= 17.5
     # the pitfall this guards against: listing order + a local shuffle buffer alone
     naive = _classes_per_batch(src.train_rows.ordered().iter_batches(
@@ -52,9 +52,9 @@ def test_parquet_shards_from_a_sorted_folder_are_class_mixed(sorted_folder, tmp_
     cfg = _cfg(source="parquet", root=str(tmp_path / "shards"))
     src = load_source(cfg.data)
     for epoch in (0, 1):
-        batches = list(train_batches(epoch_dataset(src.train_rows, cfg, epoch), cfg, epoch, BATCH, encoded=True))
+        batches = list(train_batches(epoch_dataset(src.train_rows, cfg, epoch), BATCH))
         assert _classes_per_batch(batches) >= 0.9 * _iid_expectation()
         assert sum(len(b["label"]) for b in batches) == (CLASSES * PER_CLASS // BATCH) * BATCH
-    first = [next(iter(train_batches(epoch_dataset(src.train_rows, cfg, e), cfg, e, BATCH, True)))["index"]
+    first = [next(iter(train_batches(epoch_dataset(src.train_rows, cfg, e), BATCH)))["index"]
              for e in (0, 1)]
     assert not np.array_equal(first[0], first[1])  # a new order every epoch
