@@ -89,6 +89,7 @@ class Claim:
                 b = base.groupby(keys)[self.metric].mean()
             diff = (a - b).dropna()
             mean, lo, hi = t_interval(diff.values)
+            p = paired_p_value(diff.values)
             sign = 1 if self.better == "higher" else -1
             if not np.isfinite(lo):
                 verdict = "not testable (fewer than 2 paired cells)"
@@ -96,17 +97,73 @@ class Claim:
                 low, high = sorted((sign * lo, sign * hi))  # interval of the supporting direction
                 verdict = "holds" if low > 0 else "does not hold" if high < 0 else "inconclusive"
             rows.append({"claim": self.text, "group": name, "baseline": self.baseline, "metric": self.metric,
-                         "kind": self.kind, "group_value": float(a.mean()), "baseline_value": float(b.mean()),
-                         "diff": mean, "ci_low": lo, "ci_high": hi, "n_pairs": int(diff.size), "verdict": verdict})
+                         "kind": self.kind, "better": self.better, "group_value": float(a.mean()), "baseline_value": float(b.mean()),
+                         "diff": mean, "ci_low": lo, "ci_high": hi, "n_pairs": int(diff.size), "p_value": p,
+                         "verdict": verdict})
         return rows
 
 
+def paired_p_value(diff: Sequence[float]) -> float:
+    """Two-sided one-sample t-test p-value of mean(diff) = 0 (the test the 95% CI inverts); nan below 2 pairs."""
+    x = np.asarray(diff, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size < 2:
+        return float("nan")
+    if np.all(x == x[0]):  # no spread: certain unless the difference is exactly 0
+        return 1.0 if x[0] == 0 else 0.0
+    from scipy import stats
+
+    return float(stats.ttest_1samp(x, 0.0).pvalue)
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control; nan entries are not in the family).
+    Sorted ascending, the i-th of m gets max over j <= i of min(1, (m - j + 1) p_(j))."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full_like(p, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = order.size
+    out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return out
+
+
+def adjust_family(rows: list[dict], alpha: float = 0.05) -> list[dict]:
+    """Every claim x group test of one report as one family: Holm-adjusted p-values and verdicts
+    (``p_holm``, ``verdict_holm``) beside the raw ones. A claim holds family-wise when its adjusted
+    p < alpha in the supporting direction."""
+    adjusted = holm([r.get("p_value", float("nan")) for r in rows])
+    out = []
+    for r, p in zip(rows, adjusted):
+        if not np.isfinite(p):
+            verdict = r["verdict"]
+        elif p >= alpha:
+            verdict = "inconclusive"
+        else:
+            supports = r["diff"] > 0 if r.get("better", "higher") == "higher" else r["diff"] < 0
+            verdict = "holds" if supports else "does not hold"
+        out.append({**r, "p_holm": float(p), "verdict_holm": verdict})
+    return out
+
+
 def verdict_line(r: dict) -> str:
+    """One claim x group result; with ``verdict_holm`` (see :func:`adjust_family`) the family-wise
+    verdict leads and the raw one follows."""
     what = "spread (std across settings)" if r["kind"] == "spread" else "mean"
     ci = f"95% CI [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]" if np.isfinite(r["ci_low"]) else "no CI"
-    return (f"- **{r['verdict'].split(' (')[0].upper()}** on this data for {r['group']} vs {r['baseline']}: {what} of "
+    raw = r["verdict"].split(" (")[0].upper()
+    if "verdict_holm" in r and np.isfinite(r.get("p_holm", float("nan"))):
+        head = (f"**{r['verdict_holm'].upper()}** (Holm p={r['p_holm']:.3g}; raw: {raw}, p={r['p_value']:.3g})")
+    else:
+        head = f"**{raw}**"
+    return (f"- {head} on this data for {r['group']} vs {r['baseline']}: {what} of "
             f"`{r['metric']}` {r['group_value']:.2f} vs {r['baseline_value']:.2f}, difference {r['diff']:+.2f} "
             f"({ci}, n={r['n_pairs']} paired cells). Claim: {r['claim']}")
+
+
+FAMILY_NOTE = ("Family-wise error: the {m} claim x group tests of this report are one family, controlled at 5% with "
+               "Holm's step-down adjustment of the paired two-sided t-test p-values. The first verdict is the "
+               "adjusted one; the raw verdict (each test at 95% alone, its CI shown) follows.")
 
 
 def summary_table(df: pd.DataFrame, group: str, metrics: Sequence[str]) -> pd.DataFrame:
@@ -135,7 +192,8 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 def plot_lines(df: pd.DataFrame, x: str, y: str, group: str, facet: str | None, path: str | Path,
                title: str) -> Path | None:
-    """Mean of ``y`` vs ``x`` per group (error bars: std over seeds), one panel per ``facet`` value."""
+    """Mean of ``y`` vs ``x`` per group, one panel per ``facet`` value (panels share the y-axis). Error
+    bars: standard deviation over the trials (seeds) of each point, as the figure's caption says."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,7 +203,8 @@ def plot_lines(df: pd.DataFrame, x: str, y: str, group: str, facet: str | None, 
     if ok.empty or y not in ok:
         return None
     facets = sorted(ok[facet].unique()) if facet else [None]
-    fig, axes = plt.subplots(1, len(facets), figsize=(4.5 * len(facets), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(facets), figsize=(4.5 * len(facets), 3.6), squeeze=False, sharey=True)
+    per_point = ok.groupby([c for c in (facet, group, x) if c]).size()
     for ax, fv in zip(axes[0], facets):
         sub = ok if fv is None else ok[ok[facet] == fv]
         for name, g in sub.groupby(group):
@@ -156,7 +215,8 @@ def plot_lines(df: pd.DataFrame, x: str, y: str, group: str, facet: str | None, 
         ax.set_title(f"{facet.removeprefix('cfg.')}={fv}" if fv is not None else "", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    n = f"n={per_point.min()}" if per_point.min() == per_point.max() else f"n={per_point.min()}-{per_point.max()}"
+    fig.suptitle(f"{title}\nerror bars: std over seeds ({n} trials per point)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 import ray
 from ray import tune
@@ -29,7 +30,9 @@ from core.data.sources import load_source
 from core.io import DirectoryLock, LockedError, write_json_atomic, write_text_atomic
 from core.losses.registry import loss_family
 from core.report import (
+    FAMILY_NOTE,
     Claim,
+    adjust_family,
     config_columns,
     summary_table,
     to_markdown,
@@ -334,9 +337,10 @@ def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: fl
              f"Table: `trials.parquet` (one row per trial, full config as `cfg.*` columns).", ""]
     lines += ["## Summary (mean ± 95% CI half-width over trials)", "",
               to_markdown(summary_table(df, study.group, study.summary_metrics)), ""]
-    verdicts = [r for c in study.claims for r in c.evaluate(df)]
+    verdicts = adjust_family([r for c in study.claims for r in c.evaluate(df)])
     if verdicts:
-        lines += ["## Claims", ""] + [verdict_line(r) for r in verdicts] + [""]
+        tested = sum(np.isfinite(r["p_holm"]) for r in verdicts)
+        lines += ["## Claims", "", FAMILY_NOTE.format(m=tested), ""] + [verdict_line(r) for r in verdicts] + [""]
         write_table(pd.DataFrame(verdicts), results / "claims.parquet")
     if study.tables:
         lines += study.tables(df)

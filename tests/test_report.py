@@ -50,3 +50,36 @@ def test_failed_trials_are_excluded():
     df.loc[0, "status"] = "failed"
     df.loc[0, "acc"] = np.nan
     assert summary_table(df, "cfg.loss.name", ["acc"]).set_index("loss.name").loc["cross_entropy", "trials"] == 5
+
+
+def test_holm_hand_computed():
+    from core.report import holm
+
+    # sorted: .005 .01 .03 .04 -> 4*.005=.02, 3*.01=.03, 2*.03=.06, max(.06, 1*.04)=.06; nan stays out
+    adjusted = holm([0.01, float("nan"), 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(adjusted, [0.03, np.nan, 0.06, 0.06, 0.02])
+    assert holm([0.6, 0.9]).tolist() == [1.0, 1.0]  # capped at 1
+
+
+def test_p_value_agrees_with_the_confidence_interval():
+    from core.report import paired_p_value
+
+    for diff in ([1.0, 2.0, 3.0], [0.5, -0.1, 0.9, 0.2], [-1.0, -1.2, -0.8]):
+        _, lo, hi = t_interval(diff)
+        assert (paired_p_value(diff) < 0.05) == (lo > 0 or hi < 0)
+    assert paired_p_value([2.0, 2.0]) == 0.0 and math.isnan(paired_p_value([1.0]))
+
+
+def test_family_adjustment_can_demote_a_raw_verdict():
+    from core.report import adjust_family
+
+    rows = [{"verdict": "holds", "p_value": 0.03, "diff": 1.0, "better": "higher", "kind": "mean"},
+            {"verdict": "does not hold", "p_value": 0.001, "diff": 1.0, "better": "lower", "kind": "mean"},
+            {"verdict": "inconclusive", "p_value": 0.5, "diff": -1.0, "better": "higher", "kind": "mean"},
+            {"verdict": "not testable (fewer than 2 paired cells)", "p_value": float("nan"), "diff": 1.0,
+             "better": "higher", "kind": "mean"}]
+    out = adjust_family(rows)
+    # family of 3: .001*3=.003 (kept: does not hold), .03*2=.06 (holds -> inconclusive), .5 -> 1.0
+    assert [r["verdict_holm"] for r in out] == ["inconclusive", "does not hold", "inconclusive",
+                                                  "not testable (fewer than 2 paired cells)"]
+    assert out[0]["p_holm"] == pytest.approx(0.06) and out[1]["p_holm"] == pytest.approx(0.003)
