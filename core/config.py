@@ -160,6 +160,10 @@ class OptimConfig:
     min_lr_ratio: float = 1e-3  # cosine decays to lr * min_lr_ratio
     grad_clip: float | None = None
     compile: bool = False  # torch.compile the model (measured: 3.1x on ResNet-18, nothing more on ResNet-50, H100)
+    # LR multiplier of a variational head's log-variance layer. Its gradient is tiny (the KL's is beta/(2D)
+    # per dimension, the contrastive one shrinks as sigma/||u||), so at 1x the posterior stays at its
+    # initialisation; see studies/kl_weight.py's "posterior learning" section for the measurements.
+    variance_lr_mult: float = 100.0  # (AdamW, whose steps do not scale with the gradient, needs less: 1-10)
 
     def __post_init__(self) -> None:
         _choice(self.optimizer, "optim.optimizer", OPTIMIZERS)
@@ -174,6 +178,8 @@ class OptimConfig:
         _check(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", "must be in [0, 1]", self.min_lr_ratio)
         if self.grad_clip is not None:
             _check(self.grad_clip > 0, "optim.grad_clip", "must be > 0", self.grad_clip)
+        _check(math.isfinite(self.variance_lr_mult) and self.variance_lr_mult > 0, "optim.variance_lr_mult",
+               "must be finite and > 0", self.variance_lr_mult)
 
     def effective_lr(self) -> float:
         """The LR actually used after the explicit batch-size scaling rule."""

@@ -22,6 +22,7 @@ from core.config import RunConfig
 from core.data.decode import split_undecodable
 from core.distributed import is_distributed
 from core.losses.registry import LossFamily
+from core.optim import VARIANCE_PREFIX, set_lr
 from core.results import EpochStats, RunStatus
 
 FINITE_CHECK_EVERY = 16  # steps between host checks of the device-side "loss stayed finite" flag
@@ -141,6 +142,9 @@ def diverged_record(cfg: RunConfig, exc: Diverged) -> dict[str, Any]:
 
 # -- one epoch ------------------------------------------------------------------------------------
 
+POSTERIOR_STATS = ("logvar_mean", "logdet_spread", "mu_norm", "logvar_grad_norm")
+
+
 @dataclass
 class Stepper:
     """Everything a training step needs. ``make_views(batch, epoch) -> [B, V, C, H, W]`` float views
@@ -158,12 +162,12 @@ class Stepper:
     precision: str = "fp32"
     world: int = 1
     channels_last: bool = False
+    posterior_sum: Tensor | None = None
+    posterior_steps: int = 0
 
     def step(self, views: Tensor, labels: Tensor, step: int) -> tuple[Tensor, Tensor]:
         """One optimiser step; returns the (device) loss and gradient norm without syncing."""
-        lr = self.lr_at(step)
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
+        set_lr(self.optimizer, self.lr_at(step))
         b, v = views.shape[:2]
         x = views.flatten(0, 1)
         if self.channels_last:
@@ -173,9 +177,30 @@ class Stepper:
         loss = self.family.objective(self.loss_fn, out, labels, b, v)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if getattr(out, "logvar", None) is not None:
+            self._track_posterior(out.mu.detach(), out.logvar.detach())
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip or float("inf"))
         self.optimizer.step()
         return loss.detach().float(), grad_norm.detach().float()
+
+    def _track_posterior(self, mu: Tensor, logvar: Tensor) -> None:
+        """Device sums of a variational head's diagnostics (no host sync): mean log sigma^2, spread of
+        the log-det across inputs, ||mu||, and the log-variance layer's gradient norm."""
+        grads = [p.grad for n, p in self.model.named_parameters() if n.startswith(VARIANCE_PREFIX) and p.grad is not None]
+        logdet = logvar.float().sum(-1)
+        row = torch.stack([logvar.float().mean(), logdet.std(), mu.float().norm(dim=-1).mean(),
+                           torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                           if grads else logdet.new_zeros(())])
+        self.posterior_sum = row if self.posterior_sum is None else self.posterior_sum + row
+        self.posterior_steps += 1
+
+    def posterior_stats(self) -> dict[str, float]:
+        """Means over the steps since the last call (empty for heads without a posterior); resets."""
+        if self.posterior_sum is None:
+            return {}
+        values = (self.posterior_sum / max(self.posterior_steps, 1)).tolist()
+        self.posterior_sum, self.posterior_steps = None, 0
+        return dict(zip(POSTERIOR_STATS, values))
 
 
 def train_epoch(stepper: Stepper, batches: Iterable[dict[str, np.ndarray]], epoch: int, step: int,
@@ -223,6 +248,6 @@ def train_epoch(stepper: Stepper, batches: Iterable[dict[str, np.ndarray]], epoc
                        lr=stepper.lr_at(max(step - 1, 0)), views_per_s=n_views / max(seconds, 1e-9),
                        epoch_seconds=seconds, grad_norm=float(grad_sum) / denom if steps else float("nan"),
                        bad_images=len(bad.bad), classes_per_batch=float(np.mean(classes)) if classes else 0.0,
-                       steps=steps, samples=samples, data_wait_seconds=wait)
+                       steps=steps, samples=samples, data_wait_seconds=wait, **stepper.posterior_stats())
     index = np.concatenate(seen_index) if seen_index else np.zeros(0, np.int64)
     return stats, step, index

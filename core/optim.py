@@ -44,14 +44,36 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+VARIANCE_PREFIX = "head.logvar."  # the variational head's log-variance layer
+
+
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+    """Parameter groups, each with an ``lr_mult`` the schedule multiplies in: the log-variance layer
+    of a variational head gets ``cfg.variance_lr_mult``, everything else 1."""
+    named = list(model.named_parameters())
+    variance = [p for n, p in named if n.startswith(VARIANCE_PREFIX)]
+    rest = [p for n, p in named if not n.startswith(VARIANCE_PREFIX)]
     lr = cfg.effective_lr()
+    groups = [{"params": rest, "lr": lr, "lr_mult": 1.0}]
+    if variance:
+        groups.append({"params": variance, "lr": lr * cfg.variance_lr_mult, "lr_mult": cfg.variance_lr_mult})
+    return groups
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's LR times each group's ``lr_mult``."""
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_mult", 1.0)
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups, lr = param_groups(model, cfg), cfg.effective_lr()
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "lars":
-        return LARS(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return LARS(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
 
 

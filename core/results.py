@@ -35,9 +35,14 @@ class EpochStats:
     steps: int
     samples: int
     data_wait_seconds: float = 0.0  # time spent waiting for the next batch (the input pipeline's share)
+    # variational heads only (VSupCon/VSimCLR), means over the epoch's steps:
+    logvar_mean: float | None = None  # mean log sigma^2 over inputs and dimensions
+    logdet_spread: float | None = None  # std across inputs of log det = sum_d log sigma^2
+    mu_norm: float | None = None  # mean ||mu|| (the projected normal only sees sigma / ||mu||)
+    logvar_grad_norm: float | None = None  # gradient norm of the log-variance layer
 
     def row(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass

@@ -91,3 +91,33 @@ def test_non_finite_evaluation_metrics_fail_the_run():
     row = _fail_if_not_finite({"status": RunStatus.FINISHED, "probe_top1": 98.0, "probe_ece": float("nan")})
     assert row["status"] == RunStatus.FAILED and "probe_ece" in row["error"]
     assert _fail_if_not_finite({"status": RunStatus.FINISHED, "probe_top1": 98.0})["status"] == RunStatus.FINISHED
+
+
+def test_variance_head_learns_at_its_lr_multiplier_and_is_tracked():
+    """VSupCon's log-variance layer gets a non-zero gradient; its step is variance_lr_mult x the base
+    LR step (SGD, no momentum: closed form); the epoch row carries the posterior diagnostics."""
+    from core.optim import build_optimizer
+
+    torch.manual_seed(0)
+    cfg = CFG.with_overrides(["loss.name=vsupcon", "optim.momentum=0", "optim.weight_decay=0",
+                              "optim.variance_lr_mult=100"])
+    model = build_model(cfg, num_classes=10)
+    opt = build_optimizer(model, cfg.optim)
+    stepper = Stepper(net=model, model=model, loss_fn=build_loss(cfg.loss), family=loss_family("vsupcon"),
+                      optimizer=opt, device=torch.device("cpu"),
+                      make_views=lambda batch, epoch: torch.randn(len(batch["label"]), 2, 3, 16, 16),
+                      lr_at=lambda s: 0.01)
+    before = model.head.logvar.bias.detach().clone()
+    views, labels = torch.randn(32, 2, 3, 16, 16), torch.from_numpy(_batches(1)[0]["label"])
+    stepper.step(views, labels, 0)
+    grad = model.head.logvar.bias.grad
+    assert grad.abs().max() > 0
+    torch.testing.assert_close(model.head.logvar.bias.detach(), before - 0.01 * 100 * grad)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 1.0])
+    stats = stepper.posterior_stats()
+    assert set(stats) == {"logvar_mean", "logdet_spread", "mu_norm", "logvar_grad_norm"}
+    assert stats["logvar_grad_norm"] > 0 and stats["logvar_mean"] == pytest.approx(-4.0, abs=1e-3)
+    stats, _, _ = train_epoch(stepper, _batches(2), epoch=0, step=1, bad=BadImageCounter(0.1))
+    assert stats.logvar_grad_norm > 0 and stats.mu_norm > 0 and "logdet_spread" in stats.row()
+    plain, _, _ = train_epoch(_stepper(0.01), _batches(1), epoch=0, step=0, bad=BadImageCounter(0.1))
+    assert "logvar_mean" not in plain.row()  # no posterior, no columns
