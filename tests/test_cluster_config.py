@@ -59,3 +59,13 @@ def test_nodes_install_the_project_as_the_readme_does(cluster):
     setup = " ".join(cluster["setup_commands"])
     assert "python3 -m venv .venv" in setup and "pip install -q -e ." in setup
     assert cluster["file_mounts"] == {"~/contrastive-platform": "."}
+
+
+def test_every_node_installs_the_ray_version_of_this_client(cluster):
+    import re
+
+    import ray
+
+    setup = " ".join(cluster["setup_commands"])
+    pins = re.findall(r'"ray\[default\]==([^"]+)"', setup)
+    assert pins == [ray.__version__], f"cluster.yaml pins Ray {pins}, this client runs {ray.__version__}"
