@@ -34,10 +34,11 @@ from ray.train import (
     ScalingConfig,
 )
 from ray.train.torch import TorchTrainer
+from tqdm.auto import tqdm
 
 from core import evaluate as stage
 from core.config import CONFIG_HELP, ConfigError, RunConfig, layered
-from core.data.pipeline import epoch_dataset, make_views, train_batches
+from core.data.pipeline import epoch_dataset, make_views, quiet_ray_data, train_batches
 from core.data.sources import ImageSource, TrainRows, as_dataset, load_source
 from core.distributed import is_distributed
 from core.io import DirectoryLock, LockedError, append_jsonl, write_atomic, write_json_atomic
@@ -232,6 +233,7 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
     rank, world = ctx.rank, ctx.world
     verbose = config.get("verbose", True) and rank == 0
     torch.set_num_threads(max(1, config.get("torch_threads", torch.get_num_threads())))
+    quiet_ray_data()
     torch.manual_seed(cfg.seed)
     device = _device(cfg)
     if device.type == "cpu":  # with the platform's data order, a CPU run repeats bit for bit (same threads)
@@ -254,6 +256,9 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
         bad = BadImageCounter(cfg.data.max_bad_fraction)
         try:
             batches = train_batches(ctx.epoch_stream(cfg, epoch), cfg.optim.batch_size // world)
+            if verbose and sys.stderr.isatty():  # progress within long epochs, on a terminal only
+                batches = tqdm(batches, total=train_size // cfg.optim.batch_size, desc=f"epoch {epoch + 1}",
+                               unit="batch", leave=False, dynamic_ncols=True)
             stats, step, index = train_epoch(stepper, batches, epoch, step, bad)
         except Diverged as exc:
             final = diverged_record(cfg, exc)

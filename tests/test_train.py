@@ -267,3 +267,11 @@ def test_cpu_run_repeats_exactly(digits, tmp_path):
     losses = [[json.loads(x)["loss"] for x in (Path(r.run_dir) / "metrics.jsonl").read_text().splitlines()]
               for r in runs]
     assert losses[0] == losses[1] and len(losses[0]) == 2
+
+
+def test_ray_data_routine_logs_are_dropped(digits, tmp_path, capfd):
+    fit(_cfg(tmp_path, "optim.epochs=1", "eval.probe_epochs=5", "data.train_limit=256"), digits, verbose=True)
+    out, err = capfd.readouterr()
+    assert "epoch 1/1" in out  # the run's own progress line
+    for chatter in ("Running Dataset", "execution finished", "Progress bars disabled", "Total Progress"):
+        assert chatter not in out + err

@@ -15,6 +15,7 @@ a Train worker holds (no deadlock on a 2-CPU machine).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,22 @@ from core.data.decode import decode_view_batch
 from core.data.sources import TrainRows, in_order
 
 AUGMENT_BATCH = 128  # images per map_batches call
+
+
+class _DropRoutine(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Progress bars disabled")
+
+
+def quiet_ray_data() -> None:
+    """In this process: Ray Data keeps its warnings and drops its routine INFO lines (about five per
+    dataset pass: "Running Dataset", resources, "execution finished") and its per-dataset progress
+    bars, which would bury the run's own progress lines."""
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    progress = logging.getLogger("ray.data._internal.progress")  # says once that the bars are off
+    if not any(isinstance(f, _DropRoutine) for f in progress.filters):
+        progress.addFilter(_DropRoutine())
 DECODE_BATCH = 64  # encoded images per decode task call
 
 
