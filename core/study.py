@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -147,7 +148,7 @@ def _trial(params: dict, base: dict, runs_dir: str, torch_threads: int, workers:
         res = fit(cfg, verbose=False, torch_threads=torch_threads, tune_trial=workers == 0 and per_epoch,
                   max_failures=1)
         row = {**res.metrics, "status": res.status, "config_hash": cfg.config_hash(),
-               "node_id": ray.get_runtime_context().get_node_id()}
+               "node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname()}
     except Exception as exc:  # recorded in the table; the study goes on
         row = {"status": RunStatus.FAILED, "error": f"{type(exc).__name__}: {exc}"[:500]}
     row["trial_seconds"] = time.perf_counter() - t0
@@ -362,10 +363,18 @@ def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: fl
         if pngs:
             lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs] + [""]
     storage = (storage or str(results)).rstrip("/")
-    nodes = df["node_id"].nunique() if "node_id" in df else 1
-    lines += ["## Logs", "", f"Trials ran on {nodes} node(s). Tune logs and trial checkpoints: `{storage}/tune` "
+    lines += ["## Logs", "", f"Trials ran on {machine_count(df)} machine(s). Tune logs and trial checkpoints: `{storage}/tune` "
               f"(TensorBoard: `tensorboard --logdir {storage}/tune`); per-run metrics under `{storage}/runs`.", ""]
     return write_text_atomic(results / "report.md", "\n".join(lines))
+
+
+def machine_count(df: pd.DataFrame) -> int:
+    """Machines the trials ran on: distinct host names (a Ray node id is per Ray session, so a study
+    resumed on the same machine would count twice)."""
+    for col in ("hostname", "node_id"):
+        if col in df and df[col].notna().any():
+            return int(df[col].dropna().nunique())
+    return 1
 
 
 def base_config(args: argparse.Namespace, default: RunConfig) -> RunConfig:

@@ -205,3 +205,12 @@ def test_ablation_layers_config_onto_its_spec(tmp_path, capsys):
     cfg = yaml.safe_load(capsys.readouterr().out)
     spec_base = yaml.safe_load(spec.read_text())["base"]
     assert cfg["optim"]["epochs"] == 3 and cfg["loss"]["name"] == spec_base["loss"]["name"]
+
+
+def test_machines_are_counted_by_host_not_by_ray_session():
+    from core.study import machine_count
+
+    resumed = pd.DataFrame({"node_id": ["a1", "b2", "b2"], "hostname": ["laptop", "laptop", "laptop"]})
+    assert machine_count(resumed) == 1  # two Ray sessions (a driver kill + --resume), one machine
+    assert machine_count(pd.DataFrame({"node_id": ["a", "b"], "hostname": ["h1", "h2"]})) == 2
+    assert machine_count(pd.DataFrame({"node_id": ["a", "b"]})) == 2  # tables written before hostnames

@@ -275,3 +275,44 @@ def test_ray_data_routine_logs_are_dropped(digits, tmp_path, capfd):
     assert "epoch 1/1" in out  # the run's own progress line
     for chatter in ("Running Dataset", "execution finished", "Progress bars disabled", "Total Progress"):
         assert chatter not in out + err
+
+
+def _fake_cifar(root: Path, per_batch: int = 64) -> Path:
+    import pickle
+
+    import numpy as np
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as fh:
+            pickle.dump({"data": rng.integers(0, 255, (per_batch, 3072), dtype=np.uint8),
+                         "labels": [int(x) for x in rng.integers(0, 10, per_batch)]}, fh)
+    return root
+
+
+def test_shipped_configs_and_their_commands_work(ray_session, tmp_path):
+    """configs/cifar10_local.yaml trains from torchvision's on-disk layout (its own quick-check command,
+    shortened); the shard command in cifar10_resnet18.yaml's comment runs as written (local paths)."""
+    from core.config import layered
+    from core.data.shard import main as shard_main
+
+    root = _fake_cifar(tmp_path / "cifar10")
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        RunConfig.from_yaml(path)  # every shipped config validates
+    local = (REPO / "configs" / "cifar10_local.yaml").read_text().replace("\\\n#", "")
+    quick = next(line for line in local.splitlines() if "optim.epochs=1" in line)
+    overrides = [a.replace("/path/to/cifar10", str(root)) for a in quick.split() if "=" in a]
+    cfg = layered(RunConfig(), [REPO / "configs" / "cifar10_local.yaml"],  # + smaller sizes for the test
+                  [*overrides, f"storage_path={tmp_path / 'runs'}", "data.train_limit=256", "model.width=8",
+                   "optim.batch_size=64", "eval.probe_epochs=2", "eval.robustness=false"])
+    assert fit(cfg, verbose=False).status == "finished"
+    comment = (REPO / "configs" / "cifar10_resnet18.yaml").read_text()
+    command = next(line for line in comment.splitlines() if "python -m core.data.shard" in line)
+    argv = command.split("python -m core.data.shard", 1)[1].split()
+    argv = [str(root) if a == "/data/cifar10" else str(tmp_path / "shards") if a.startswith("s3://") else a
+            for a in argv]
+    assert shard_main(argv) == 0
+    sharded = RunConfig.from_yaml(REPO / "configs" / "cifar10_resnet18.yaml", [f"data.root={tmp_path / 'shards'}"])
+    assert load_source(sharded.data).train_size == 5 * 64  # the config reads what the command wrote
