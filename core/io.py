@@ -5,6 +5,7 @@ sees the previous version or the new one, never a mixture."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -88,3 +89,22 @@ class DirectoryLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class ScalarBoard:
+    """A run's numeric metrics as TensorBoard scalars under ``DIR/tensorboard`` (tensorboardX, which
+    Ray Tune installs), one point per epoch: ``tensorboard --logdir runs/``."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        from tensorboardX import SummaryWriter
+
+        self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def write(self, metrics: dict, step: int) -> None:
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

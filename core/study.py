@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import ray
 from ray import tune
+from ray.tune.logger import LoggerCallback
 
 from core.config import CONFIG_HELP, ConfigError, RunConfig, layered
 from core.data.sources import load_source
@@ -131,6 +132,15 @@ def add_study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="delete an existing study in --results-dir first")
     parser.add_argument("--epochs", type=int, default=None, help="override optim.epochs")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the study's)")
+    parser.add_argument("--logger", action="append", choices=LOGGERS, default=None,
+                        help="where trial metrics go, through Tune's logger callbacks (repeatable; default "
+                             "tensorboard): tensorboard (event files under RESULTS/tune), mlflow (--mlflow-uri, "
+                             "default file:RESULTS/mlruns; pip install -e '.[trackers]'), wandb (offline unless "
+                             "WANDB_MODE/WANDB_API_KEY say otherwise; project = the study's name)")
+    parser.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default file:RESULTS/mlruns)")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="start the Ray dashboard of a local study on 127.0.0.1 and print its URL "
+                             "(pip install -e '.[viz]'); a cluster's dashboard: ray dashboard cluster.yaml")
     parser.add_argument("--config", action="append", default=[], metavar="FILE.yaml",
                         help="YAML config layered onto the study's defaults (repeatable: later files win)")
     parser.add_argument("--print-config", action="store_true",
@@ -148,11 +158,65 @@ def _trial(params: dict, base: dict, runs_dir: str, torch_threads: int, workers:
         res = fit(cfg, verbose=False, torch_threads=torch_threads, tune_trial=workers == 0 and per_epoch,
                   max_failures=1)
         row = {**res.metrics, "status": res.status, "config_hash": cfg.config_hash(),
-               "node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname()}
+               "node_id": ray.get_runtime_context().get_node_id(), "machine": socket.gethostname()}
     except Exception as exc:  # recorded in the table; the study goes on
         row = {"status": RunStatus.FAILED, "error": f"{type(exc).__name__}: {exc}"[:500]}
     row["trial_seconds"] = time.perf_counter() - t0
     tune.report(scalars(row))
+
+
+LOGGERS = ("tensorboard", "mlflow", "wandb")
+
+
+class TensorBoardLogger(LoggerCallback):
+    """Tune's TensorBoard logger (event files in every trial's directory under the study's ``tune/``),
+    wrapped so that Tune does not also print its local staging directory as the TensorBoard path:
+    the study prints one path, the one the files end up in."""
+
+    def __init__(self) -> None:
+        from ray.tune.logger import TBXLoggerCallback
+
+        self._inner = TBXLoggerCallback()
+
+    def log_trial_start(self, trial) -> None:
+        self._inner.log_trial_start(trial)
+
+    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        self._inner.log_trial_result(iteration, trial, result)
+
+    def log_trial_end(self, trial, failed: bool = False) -> None:
+        self._inner.log_trial_end(trial, failed)
+
+
+def logger_callbacks(names: list[str] | None, study_name: str, results: Path, mlflow_uri: str | None = None) -> list:
+    """Tune logger callbacks for ``--logger`` (Tune's CSV and JSON logs always; TensorBoard by default)."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    callbacks: list = [CSVLoggerCallback(), JsonLoggerCallback()]
+    for name in dict.fromkeys(names or ["tensorboard"]):
+        if name == "tensorboard":
+            callbacks.append(TensorBoardLogger())
+        elif name == "mlflow":
+            try:
+                import mlflow  # noqa: F401
+                from ray.air.integrations.mlflow import MLflowLoggerCallback
+            except ImportError:
+                raise SystemExit("error: --logger mlflow needs MLflow: pip install -e '.[trackers]'") from None
+            uri = mlflow_uri or (results / "mlruns").as_uri()
+            if uri.startswith("file:"):  # MLflow 3 asks for an opt-in to its file store (kept: no server, no DB)
+                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=study_name))
+        elif name == "wandb":
+            try:
+                import wandb  # noqa: F401
+                from ray.air.integrations.wandb import WandbLoggerCallback
+            except ImportError:
+                raise SystemExit("error: --logger wandb needs wandb: pip install -e '.[trackers]'") from None
+            mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+            callbacks.append(WandbLoggerCallback(project=study_name, mode=mode, dir=str(results)))
+        else:
+            raise SystemExit(f"error: unknown --logger {name!r} (choose from {list(LOGGERS)})")
+    return callbacks
 
 
 class Progress(tune.Callback):
@@ -185,16 +249,23 @@ class Progress(tune.Callback):
         self.on_trial_complete(iteration, trials, trial)
 
 
-def _init_ray(address: str | None) -> None:
+def _init_ray(address: str | None, dashboard: bool = False) -> None:
     # Trials checkpoint every epoch (num_to_keep=2), which forces frequent experiment snapshots; they
     # are cheap here, so Tune's "snapshotting may become a bottleneck" warning is noise.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # the study passes its loggers (--logger)
     if ray.is_initialized():
         return
     if address:
         ray.init(address=address)
-    else:  # logical CPUs oversubscribed 2x: trial drivers and Ray Data tasks never wait on each other
-        ray.init("local", num_cpus=2 * (os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
+        return
+    # logical CPUs oversubscribed 2x: trial drivers and Ray Data tasks never wait on each other
+    context = ray.init("local", num_cpus=2 * (os.cpu_count() or 2), include_dashboard=dashboard,
+                       dashboard_host="127.0.0.1", log_to_driver=False)
+    if dashboard:
+        url = getattr(context, "dashboard_url", None)
+        print(f"Ray dashboard: http://{url}" if url else "Ray dashboard did not start (pip install -e '.[viz]')",
+              flush=True)
 
 
 def _prepare_corruptions(base: RunConfig) -> None:
@@ -276,12 +347,15 @@ def _run_study_locked(study: Study, args: argparse.Namespace, results: Path) -> 
     resources = {"CPU": args.cpus_per_trial if not args.workers_per_trial else 0.5,
                  "GPU": args.gpus_per_trial if not args.workers_per_trial else 0}
     trainable = tune.with_resources(trainable, resources)
-    _init_ray(args.address)
+    _init_ray(args.address, dashboard=getattr(args, "dashboard", False))
     _prepare_corruptions(study.base)
     print(f"study {study.name}: {total} trials, {concurrent} at a time -> {results}", flush=True)
     t0 = time.perf_counter()
+    loggers = logger_callbacks(getattr(args, "logger", None), study.name, results, getattr(args, "mlflow_uri", None))
+    if "tensorboard" in (getattr(args, "logger", None) or ["tensorboard"]):
+        print(f"TensorBoard: tensorboard --logdir {tune_dir}", flush=True)
     run_config = tune.RunConfig(name="tune", storage_path=storage, verbose=0,
-                                callbacks=[Progress(total, study.summary_metrics[0])],
+                                callbacks=[Progress(total, study.summary_metrics[0]), *loggers],
                                 # a trial lost with its node is retried (elsewhere) from its last checkpoint
                                 failure_config=tune.FailureConfig(max_failures=2),
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
@@ -371,7 +445,7 @@ def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: fl
 def machine_count(df: pd.DataFrame) -> int:
     """Machines the trials ran on: distinct host names (a Ray node id is per Ray session, so a study
     resumed on the same machine would count twice)."""
-    for col in ("hostname", "node_id"):
+    for col in ("machine", "node_id"):
         if col in df and df[col].notna().any():
             return int(df[col].dropna().nunique())
     return 1

@@ -41,7 +41,7 @@ from core.config import CONFIG_HELP, ConfigError, RunConfig, layered
 from core.data.pipeline import epoch_dataset, make_views, quiet_ray_data, train_batches
 from core.data.sources import ImageSource, TrainRows, as_dataset, load_source
 from core.distributed import is_distributed
-from core.io import DirectoryLock, LockedError, append_jsonl, write_atomic, write_json_atomic
+from core.io import DirectoryLock, LockedError, ScalarBoard, append_jsonl, write_atomic, write_json_atomic
 from core.loop import (
     BadImageCounter,
     Diverged,
@@ -251,6 +251,7 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
     if rank == 0 and cfg.eval.online_knn:  # small fixed subsets, held for the whole run
         online = (stage.bounded_images(ctx.dataset("train_eval")), stage.bounded_images(ctx.dataset("test")))
     step, history, final = resume.step, resume.history, {}
+    board = ScalarBoard(run_dir) if rank == 0 else None
     for epoch in range(resume.start_epoch, cfg.optim.epochs):
         stepper.net.train()
         bad = BadImageCounter(cfg.data.max_bad_fraction)
@@ -281,12 +282,15 @@ def train_loop(config: dict, ctx: TrainContext | InProcessContext | None = None)
                 metrics["knn_top1"] = stage.online_knn(stepper.model, cfg, *online, num_classes, device)
             history.append(scalars(metrics))
             append_jsonl(Path(run_dir) / "metrics.jsonl", scalars(metrics))
+            board.write(scalars(metrics), epoch)
             if verbose:
                 print(_progress_line(cfg, metrics), flush=True)
         state = {"model": stepper.model.state_dict(), "optimizer": stepper.optimizer.state_dict(), "epoch": epoch,
                  "step": step, "history": history, "torch_rng": torch.get_rng_state(),
                  "config_hash": cfg.config_hash(), "final": final}
         ctx.report(metrics, state, f"epoch={epoch:04d}")
+    if board is not None:
+        board.close()
     return final
 
 

@@ -34,9 +34,13 @@ def _study(tmp_path, *extra):
     return _run("augmentation_robustness", [*TINY, "--results-dir", str(tmp_path), *extra])
 
 
-def test_tiny_study_end_to_end(ray_session, tmp_path):
-    assert _study(tmp_path) == 0
+def test_tiny_study_end_to_end(ray_session, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert _study(tmp_path, "--logger", "tensorboard", "--logger", "mlflow", "--logger", "wandb") == 0
+    assert f"TensorBoard: tensorboard --logdir {tmp_path}/tune" in capsys.readouterr().out
     df = pd.read_parquet(tmp_path / "trials.parquet")
+    _check_trackers(tmp_path, trials=len(df))
     assert len(df) == 4 and (df["status"] == "finished").all()
     for col in ("cfg.loss.name", "cfg.augment.strength", "cfg.seed", "config_hash", "probe_top1", "corruption_acc",
                 "mce", "fewlabel_1_acc", "trial_seconds", "world_size", "effective_lr", "fewshot_5w1s_acc",
@@ -65,6 +69,17 @@ def test_tiny_study_end_to_end(ray_session, tmp_path):
 
     with DirectoryLock(tmp_path, "results directory"):
         assert _study(tmp_path, "--resume") == 2
+
+
+def _check_trackers(results: Path, trials: int) -> None:
+    """Every tracker the study was asked for holds every trial's metrics."""
+    import mlflow
+
+    assert len(list((results / "tune").glob("*/events.out.tfevents.*"))) == trials  # TensorBoard, one path
+    mlflow.set_tracking_uri((results / "mlruns").as_uri())  # the study allowed MLflow's file store
+    runs = mlflow.search_runs(experiment_names=["augmentation_robustness"])
+    assert len(runs) == trials and runs["metrics.probe_top1"].notna().all()
+    assert len(list((results / "wandb").glob("offline-run-*"))) == trials
 
 
 def test_bad_grid_fails_before_ray(tmp_path, capsys):
@@ -210,7 +225,43 @@ def test_ablation_layers_config_onto_its_spec(tmp_path, capsys):
 def test_machines_are_counted_by_host_not_by_ray_session():
     from core.study import machine_count
 
-    resumed = pd.DataFrame({"node_id": ["a1", "b2", "b2"], "hostname": ["laptop", "laptop", "laptop"]})
+    resumed = pd.DataFrame({"node_id": ["a1", "b2", "b2"], "machine": ["laptop", "laptop", "laptop"]})
     assert machine_count(resumed) == 1  # two Ray sessions (a driver kill + --resume), one machine
-    assert machine_count(pd.DataFrame({"node_id": ["a", "b"], "hostname": ["h1", "h2"]})) == 2
+    assert machine_count(pd.DataFrame({"node_id": ["a", "b"], "machine": ["h1", "h2"]})) == 2
     assert machine_count(pd.DataFrame({"node_id": ["a", "b"]})) == 2  # tables written before hostnames
+
+
+def test_dashboard_flag_starts_rays_dashboard_on_loopback_only(monkeypatch, capsys):
+    import ray
+
+    from core import study
+
+    calls = []
+
+    class Context:
+        dashboard_url = "127.0.0.1:8265"
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda *a, **k: calls.append(k) or Context())
+    study._init_ray(None, dashboard=True)
+    assert calls[0]["include_dashboard"] is True and calls[0]["dashboard_host"] == "127.0.0.1"
+    assert "Ray dashboard: http://127.0.0.1:8265" in capsys.readouterr().out
+    study._init_ray(None)
+    assert calls[1]["include_dashboard"] is False
+
+
+def test_tracker_needs_its_package(monkeypatch, tmp_path):
+    import builtins
+
+    from core.study import logger_callbacks
+
+    real_import = builtins.__import__
+
+    def no_wandb(name, *a, **k):
+        if name == "wandb":
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    with pytest.raises(SystemExit, match=r"pip install -e '\.\[trackers\]'"):
+        logger_callbacks(["wandb"], "s", tmp_path)

@@ -234,12 +234,34 @@ def test_encoded_images_train_through_both_stream_paths(photo_folder, tmp_path, 
         assert a == b == 32 and rows[0]["shard_overlap"] == 0
 
 
+def _tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Read TensorBoard event files (TFRecord frames of Event protos) without TensorBoard itself."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                out.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return out
+
+
 def test_rerun_of_finished_config_says_so_and_overwrite_retrains(digits, tmp_path, capsys):
     from core.train import main as train_main
 
     overrides = [f"storage_path={tmp_path}", "optim.epochs=1", "eval.probe_epochs=5", "data.train_limit=256"]
     cfg = RunConfig().with_overrides(overrides)
     first = fit(cfg, digits, verbose=False)
+    scalars = _tensorboard_scalars(Path(first.run_dir) / "tensorboard")
+    assert scalars["loss"] == [(0, pytest.approx(first.metrics["loss"]))]  # a single run's TensorBoard scalars
+    assert scalars["probe_top1"][0][1] == pytest.approx(first.metrics["probe_top1"])
     marker = Path(first.run_dir) / "stale.txt"
     marker.write_text("from the first run")
     assert train_main(overrides) == 0  # returns before starting Ray: nothing is trained
