@@ -284,6 +284,17 @@ def folder_corruptions(cfg: RunConfig, load: Callable[[str], Any]) -> Iterator[t
                 yield (name, sev), batch
 
 
+def _logdet_breakdown(logdet: Tensor, centroid: Tensor, severity: Tensor, kinds: np.ndarray) -> dict[str, float]:
+    """Where VCL's log-det points: its rank correlation with the centroid distance (a difficulty score
+    every encoder has) and, per corruption type, with severity (clean images as severity 0)."""
+    out = {"unc_spearman_logdet_vs_centroid": severity_correlation(logdet, centroid)}
+    clean = kinds == "clean"
+    for kind in sorted(set(kinds) - {"clean"}):
+        keep = torch.from_numpy(clean | (kinds == kind))
+        out[f"unc_spearman_logdet_{kind}"] = severity_correlation(logdet[keep], severity[keep])
+    return out
+
+
 def robustness_metrics(model: nn.Module, cfg: RunConfig, tr: Features, te: Features, predict: Callable,
                        corrupted: Callable[[], Iterator], device: torch.device) -> dict[str, float]:
     """Probe accuracy and calibration on corrupted test images (5 severities); uncertainty scores
@@ -291,12 +302,13 @@ def robustness_metrics(model: nn.Module, cfg: RunConfig, tr: Features, te: Featu
     Per corrupted set only two numbers per image are kept (confidence, correct)."""
     variational = te.logvar is not None
     per_set: dict[tuple[str, int], tuple[list, list]] = {}
-    severity, wrong, dist, logdet = [], [], [], []
+    severity, wrong, dist, logdet, kinds = [], [], [], [], []
 
-    def score(feats: Tensor, labels: Tensor, sev: int, lv: Tensor | None) -> tuple[Tensor, Tensor]:
+    def score(feats: Tensor, labels: Tensor, sev: int, lv: Tensor | None, kind: str = "clean") -> tuple[Tensor, Tensor]:
         probs = predict(feats)
         conf, pred = probs.max(1)
         severity.append(torch.full((len(labels),), sev))
+        kinds.extend([kind] * len(labels))
         wrong.append(pred != labels)
         dist.append(centroid_distance(tr.feats, tr.labels, feats))
         if variational and lv is not None:
@@ -306,7 +318,7 @@ def robustness_metrics(model: nn.Module, cfg: RunConfig, tr: Features, te: Featu
     score(te.feats, te.labels, 0, te.logvar)
     for key, batch in corrupted():
         f = extract(model, [batch], device, logvar=variational)
-        conf, correct = score(f.feats, f.labels, key[1], f.logvar)
+        conf, correct = score(f.feats, f.labels, key[1], f.logvar, key[0])
         acc = per_set.setdefault(key, ([], []))
         acc[0].append(conf)
         acc[1].append(correct)
@@ -331,6 +343,7 @@ def robustness_metrics(model: nn.Module, cfg: RunConfig, tr: Features, te: Featu
             if name == "logdet":  # mean posterior log-det per severity (0 = clean)
                 for sev in range(6):
                     out[f"logdet_s{sev}"] = float(v[severity_all == sev].mean())
+                out.update(_logdet_breakdown(v, torch.cat(dist), severity_all, np.asarray(kinds)))
     for k in cfg.eval.label_budgets:
         out[f"fewlabel_{k}_acc"], out[f"fewlabel_{k}_std"] = prototype_accuracy(
             tr.feats, tr.labels, te.feats, te.labels, k, seed=cfg.seed)

@@ -68,7 +68,8 @@ def _uncertainty_table(df: pd.DataFrame) -> list[str]:
             "pooled over clean and corrupted test images; 0.5 / 0 = no signal.", "", to_markdown(table), ""]
 
 
-POSTERIOR_COLUMNS = ["unc_spearman_logdet", "unc_auroc_logdet", "unc_auroc_centroid", "logdet_s0", "logdet_s5",
+POSTERIOR_COLUMNS = ["unc_spearman_logdet", "unc_spearman_logdet_vs_centroid", "unc_auroc_logdet", "unc_auroc_centroid",
+                     "logdet_s0", "logdet_s5",
                      "logvar_mean", "logdet_spread", "mu_norm", "logvar_grad_norm", "probe_top1"]
 
 
@@ -97,8 +98,29 @@ def tables(df: pd.DataFrame) -> list[str]:
                 "by the log-det and by the distance to the nearest class centroid (the baseline). Training "
                 "diagnostics are means over the last epoch's steps: `logvar_mean` (initialised at -4), "
                 "`logdet_spread` (std of the log-det across inputs), `mu_norm` and `logvar_grad_norm` (the "
-                "log-variance layer's gradient).", "", to_markdown(table), ""]
+                "log-variance layer's gradient). `unc_spearman_logdet_vs_centroid`: rank correlation of the "
+                "log-det with the centroid distance over clean and corrupted test images (negative: the "
+                "posterior is tighter on the inputs that are hard for the encoder).", "", to_markdown(table), ""]
+        out += per_corruption_section(df)
     return out
+
+
+def per_corruption_section(df: pd.DataFrame) -> list[str]:
+    """Spearman(log-det, severity) per corruption type, mean [95% CI over seeds], per LR multiplier."""
+    ok = df[(df["status"] == RunStatus.FINISHED) & (df["cfg.loss.name"] == "vsupcon") & (df["cfg.loss.beta"] == 1e-3)]
+    cols = sorted(c for c in ok if c.startswith("unc_spearman_logdet_") and c != "unc_spearman_logdet_vs_centroid")
+    if ok.empty or not cols:
+        return []
+    rows = []
+    for c in cols:
+        row = {"corruption": c.removeprefix("unc_spearman_logdet_")}
+        for mult, g in ok.groupby("cfg.optim.variance_lr_mult"):
+            mean, lo, hi = t_interval(g[c].values)
+            row[f"variance_lr_mult={mult:g}"] = f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]" if lo == lo else f"{mean:+.3f}"
+        rows.append(row)
+    return ["### Log-det vs severity per corruption type (VSupCon, beta=1e-3)", "",
+            "Spearman correlation of the posterior log-det with severity (clean = 0) within each corruption type; "
+            "mean [95% CI over seeds].", "", to_markdown(pd.DataFrame(rows)), ""]
 
 
 def make_study(args: argparse.Namespace) -> Study:
