@@ -164,6 +164,7 @@ class Stepper:
     channels_last: bool = False
     posterior_sum: Tensor | None = None
     posterior_steps: int = 0
+    _variance_params: list | None = None
 
     def step(self, views: Tensor, labels: Tensor, step: int) -> tuple[Tensor, Tensor]:
         """One optimiser step; returns the (device) loss and gradient norm without syncing."""
@@ -186,7 +187,9 @@ class Stepper:
     def _track_posterior(self, mu: Tensor, logvar: Tensor) -> None:
         """Device sums of a variational head's diagnostics (no host sync): mean log sigma^2, spread of
         the log-det across inputs, ||mu||, and the log-variance layer's gradient norm."""
-        grads = [p.grad for n, p in self.model.named_parameters() if n.startswith(VARIANCE_PREFIX) and p.grad is not None]
+        if self._variance_params is None:  # looked up once, not every step
+            self._variance_params = [p for n, p in self.model.named_parameters() if n.startswith(VARIANCE_PREFIX)]
+        grads = [p.grad for p in self._variance_params if p.grad is not None]
         logdet = logvar.float().sum(-1)
         row = torch.stack([logvar.float().mean(), logdet.std(), mu.float().norm(dim=-1).mean(),
                            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
