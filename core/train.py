@@ -323,6 +323,7 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = Tr
     """
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=verbose)
+    quiet_ray_data()
     if cfg.use_gpu:  # never fall back to the CPU silently, nor wait forever for a GPU that is not there
         if cfg.num_workers == 0 and not torch.cuda.is_available():
             raise ValueError("use_gpu=true but torch sees no CUDA device here; set use_gpu=false or run on a GPU")
@@ -428,8 +429,10 @@ def main(argv: list[str] | None = None) -> int:
     if earlier is not None and not args.overwrite:
         print(f"finished earlier: {earlier.run_dir}; --overwrite to train again\n{format_summary(cfg, earlier)}")
         return 0
+    # locally, logical CPUs are oversubscribed 2x (as studies do): Train workers holding every core
+    # must not leave Ray Data's decode tasks waiting for a CPU slot forever
     ray.init(address=args.address, include_dashboard=False) if args.address else \
-        ray.init("local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False)
+        ray.init("local", num_cpus=2 * (os.cpu_count() or 2), include_dashboard=False)
     try:
         result = fit(cfg, overwrite=args.overwrite)
     except (ValueError, LockedError) as exc:  # bad data, a locked run directory, no GPU: named, no traceback

@@ -97,9 +97,12 @@ def permute_rows(block, seed: int):
 
 
 def _listing_dataset(paths: np.ndarray, labels: np.ndarray, index: np.ndarray) -> ray.data.Dataset:
-    frames = [pd.DataFrame({"path": paths[i: i + ROWS_PER_BLOCK], "label": labels[i: i + ROWS_PER_BLOCK],
-                            "index": index[i: i + ROWS_PER_BLOCK]}) for i in range(0, len(paths), ROWS_PER_BLOCK)]
-    return in_order(ray.data.from_pandas(frames).map_batches(_read_files, batch_format="pandas", batch_size=None))
+    tables = [pa.table({"path": pa.array(paths[i: i + ROWS_PER_BLOCK], pa.string()),
+                        "label": np.asarray(labels[i: i + ROWS_PER_BLOCK], np.int64),
+                        "index": np.asarray(index[i: i + ROWS_PER_BLOCK], np.int64)})
+              for i in range(0, len(paths), ROWS_PER_BLOCK)]
+    # from_blocks: block metadata computed here, no Ray task (see arrays_to_dataset)
+    return in_order(ray.data.from_blocks(tables).map_batches(_read_files, batch_format="pandas", batch_size=None))
 
 
 def _read_files(batch: pd.DataFrame) -> pd.DataFrame:
@@ -266,14 +269,16 @@ ARRAY_BLOCK_ROWS = 2048
 
 def arrays_to_dataset(images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> ray.data.Dataset:
     """Arrays -> a Dataset of ``image``/``label``/``index`` rows in this order (Arrow blocks of
-    ``ARRAY_BLOCK_ROWS``), read back in order (``preserve_order``)."""
+    ``ARRAY_BLOCK_ROWS``), read back in order (``preserve_order``). Starts no Ray task."""
     from ray.data.extensions import ArrowTensorArray
 
     labels, index = np.asarray(labels, dtype=np.int64), np.asarray(index, dtype=np.int64)
     tables = [pa.table({"image": ArrowTensorArray.from_numpy(np.ascontiguousarray(images[i:i + ARRAY_BLOCK_ROWS])),
                         "label": labels[i:i + ARRAY_BLOCK_ROWS], "index": index[i:i + ARRAY_BLOCK_ROWS]})
               for i in range(0, len(labels), ARRAY_BLOCK_ROWS)]
-    return in_order(ray.data.from_arrow(tables))
+    # from_blocks computes block metadata here; from_arrow would run a Ray task for it, which never
+    # starts when Train workers hold every CPU (rank 0 builds each epoch's dataset: a 2-CPU deadlock)
+    return in_order(ray.data.from_blocks(tables))
 
 
 def in_order(ds: ray.data.Dataset) -> ray.data.Dataset:

@@ -203,3 +203,26 @@ def test_webdataset_epoch_stream_decodes_views(ray_session, tmp_path):
     rows = epoch_dataset(src.train_rows, cfg, 1).take_all()
     assert len(rows) == 6 and all(r["ok"] and r["views"].shape == (2, 8, 8, 3) for r in rows)
     assert sorted(r["label"] for r in rows) == [0, 0, 1, 1, 2, 2]
+
+
+def test_epoch_datasets_start_no_ray_task(ray_session, tmp_path):
+    """Rank 0 of a TorchTrainer builds every epoch's dataset while the workers hold the CPUs: building
+    it must not wait on a Ray task (from_arrow/from_pandas run one for block metadata: a deadlock)."""
+    from core.data.sources import ArrayRows, FolderRows
+
+    _write_folder(tmp_path / "src", per_class=3)
+    paths = sorted(str(p) for p in (tmp_path / "src").rglob("*.png"))
+    cpus = int(ray_session.cluster_resources()["CPU"])
+
+    @ray_session.remote(num_cpus=cpus)  # an actor holding every CPU, as a Train worker group does
+    class Rank0:
+        def build(self) -> int:
+            images = np.zeros((64, 8, 8, 3), np.uint8)
+            FolderRows(paths, np.zeros(len(paths), np.int64), np.arange(len(paths))).epoch(1, 0)
+            return ArrayRows(images, np.arange(64) % 4, np.arange(64)).epoch(1, 0).count()  # from metadata
+
+    rank0 = Rank0.remote()
+    try:
+        assert ray_session.get(rank0.build.remote(), timeout=60) == 64
+    finally:
+        ray_session.kill(rank0)
