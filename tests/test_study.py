@@ -122,12 +122,17 @@ def test_tiny_hyperparameter_and_kl_weight_studies(ray_session, tmp_path):
     assert _run("kl_weight", ["--betas", "0", "0.01", "--kl-weights", "1.0", "--seeds", "0", *SMALL,
                               "--results-dir", str(tmp_path / "kl")]) == 0
     df = pd.read_parquet(tmp_path / "kl" / "trials.parquet")
-    assert (df["status"] == "finished").all() and len(df) == 3
+    # betas 0 and 0.01, beta 1e-3 at variance_lr_mult 1 (the posterior comparison), VarCon at kl_weight 1
+    assert (df["status"] == "finished").all() and len(df) == 4
+    assert sorted(df["cfg.optim.variance_lr_mult"]) == [1.0, 100.0, 100.0, 100.0]
     vcl = df[df["cfg.loss.name"] == "vsupcon"]
+    assert vcl["logvar_grad_norm"].gt(0).all() and vcl["logdet_spread"].notna().all()
     assert vcl["logdet_s0"].notna().all() and vcl["logdet_s5"].notna().all()
     assert vcl["unc_auroc_logdet"].between(0, 1).all() and vcl["unc_auroc_centroid"].between(0, 1).all()
     report = (tmp_path / "kl" / "report.md").read_text()
     assert "## Uncertainty: posterior log-det vs distance to the nearest class centroid" in report
+    assert "## Posterior learning (VSupCon)" in report and "Holm" in report
+    assert "### Log-det vs severity per corruption type" in report
     assert (tmp_path / "kl" / "error_detection_auroc_vs_beta.png").exists()
     assert df["effective_rank_embedding"].between(1, 128).all()
 
@@ -154,7 +159,7 @@ def test_shipped_ablation_specs_are_valid():
 
     from core.ablate import load_spec
 
-    args = argparse.Namespace(epochs=None, overrides=[], seeds=None)
+    args = argparse.Namespace(epochs=None, overrides=[], seeds=None, config=[])
     for spec in sorted((REPO / "ablations").glob("*.yaml")):
         study = load_spec(spec, args)
         assert len(study.points()) >= 6, spec
