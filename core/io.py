@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
@@ -45,6 +46,20 @@ def append_jsonl(path: str | Path, row: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
         fh.write(json.dumps(row, default=str) + "\n")
+
+
+def remove_paths(paths: Iterable[str | Path]) -> None:
+    """Delete files and directory trees; missing ones are fine."""
+    for path in map(Path, paths):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def unlocked_entries(directory: str | Path) -> list[Path]:
+    """Everything in a directory but its ``.lock`` (what ``--overwrite`` deletes while holding the lock)."""
+    return [p for p in Path(directory).iterdir() if p.name != ".lock"]
 
 
 class LockedError(RuntimeError):

@@ -13,7 +13,6 @@ import argparse
 import itertools
 import json
 import os
-import shutil
 import socket
 import sys
 import time
@@ -29,7 +28,7 @@ from ray.tune.logger import LoggerCallback
 
 from core.config import CONFIG_HELP, ConfigError, RunConfig, layered
 from core.data.sources import load_source
-from core.io import DirectoryLock, LockedError, write_json_atomic, write_text_atomic
+from core.io import DirectoryLock, LockedError, remove_paths, unlocked_entries, write_json_atomic, write_text_atomic
 from core.losses.registry import loss_family
 from core.report import (
     FAMILY_NOTE,
@@ -188,12 +187,12 @@ class TensorBoardLogger(LoggerCallback):
         self._inner.log_trial_end(trial, failed)
 
 
-def logger_callbacks(names: list[str] | None, study_name: str, results: Path, mlflow_uri: str | None = None) -> list:
-    """Tune logger callbacks for ``--logger`` (Tune's CSV and JSON logs always; TensorBoard by default)."""
+def logger_callbacks(names: list[str], study_name: str, results: Path, mlflow_uri: str | None = None) -> list:
+    """Tune logger callbacks for ``--logger`` names (plus Tune's CSV and JSON logs, always)."""
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     callbacks: list = [CSVLoggerCallback(), JsonLoggerCallback()]
-    for name in dict.fromkeys(names or ["tensorboard"]):
+    for name in dict.fromkeys(names):
         if name == "tensorboard":
             callbacks.append(TensorBoardLogger())
         elif name == "mlflow":
@@ -321,11 +320,9 @@ def _run_study_locked(study: Study, args: argparse.Namespace, results: Path) -> 
         if "://" in storage:
             raise SystemExit(f"error: --overwrite does not delete object storage; remove {tune_dir} yourself "
                              f"or pass another --storage")
-        for target in [p for p in results.iterdir() if p.name != ".lock"] + [Path(storage) / "tune",
-                                                                             Path(storage) / "runs"]:
-            # everything of the old study but the lock this process holds (--storage may be a shared dir:
-            # only tune/ and runs/ there)
-            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+        # everything of the old study but the lock this process holds (--storage may be a shared dir:
+        # only tune/ and runs/ there)
+        remove_paths([*unlocked_entries(results), Path(storage) / "tune", Path(storage) / "runs"])
     results.mkdir(parents=True, exist_ok=True)
     spec, spec_file = study_spec(study, args), results / "study.json"
     if args.resume and spec_file.exists():
@@ -347,12 +344,13 @@ def _run_study_locked(study: Study, args: argparse.Namespace, results: Path) -> 
     resources = {"CPU": args.cpus_per_trial if not args.workers_per_trial else 0.5,
                  "GPU": args.gpus_per_trial if not args.workers_per_trial else 0}
     trainable = tune.with_resources(trainable, resources)
-    _init_ray(args.address, dashboard=getattr(args, "dashboard", False))
+    _init_ray(args.address, dashboard=args.dashboard)
     _prepare_corruptions(study.base)
     print(f"study {study.name}: {total} trials, {concurrent} at a time -> {results}", flush=True)
     t0 = time.perf_counter()
-    loggers = logger_callbacks(getattr(args, "logger", None), study.name, results, getattr(args, "mlflow_uri", None))
-    if "tensorboard" in (getattr(args, "logger", None) or ["tensorboard"]):
+    chosen = args.logger or ["tensorboard"]
+    loggers = logger_callbacks(chosen, study.name, results, args.mlflow_uri)
+    if "tensorboard" in chosen:
         print(f"TensorBoard: tensorboard --logdir {tune_dir}", flush=True)
     run_config = tune.RunConfig(name="tune", storage_path=storage, verbose=0,
                                 callbacks=[Progress(total, study.summary_metrics[0]), *loggers],

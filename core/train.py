@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 from functools import partial
@@ -41,7 +40,16 @@ from core.config import CONFIG_HELP, ConfigError, RunConfig, layered
 from core.data.pipeline import epoch_dataset, make_views, quiet_ray_data, train_batches
 from core.data.sources import ImageSource, TrainRows, as_dataset, load_source
 from core.distributed import is_distributed
-from core.io import DirectoryLock, LockedError, ScalarBoard, append_jsonl, write_atomic, write_json_atomic
+from core.io import (
+    DirectoryLock,
+    LockedError,
+    ScalarBoard,
+    append_jsonl,
+    remove_paths,
+    unlocked_entries,
+    write_atomic,
+    write_json_atomic,
+)
 from core.loop import (
     BadImageCounter,
     Diverged,
@@ -343,9 +351,7 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, *, verbose: bool = Tr
             if "://" in storage:
                 raise ValueError(f"--overwrite does not delete object storage; remove {storage}/{cfg.run_name} "
                                  f"yourself or choose another storage_path")
-            for entry in Path(run_dir).iterdir():  # all but the lock this process holds
-                if entry.name != ".lock":
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            remove_paths(unlocked_entries(run_dir))  # all but the lock this process holds
         return _fit_locked(cfg, source, train_size, storage, run_dir, verbose=verbose, max_failures=max_failures,
                            torch_threads=torch_threads, callbacks=callbacks, tune_trial=tune_trial,
                            placement_strategy=placement_strategy)

@@ -17,7 +17,7 @@ from core.config import ConfigError, DataConfig, RunConfig
 from core.data.shard import shard_dataset
 from core.data.sources import DataError, load_source
 from core.eval.probe import knn_accuracy
-from core.io import DirectoryLock, LockedError
+from core.io import DirectoryLock, LockedError, remove_paths, unlocked_entries
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,6 +145,20 @@ def test_a_run_directory_is_locked_while_written(ray_session, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_overwrite_clears_everything_but_the_held_lock(tmp_path):
+    run = tmp_path / "run"
+    (run / "epoch=0000").mkdir(parents=True)
+    (run / "epoch=0000" / "state.pt").write_text("x")
+    (run / "metrics.jsonl").write_text("{}\n")
+    outside = tmp_path / "kept.txt"
+    outside.write_text("not in the run")
+    (run / "link").symlink_to(outside)
+    with DirectoryLock(run):
+        remove_paths([*unlocked_entries(run), tmp_path / "missing"])  # a missing path is fine
+        assert [p.name for p in run.iterdir()] == [".lock"]
+    assert outside.read_text() == "not in the run"  # a symlink is removed, never followed
+
+
 def test_use_gpu_without_a_gpu_stops_with_a_clear_error(ray_session, tmp_path):
     from core.train import fit
 
