@@ -8,9 +8,9 @@ Array rows (digits, CIFAR) skip the decode; with ``augment_in=ray_data`` their c
 photometric part run in one stage (:func:`augment_batch`). Otherwise the trainer receives uint8
 images or uint8 views and runs the rest on its device. The stream keeps its order
 (``preserve_order``): batches depend on the seed, not on which task finished first. Views are
-seeded by (seed, epoch, view, sample index), never by the task or batch, so a sample gets the same views whatever the worker
-count, block layout or order. Function tasks, not an actor pool: they cannot wait for a CPU that
-a Train worker holds (no deadlock on a 2-CPU machine).
+seeded by (seed, epoch, view, sample index), never by the task or batch, so a sample gets the
+same views whatever the worker count, block layout or order. Function tasks, not an actor pool:
+they cannot wait for a CPU that a Train worker holds (no deadlock on a 2-CPU machine).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from core.data.decode import decode_view_batch
 from core.data.sources import TrainRows, in_order
 
 AUGMENT_BATCH = 128  # images per map_batches call
+DECODE_BATCH = 64  # encoded images per decode task call
 
 
 class _DropRoutine(logging.Filter):
@@ -44,7 +45,6 @@ def quiet_ray_data() -> None:
     progress = logging.getLogger("ray.data._internal.progress")  # says once that the bars are off
     if not any(isinstance(f, _DropRoutine) for f in progress.filters):
         progress.addFilter(_DropRoutine())
-DECODE_BATCH = 64  # encoded images per decode task call
 
 
 def augment_batch(batch: dict[str, np.ndarray], policy: str, strength: float, views: int, seed: int,

@@ -22,6 +22,7 @@ import json
 import os
 import pickle
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -96,13 +97,17 @@ def permute_rows(block, seed: int):
     return block.take(perm)
 
 
+def rows_permuted_in_blocks(ds: ray.data.Dataset, seed: int, epoch: int) -> ray.data.Dataset:
+    """``ds`` with the rows of every block in this epoch's order (:func:`permute_rows`)."""
+    return ds.map_batches(permute_rows, fn_kwargs={"seed": epoch_seed(seed, epoch)}, batch_size=None,
+                          batch_format="pyarrow")
+
+
 def _listing_dataset(paths: np.ndarray, labels: np.ndarray, index: np.ndarray) -> ray.data.Dataset:
-    tables = [pa.table({"path": pa.array(paths[i: i + ROWS_PER_BLOCK], pa.string()),
-                        "label": np.asarray(labels[i: i + ROWS_PER_BLOCK], np.int64),
-                        "index": np.asarray(index[i: i + ROWS_PER_BLOCK], np.int64)})
-              for i in range(0, len(paths), ROWS_PER_BLOCK)]
-    # from_blocks: block metadata computed here, no Ray task (see arrays_to_dataset)
-    return in_order(ray.data.from_blocks(tables).map_batches(_read_files, batch_format="pandas", batch_size=None))
+    rows = blocks_dataset(len(paths), ROWS_PER_BLOCK, lambda b: pa.table(
+        {"path": pa.array(paths[b], pa.string()), "label": np.asarray(labels[b], np.int64),
+         "index": np.asarray(index[b], np.int64)}))
+    return in_order(rows.map_batches(_read_files, batch_format="pandas", batch_size=None))
 
 
 def _read_files(batch: pd.DataFrame) -> pd.DataFrame:
@@ -154,8 +159,7 @@ class ParquetRows(TrainRows):
     def epoch(self, epoch: int, seed: int) -> ray.data.Dataset:
         perm = np.random.default_rng(epoch_seed(seed, epoch)).permutation(len(self.files))
         ds = ray.data.read_parquet([self.files[i] for i in perm], filesystem=self.fs)
-        return ds.rename_columns({"image": "bytes"}).map_batches(
-            permute_rows, fn_kwargs={"seed": epoch_seed(seed, epoch)}, batch_size=None, batch_format="pyarrow")
+        return rows_permuted_in_blocks(ds.rename_columns({"image": "bytes"}), seed, epoch)
 
     def ordered(self) -> ray.data.Dataset:
         return in_order(ray.data.read_parquet(self.files, filesystem=self.fs).rename_columns({"image": "bytes"}))
@@ -176,8 +180,7 @@ class WebDatasetRows(TrainRows):
 
     def epoch(self, epoch: int, seed: int) -> ray.data.Dataset:
         perm = np.random.default_rng(epoch_seed(seed, epoch)).permutation(len(self.files))
-        return self._read([self.files[i] for i in perm]).map_batches(
-            permute_rows, fn_kwargs={"seed": epoch_seed(seed, epoch)}, batch_size=None, batch_format="pyarrow")
+        return rows_permuted_in_blocks(self._read([self.files[i] for i in perm]), seed, epoch)
 
     def ordered(self) -> ray.data.Dataset:
         return in_order(self._read(self.files))
@@ -273,12 +276,17 @@ def arrays_to_dataset(images: np.ndarray, labels: np.ndarray, index: np.ndarray)
     from ray.data.extensions import ArrowTensorArray
 
     labels, index = np.asarray(labels, dtype=np.int64), np.asarray(index, dtype=np.int64)
-    tables = [pa.table({"image": ArrowTensorArray.from_numpy(np.ascontiguousarray(images[i:i + ARRAY_BLOCK_ROWS])),
-                        "label": labels[i:i + ARRAY_BLOCK_ROWS], "index": index[i:i + ARRAY_BLOCK_ROWS]})
-              for i in range(0, len(labels), ARRAY_BLOCK_ROWS)]
-    # from_blocks computes block metadata here; from_arrow would run a Ray task for it, which never
-    # starts when Train workers hold every CPU (rank 0 builds each epoch's dataset: a 2-CPU deadlock)
-    return in_order(ray.data.from_blocks(tables))
+    return blocks_dataset(len(labels), ARRAY_BLOCK_ROWS, lambda b: pa.table(
+        {"image": ArrowTensorArray.from_numpy(np.ascontiguousarray(images[b])), "label": labels[b],
+         "index": index[b]}))
+
+
+def blocks_dataset(n: int, block_rows: int, table: Callable[[slice], pa.Table]) -> ray.data.Dataset:
+    """In-memory rows ``0..n`` as an ordered dataset of blocks of ``block_rows`` (``table(rows)`` builds
+    one). ``from_blocks`` computes the block metadata here: ``from_arrow``/``from_pandas`` would run a
+    Ray task for it, which never starts while Train workers hold every CPU (rank 0 builds each epoch's
+    dataset inside the worker group: a deadlock on a 2-CPU machine)."""
+    return in_order(ray.data.from_blocks([table(slice(i, i + block_rows)) for i in range(0, n, block_rows)]))
 
 
 def in_order(ds: ray.data.Dataset) -> ray.data.Dataset:
@@ -521,8 +529,7 @@ class LimitedRows(TrainRows):
 
     def epoch(self, epoch: int, seed: int) -> ray.data.Dataset:
         # a fixed subset (shards are written in a random order: class-mixed), reordered within each block
-        return self.ordered().map_batches(permute_rows, fn_kwargs={"seed": epoch_seed(seed, epoch)},
-                                          batch_size=None, batch_format="pyarrow")
+        return rows_permuted_in_blocks(self.ordered(), seed, epoch)
 
     def ordered(self) -> ray.data.Dataset:
         return self.rows.ordered().limit(self.limit)
