@@ -51,6 +51,12 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
 
 
+def mean_ci_text(values: Sequence[float], fmt: str = ".3g") -> str:
+    """``mean [low, high]`` with the 95% t-interval, or the mean alone below 2 values."""
+    mean, lo, hi = t_interval(values)
+    return f"{mean:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]" if np.isfinite(lo) else f"{mean:{fmt}}"
+
+
 @dataclass(frozen=True)
 class Claim:
     """A paper claim tested on the table, comparing each group against a baseline group.

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.report import Claim, plot_lines, plot_spectrum, t_interval, to_markdown
+from core.report import Claim, mean_ci_text, plot_lines, plot_spectrum, to_markdown
 from core.results import RunStatus
 from core.study import Study, base_config, grid_study_defaults, main_for, question
 
@@ -80,9 +80,7 @@ def posterior_table(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (beta, mult), g in ok.groupby(["cfg.loss.beta", "cfg.optim.variance_lr_mult"]):
         row = {"beta": beta, "variance_lr_mult": mult, "seeds": len(g)}
-        for c in cols:
-            mean, lo, hi = t_interval(g[c].values)
-            row[c] = f"{mean:.3g} [{lo:.3g}, {hi:.3g}]" if lo == lo else f"{mean:.3g}"
+        row.update({c: mean_ci_text(g[c].values) for c in cols})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -115,8 +113,7 @@ def per_corruption_section(df: pd.DataFrame) -> list[str]:
     for c in cols:
         row = {"corruption": c.removeprefix("unc_spearman_logdet_")}
         for mult, g in ok.groupby("cfg.optim.variance_lr_mult"):
-            mean, lo, hi = t_interval(g[c].values)
-            row[f"variance_lr_mult={mult:g}"] = f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]" if lo == lo else f"{mean:+.3f}"
+            row[f"variance_lr_mult={mult:g}"] = mean_ci_text(g[c].values, "+.3f")
         rows.append(row)
     return ["### Log-det vs severity per corruption type (VSupCon, beta=1e-3)", "",
             "Spearman correlation of the posterior log-det with severity (clean = 0) within each corruption type; "

@@ -83,3 +83,11 @@ def test_family_adjustment_can_demote_a_raw_verdict():
     assert [r["verdict_holm"] for r in out] == ["inconclusive", "does not hold", "inconclusive",
                                                   "not testable (fewer than 2 paired cells)"]
     assert out[0]["p_holm"] == pytest.approx(0.06) and out[1]["p_holm"] == pytest.approx(0.003)
+
+
+def test_mean_ci_text():
+    from core.report import mean_ci_text
+
+    half = 4.302652729911275 / math.sqrt(3)  # as in test_t_interval_hand_computed
+    assert mean_ci_text([1.0, 2.0, 3.0], ".3f") == f"2.000 [{2 - half:.3f}, {2 + half:.3f}]"
+    assert mean_ci_text([5.0], "+.1f") == "+5.0"
