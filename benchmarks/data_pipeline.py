@@ -25,6 +25,7 @@ from core.config import RunConfig
 from core.data.augment import MEAN, STD, augment_views
 from core.data.pipeline import epoch_views
 from core.data.sources import arrays_to_dataset, digits_arrays
+from core.runtime import start_ray
 
 
 def simclr_transform(size: int) -> v2.Compose:
@@ -79,7 +80,7 @@ def main() -> None:
     n, b, views = len(images), args.batch_size, 2
     torch.set_num_threads(args.cpus)
     if not ray.is_initialized():
-        ray.init("local", num_cpus=2 * args.cpus, include_dashboard=False, log_to_driver=False)
+        start_ray(num_cpus=2 * args.cpus, log_to_driver=False)
     ds = arrays_to_dataset(images, labels, index).materialize()
     print(f"{n} digits images at {args.size} px, batch {b}, 2 views, {args.cpus} CPUs, torch {torch.__version__}, "
           f"ray {ray.__version__}")

@@ -3,7 +3,7 @@ plain PyTorch loop in the SupContrast reference style, measured in one run per m
 
 - **ceiling**: the bare bf16 + channels_last training step on synthetic on-device images
   (``benchmarks/gpu_training.py``'s step): the model's speed limit.
-- **platform**: ``core.train.fit`` (Ray Data stream -> decode/crop -> photometric on the GPU ->
+- **platform**: ``core.train.trainer`` (Ray Data stream -> decode/crop -> photometric on the GPU ->
   bf16 step), views/s of its last epoch.
 - **reference**: torchvision ``ImageFolder``/tensor dataset + ``DataLoader(num_workers=cores)`` with the
   SupContrast transforms per sample (TwoCropTransform), same model, loss, batch and precision.
@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from core.runtime import start_ray
 
 SETUPS = {"resnet18": {"stem": "cifar", "size": 32, "batch": 512},
           "resnet50": {"stem": "imagenet", "size": 224, "batch": 256}}
@@ -97,7 +99,7 @@ def platform(model: str, data_overrides: list[str], epochs: int, out: str, extra
                                       "eval.probe_epochs=1", "eval.few_shot_episodes=0", f"storage_path={out}",
                                       "augment.policy=simaugment", "augment.strength=1.0", *data_overrides, *extra])
     if not ray.is_initialized():
-        ray.init("local", num_cpus=os.cpu_count(), num_gpus=1, include_dashboard=False, log_to_driver=False)
+        start_ray(num_cpus=os.cpu_count(), num_gpus=1, log_to_driver=False)
     res = fit(cfg, verbose=True, torch_threads=4)
     rows = [json.loads(x) for x in (Path(res.run_dir) / "metrics.jsonl").read_text().splitlines()]
     last = rows[-1]

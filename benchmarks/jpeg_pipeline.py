@@ -30,6 +30,8 @@ import time
 import numpy as np
 import torch
 
+from core.runtime import start_ray
+
 H100_RESNET50_VIEWS_PER_S = 3700.0
 
 
@@ -137,9 +139,8 @@ def main() -> int:
     base = torchvision_baseline(root, args.size, n)
     ours, split = ours_one_core(root, args.size, n)
     cpu_part, _ = ours_one_core(root, args.size, n, photometric=False)
-    import ray
 
-    ray.init("local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    start_ray(num_cpus=cores, log_to_driver=False)
     torch.set_num_threads(1)
     streamed = ours_ray_data(root, args.size, n)
     print(f"\n{n} images, two {args.size} px views each, this machine: {cores} cores")

@@ -17,7 +17,8 @@ import time
 import ray
 
 from core.config import RunConfig
-from core.study import Study, add_study_args, run_study
+from core.runtime import start_ray
+from core.study import Grid, Study, add_study_args, run_study
 from core.train import fit
 
 OVERRIDES = ["optim.epochs=2", "model.width=16", "eval.probe_epochs=20", "eval.online_knn=false",
@@ -28,7 +29,7 @@ def study_wall(base: RunConfig, seeds: list[int], concurrent: int, out: str) -> 
     parser = argparse.ArgumentParser()
     add_study_args(parser)
     args = parser.parse_args(["--results-dir", out, "--max-concurrent", str(concurrent)])
-    study = Study(name="overhead", question="Ray overhead", base=base, grid={"loss.name": ["supcon"]}, seeds=seeds)
+    study = Study(name="overhead", question="Ray overhead", base=base, trials=Grid({"loss.name": ["supcon"]}), seeds=seeds)
     t0 = time.perf_counter()
     table, _ = run_study(study, args)
     wall = time.perf_counter() - t0
@@ -42,7 +43,7 @@ def main() -> None:
     args = p.parse_args()
     cores = os.cpu_count() or 2
     t0 = time.perf_counter()
-    ray.init("local", num_cpus=2 * cores, include_dashboard=False, log_to_driver=False)
+    start_ray(num_cpus=2 * cores, log_to_driver=False)
     init_s = time.perf_counter() - t0
     base = RunConfig().with_overrides(OVERRIDES)
     with tempfile.TemporaryDirectory() as tmp:

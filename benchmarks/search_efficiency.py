@@ -19,7 +19,8 @@ from pathlib import Path
 import ray
 
 from core.config import RunConfig
-from core.study import Study, add_study_args, run_study
+from core.runtime import start_ray
+from core.study import Grid, Search, Study, add_study_args, run_study
 
 SPACE = {"loss.temperature": [0.03, 0.07, 0.1, 0.2, 0.5], "augment.strength": [0.0, 0.5, 1.0]}
 BASE = ["model.width=16", "eval.probe_epochs=5", "eval.online_knn=true", "optim.batch_size=128",
@@ -60,17 +61,17 @@ def main() -> None:
     from ray.tune.search.optuna import OptunaSearch
 
     cores = os.cpu_count() or 2
-    ray.init("local", num_cpus=2 * cores, include_dashboard=False, log_to_driver=False)
+    start_ray(num_cpus=2 * cores, log_to_driver=False)
     base = RunConfig().with_overrides([*BASE, f"optim.epochs={args.epochs}"])
     with tempfile.TemporaryDirectory() as tmp:
-        grid, _ = run_study(Study(name="grid", question="grid", base=base, grid=SPACE, seeds=[0]),
+        grid, _ = run_study(Study(name="grid", question="grid", base=base, trials=Grid(SPACE), seeds=[0]),
                             _args(f"{tmp}/grid", cores))
         best = float(grid["knn_top1"].max())
         grid_cost = len(grid) * args.epochs
-        search = Study(name="search", question="search", base=base, seeds=[0], num_samples=args.samples,
-                       search_alg=OptunaSearch(GridSpace(SPACE), metric="knn_top1", mode="max", seed=0),
-                       scheduler=ASHAScheduler(metric="knn_top1", mode="max", time_attr="training_iteration",
-                                               max_t=args.epochs + 1, grace_period=1, reduction_factor=2))
+        search = Study(name="search", question="search", base=base, seeds=[0], trials=Search(
+            OptunaSearch(GridSpace(SPACE), metric="knn_top1", mode="max", seed=0), num_samples=args.samples,
+            scheduler=ASHAScheduler(metric="knn_top1", mode="max", time_attr="training_iteration",
+                                    max_t=args.epochs + 1, grace_period=1, reduction_factor=2)))
         table, _ = run_study(search, _args(f"{tmp}/search", 1))
         epochs = timeline(Path(tmp) / "search")
     ray.shutdown()

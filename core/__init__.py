@@ -1,6 +1,9 @@
 """Supervised and variational contrastive learning at scale.
 
-Importing the package registers the loss families (``core.losses``), so the config can
-validate ``loss.name`` against them."""
+Three layers, each importing only the ones below it (``tests/test_layout.py`` checks it):
 
-import core.losses  # noqa: F401  (registers every loss family)
+- building blocks: ``config``, ``errors``, ``results``, ``io``, ``fs``, ``runtime`` (and the loss
+  registry's leaf table, ``losses.registry``);
+- one run: ``data``, ``models``, ``losses``, ``train``, ``eval``;
+- studies: ``study`` (runner, report, loggers, ablations).
+"""

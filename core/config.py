@@ -21,8 +21,9 @@ from typing import Any, Iterable, Mapping
 import yaml
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from core.losses.registry import (
-    LOSS_FAMILIES,  # a leaf table: the families register themselves into it
+from core.errors import ConfigError
+from core.losses.registry import (  # a leaf table; importing it registers every family (core/losses/)
+    LOSS_FAMILIES,
 )
 
 AUGMENTATIONS = ("simaugment", "autoaugment", "randaugment", "stacked_randaugment", "none")
@@ -36,10 +37,6 @@ IMAGENET_C_CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defo
                           "pixelate", "jpeg_compression")
 FAST_CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "gaussian_blur", "contrast", "brightness",
                     "pixelate")
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field."""
 
 
 def _check(cond: bool, name: str, msg: str, value: Any) -> None:
@@ -320,19 +317,18 @@ class RunConfig:
         return self.with_(**updates) if updates else self
 
     def with_(self, **dotted: Any) -> "RunConfig":
-        """Copy with dotted-key updates, e.g. ``cfg.with_(**{"loss.temperature": 0.2})``; re-validated."""
-        raw = self.to_dict()
+        """Copy with dotted-key updates, e.g. ``cfg.with_(**{"loss.temperature": 0.2})``: each value is
+        checked against its field's declared type and every changed section is re-validated once."""
+        updates: dict[str, Any] = {}
         for key, value in dotted.items():
-            parts = key.split(".")
-            node = raw
-            for part in parts[:-1]:
-                if not isinstance(node.get(part), dict):
+            node = updates
+            *path, last = key.split(".")
+            for part in path:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
                     raise ConfigError(f"unknown config field {key!r}")
-                node = node[part]
-            if parts[-1] not in node:
-                raise ConfigError(f"unknown config field {key!r}")
-            node[parts[-1]] = value
-        return RunConfig.from_dict(raw)
+            node[last] = value
+        return _updated(self, updates, prefix="")
 
     def to_yaml(self) -> str:
         """The resolved config as YAML (loadable with ``--config``)."""
@@ -475,6 +471,34 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
         else:
             kwargs[name] = _coerce(value, hint, f"{prefix}{name}")
     return cls(**kwargs)
+
+
+def _updated(node: Any, updates: Mapping[str, Any], prefix: str) -> Any:
+    """``node`` (a config dataclass) with nested ``updates`` applied, one ``dataclasses.replace`` per
+    changed section (so ``__post_init__`` validates the final values together, not each step)."""
+    known = _hints(type(node))
+    changes: dict[str, Any] = {}
+    for name, value in updates.items():
+        if name not in known:
+            raise ConfigError(f"unknown config field {prefix + _dotted(name, value)!r}")
+        hint = known[name]
+        if is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{prefix}{name} must be a mapping, got {value!r}")
+            changes[name] = _updated(getattr(node, name), value, f"{prefix}{name}.")
+        elif isinstance(value, Mapping):
+            raise ConfigError(f"unknown config field {prefix + _dotted(name, value)!r}")
+        else:
+            changes[name] = _coerce(value, hint, f"{prefix}{name}")
+    return dataclasses.replace(node, **changes) if changes else node
+
+
+def _dotted(name: str, value: Any) -> str:
+    """The first full dotted key under ``name`` of a nested update (``nonsense`` + {key: 1} -> nonsense.key)."""
+    while isinstance(value, Mapping) and value:
+        key = next(iter(value))
+        name, value = f"{name}.{key}", value[key]
+    return name
 
 
 def _coerce(value: Any, hint: Any, name: str) -> Any:

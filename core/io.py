@@ -11,6 +11,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from core.errors import LockedError  # noqa: F401  (raised here; importable from here)
+
 
 def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """Call ``write(tmp_path)`` then rename ``tmp_path`` over ``path``; returns ``path``.
@@ -29,10 +31,6 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     return write_atomic(path, lambda tmp: tmp.write_text(text))
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    return write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
@@ -60,10 +58,6 @@ def remove_paths(paths: Iterable[str | Path]) -> None:
 def unlocked_entries(directory: str | Path) -> list[Path]:
     """Everything in a directory but its ``.lock`` (what ``--overwrite`` deletes while holding the lock)."""
     return [p for p in Path(directory).iterdir() if p.name != ".lock"]
-
-
-class LockedError(RuntimeError):
-    """Another process is writing the directory."""
 
 
 class DirectoryLock:

@@ -20,16 +20,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.report import (
-    Claim,
+from core.results import RunStatus
+from core.study import Grid, Study, base_config, grid_study_defaults, main_for, question
+from core.study.claims import Claim
+from core.study.report import (
     normalized_mce_table,
     plot_lines,
     plot_spectrum,
     severity_frame,
     to_markdown,
 )
-from core.results import RunStatus
-from core.study import Study, base_config, grid_study_defaults, main_for, question
 
 DEFAULT = grid_study_defaults(epochs=10)
 LOSSES = ["cross_entropy", "supcon", "varcon", "vsupcon"]
@@ -64,7 +64,7 @@ def make_study(args: argparse.Namespace) -> Study:
         name="augmentation_robustness",
         question=question(__doc__),
         base=base_config(args, DEFAULT),
-        grid={"loss.name": args.losses, "augment.policy": args.policies, "augment.strength": args.strengths},
+        trials=Grid({"loss.name": args.losses, "augment.policy": args.policies, "augment.strength": args.strengths}),
         seeds=args.seeds or [0, 1, 2],
         summary_metrics=["probe_top1", "corruption_acc", "mce", "probe_ece", "ece_s5", "fewlabel_1_acc",
                          "fewshot_5w1s_acc", "unc_auroc_centroid", "cluster_ari", "knn_top1"],

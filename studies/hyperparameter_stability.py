@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.report import Claim, plot_lines
-from core.study import Study, base_config, grid_study_defaults, main_for, question
+from core.study import Grid, Study, base_config, grid_study_defaults, main_for, question
+from core.study.claims import Claim
+from core.study.report import plot_lines
 
 DEFAULT = grid_study_defaults(epochs=6)
 
@@ -43,7 +44,7 @@ def make_study(args: argparse.Namespace) -> Study:
         name="hyperparameter_stability",
         question=question(__doc__),
         base=base_config(args, DEFAULT),
-        grid=blocks,
+        trials=Grid(*blocks),
         seeds=args.seeds or [0, 1],
         summary_metrics=["probe_top1", "corruption_acc", "fewlabel_1_acc", "knn_top1"],
         claims=[Claim("SupCon is ahead of cross-entropy at every batch size, optimiser and learning rate",

@@ -21,11 +21,14 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from core.report import Claim, mean_ci_text, plot_lines, plot_spectrum, to_markdown
-from core.results import RunStatus
-from core.study import Study, base_config, grid_study_defaults, main_for, question
+from core.results import PosteriorStats, RunStatus
+from core.study import Grid, Study, base_config, grid_study_defaults, main_for, question
+from core.study.claims import Claim
+from core.study.report import plot_lines, plot_spectrum, to_markdown
+from core.study.stats import mean_ci_text
 
 DEFAULT = grid_study_defaults(epochs=8)
 VARIANCE_LR_MULT = DEFAULT.optim.variance_lr_mult
@@ -69,8 +72,7 @@ def _uncertainty_table(df: pd.DataFrame) -> list[str]:
 
 
 POSTERIOR_COLUMNS = ["unc_spearman_logdet", "unc_spearman_logdet_vs_centroid", "unc_auroc_logdet", "unc_auroc_centroid",
-                     "logdet_s0", "logdet_s5",
-                     "logvar_mean", "logdet_spread", "mu_norm", "logvar_grad_norm", "probe_top1"]
+                     "logdet_s0", "logdet_s5", *PosteriorStats.names(), "probe_top1"]
 
 
 def posterior_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -106,14 +108,17 @@ def tables(df: pd.DataFrame) -> list[str]:
 def per_corruption_section(df: pd.DataFrame) -> list[str]:
     """Spearman(log-det, severity) per corruption type, mean [95% CI over seeds], per LR multiplier."""
     ok = df[(df["status"] == RunStatus.FINISHED) & (df["cfg.loss.name"] == "vsupcon") & (df["cfg.loss.beta"] == 1e-3)]
-    cols = sorted(c for c in ok if c.startswith("unc_spearman_logdet_") and c != "unc_spearman_logdet_vs_centroid")
-    if ok.empty or not cols:
+    if ok.empty or "logdet_by_corruption" not in ok:
+        return []
+    long = pd.DataFrame([{"mult": r["cfg.optim.variance_lr_mult"], **rec} for _, r in ok.iterrows()
+                         if isinstance(r["logdet_by_corruption"], (list, np.ndarray)) for rec in r["logdet_by_corruption"]])
+    if long.empty:
         return []
     rows = []
-    for c in cols:
-        row = {"corruption": c.removeprefix("unc_spearman_logdet_")}
-        for mult, g in ok.groupby("cfg.optim.variance_lr_mult"):
-            row[f"variance_lr_mult={mult:g}"] = mean_ci_text(g[c].values, "+.3f")
+    for kind, g in long.groupby("corruption"):
+        row = {"corruption": kind}
+        for mult, m in g.groupby("mult"):
+            row[f"variance_lr_mult={mult:g}"] = mean_ci_text(m["spearman"].values, "+.3f")
         rows.append(row)
     return ["### Log-det vs severity per corruption type (VSupCon, beta=1e-3)", "",
             "Spearman correlation of the posterior log-det with severity (clean = 0) within each corruption type; "
@@ -125,9 +130,9 @@ def make_study(args: argparse.Namespace) -> Study:
         name="kl_weight",
         question=question(__doc__),
         base=base_config(args, DEFAULT),
-        grid=[{"loss.name": ["vsupcon"], "loss.beta": args.betas},
-              {"loss.name": ["vsupcon"], "loss.beta": [1e-3], "optim.variance_lr_mult": [1.0]},
-              {"loss.name": ["varcon"], "loss.kl_weight": args.kl_weights}],
+        trials=Grid({"loss.name": ["vsupcon"], "loss.beta": args.betas},
+                    {"loss.name": ["vsupcon"], "loss.beta": [1e-3], "optim.variance_lr_mult": [1.0]},
+                    {"loss.name": ["varcon"], "loss.kl_weight": args.kl_weights}),
         seeds=args.seeds or [0, 1, 2],
         summary_metrics=["probe_top1", "effective_rank_embedding", "corruption_acc", "logdet_s0", "logdet_s5",
                          "unc_auroc_logdet", "unc_auroc_centroid", "alignment", "uniformity", "cluster_ari"],

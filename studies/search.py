@@ -19,7 +19,7 @@ import pandas as pd
 
 from core.config import RunConfig
 from core.results import RunStatus
-from core.study import OptunaSpace, Study, base_config, main_for, question
+from core.study import OptunaSpace, Search, Study, base_config, main_for, question
 
 DEFAULT = RunConfig().with_overrides(["optim.epochs=8", "eval.probe_epochs=50"])
 
@@ -76,8 +76,8 @@ def make_study(args: argparse.Namespace) -> Study:
                           study_name=f"search-{loss}", storage=_storage(args.optuna_storage))
     scheduler = None if multi else ASHAScheduler(metric="knn_top1", mode="max", time_attr="training_iteration",
                                                  max_t=base.optim.epochs + 1, grace_period=args.grace_period)
-    return Study(name=f"search_{loss}", question=question(__doc__), base=base, search_alg=search,
-                 scheduler=scheduler, num_samples=args.num_samples or 8, seeds=[args.seed],
+    return Study(name=f"search_{loss}", question=question(__doc__), base=base,
+                 trials=Search(search, num_samples=args.num_samples or 8, scheduler=scheduler), seeds=[args.seed],
                  summary_metrics=[*args.objectives, "knn_top1"],
                  plots=lambda df, out: pareto_plot(df, out, args.objectives))
 

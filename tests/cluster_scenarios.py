@@ -39,7 +39,7 @@ def trainer_across_nodes(out: Path) -> dict:
     res = fit(cfg, verbose=False, placement_strategy="STRICT_SPREAD")
     first = json.loads((Path(res.run_dir) / "metrics.jsonl").read_text().splitlines()[0])
     return {"status": res.status, "epoch": res.metrics.get("epoch"), "probe_top1": res.metrics.get("probe_top1"),
-            "worker_nodes": first["worker_nodes"].split(","), "samples_per_rank": first["samples_per_rank"],
+            "worker_nodes": first["worker_nodes"], "samples_per_rank": first["samples_per_rank"],
             "shard_overlap": first["shard_overlap"]}
 
 
@@ -55,7 +55,7 @@ def study_with_node_loss(out: Path, worker_node_id: str, remove) -> dict:
         while not removed:
             for summary in (results / "runs").glob("*/summary.json"):
                 row = json.loads(summary.read_text())
-                if row.get("worker_nodes") == worker_node_id:
+                if row.get("worker_nodes") == [worker_node_id]:
                     done = {p.parent.name: json.loads(p.read_text()).get("probe_top1")
                             for p in (results / "runs").glob("*/summary.json")}
                     remove()

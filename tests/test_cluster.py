@@ -35,7 +35,7 @@ def test_train_workers_on_different_nodes_split_the_data(two_node_facts):
     assert len(nodes) == 2
     assert trainer["status"] == "finished" and trainer["epoch"] == 1
     assert sorted(trainer["worker_nodes"]) == sorted(nodes)  # one worker per node
-    per_rank = [int(x) for x in trainer["samples_per_rank"].split(",")]
+    per_rank = trainer["samples_per_rank"]
     assert per_rank == [256, 256] and trainer["shard_overlap"] == 0  # 512 images split, none seen twice
     assert trainer["probe_top1"] > 40
 
@@ -67,7 +67,7 @@ def test_killed_train_worker_restarts_from_checkpoint(ray_session, tmp_path):
             if log.exists() and len(log.read_text().splitlines()) >= 2:
                 first = json.loads(log.read_text().splitlines()[0])
                 killed["pids"] = first["worker_pids"]
-                os.kill(int(first["worker_pids"].split(",")[1]), signal.SIGKILL)
+                os.kill(int(first["worker_pids"][1]), signal.SIGKILL)
                 return
             time.sleep(0.05)
 

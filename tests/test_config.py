@@ -159,14 +159,14 @@ def test_print_config_prints_resolved_yaml_without_ray(tmp_path, capsys, monkeyp
     import ray
     import yaml
 
-    from core import study
+    from core.study import runner
     from core.train import main as train_main
 
     def no_ray(*a, **k):
         raise AssertionError("--print-config must not start Ray")
 
     monkeypatch.setattr(ray, "init", no_ray)
-    monkeypatch.setattr(study, "run_study", no_ray)
+    monkeypatch.setattr(runner, "run_study", no_ray)
     extra = tmp_path / "x.yaml"
     extra.write_text("optim: {epochs: 4}\n")
     assert train_main(["--print-config", "--config", str(extra), "eval.corruptions=fog"]) == 0

@@ -113,7 +113,7 @@ def _run_cfg(tmp_path, root, *extra):
 
 
 def test_undecodable_evaluation_images_are_counted_and_a_lost_class_is_refused(ray_session, tmp_path):
-    from core.evaluate import EvaluationError
+    from core.errors import EvaluationError
     from core.train import fit
 
     root = _folder(tmp_path / "data")

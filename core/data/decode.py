@@ -102,13 +102,3 @@ def decode_eval_batch(batch: dict[str, Any], *, size: int, crop: float = 0.875) 
     return {"image": np.stack(images), "label": np.asarray(batch["label"], np.int64),
             "index": np.asarray(batch["index"], np.int64), "ok": np.asarray(ok),
             "path": np.asarray(batch["path"]) if "path" in batch else np.asarray([""] * len(ok))}
-
-
-def split_undecodable(batch: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str], list[int]]:
-    """(the batch without its ``ok=False`` rows, their paths, their labels); the batch as is when all
-    decoded. Training and evaluation both count and name what this drops."""
-    if "ok" not in batch or batch["ok"].all():
-        return batch, [], []
-    ok = batch["ok"].astype(bool)
-    paths = [str(p) for p in batch["path"][~ok]] if "path" in batch else ["?"] * int((~ok).sum())
-    return {k: v[ok] for k, v in batch.items()}, paths, [int(x) for x in batch["label"][~ok]]

@@ -9,13 +9,15 @@ through ``pyarrow.fs``).
   per epoch on top.
 - **Parallel.** ``--workers W`` > 1 writes shards in Ray tasks (W at a time).
 - **Resumable.** Each shard is written under a temporary name and renamed, then recorded in
-  ``DEST/manifest.json`` (rows, sha256, class counts). The manifest also records the source listing
-  (a digest of every file's path, size and mtime, or of the arrays), the shard size and the seed: a
-  rerun with the same three skips the shards already written; a rerun that finds a different source,
-  size or seed rebuilds every shard and removes stale ones (never a mixture of two builds).
+  ``DEST/manifest.json`` (rows, sha256, class counts; ``core.data.manifest``). The manifest also
+  records the source listing (a digest of every file's path, size and mtime, or of the arrays), the
+  shard size, the seed and the classes: a rerun with the same build skips the shards already
+  written; a rerun that finds a different one rebuilds every shard and removes stale ones (never a
+  mixture of two builds).
 
 An ImageFolder ``SRC`` with ``train/`` and ``val/`` sub-directories gives ``DEST/train`` and
-``DEST/val``, which ``data.source=parquet data.root=DEST`` reads.
+``DEST/val``, which ``data.source=parquet data.root=DEST`` reads; ``val/`` is labelled with the
+classes of ``train/`` (a class missing from ``val/`` shifts no label).
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import json
 import os
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -37,57 +39,44 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from core.data.sources import DataError, _list_image_folder, load_cifar, stable_index
+from core.data.arrays import load_cifar
+from core.data.folders import list_image_folder, stable_index
+from core.data.manifest import Manifest, ShardEntry, read_manifest, write_manifest
+from core.errors import DataError, cli_main
+from core.fs import filesystem, join, read_bytes, write_bytes_atomic
 
 SCHEMA = pa.schema([("image", pa.binary()), ("label", pa.int64()), ("index", pa.int64()), ("path", pa.string())])
-MANIFEST = "manifest.json"
 
 
-def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(pyarrow file system, path inside it) for a local path or a URI."""
-    if "://" in uri:
-        try:
-            return pafs.FileSystem.from_uri(uri)
-        except (ValueError, OSError) as exc:
-            raise DataError(f"{uri!r}: {exc}") from exc
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
+@dataclass(frozen=True)
+class ShardSource:
+    """What one split's build writes: its records, how one record is encoded, its identity."""
+
+    records: list
+    encode: Callable  # record -> (bytes, label, index, path)
+    classes: list[str]
+    desc: str
+    digest: str
 
 
-def _join(base: str, name: str) -> str:
-    return f"{base.rstrip('/')}/{name}"
-
-
-def _write_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
-    tmp = _join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with fs.open_output_stream(tmp) as out:
-        out.write(data)
-    fs.move(tmp, path)
-
-
-def _read(fs: pafs.FileSystem, path: str) -> bytes | None:
-    try:
-        with fs.open_input_stream(path) as f:
-            return f.read()
-    except (FileNotFoundError, OSError):
-        return None
-
-
-def _folder_records(root: str) -> tuple[list[tuple[str, int]], list[str], str]:
-    """(path, label) records, class names and a digest of the listing (path, size, mtime, label)."""
-    paths, classes = _list_image_folder(root)
-    idx = {c: i for i, c in enumerate(classes)}
+def folder_source(root: str, classes: list[str] | None = None) -> ShardSource:
+    """An ImageFolder split (labelled by ``classes``, default its own folders) and a digest of its
+    listing (path, size, mtime, label)."""
+    listing = list_image_folder(root, classes)
     h = hashlib.sha256()
-    records = []
-    for p in paths:
-        rel = os.path.relpath(p, root)
-        try:
-            st = os.stat(p)
-        except OSError as exc:  # a dangling link, a symlink loop, no permission
-            raise DataError(f"cannot read {p!r}: {exc.strerror}") from None
-        label = idx[rel.split(os.sep)[0]]
-        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{label}\n".encode())
-        records.append((p, label))
-    return records, classes, h.hexdigest()
+    for p, label in zip(listing.paths, listing.labels.tolist()):
+        st = os.stat(p)
+        h.update(f"{os.path.relpath(p, root)}\0{st.st_size}\0{st.st_mtime_ns}\0{label}\n".encode())
+    h.update("\0".join(listing.classes).encode())
+    return ShardSource(list(zip(listing.paths, listing.labels.tolist())), partial(_encode_file, root=root),
+                       listing.classes, f"shards {os.path.basename(root) or root}", h.hexdigest())
+
+
+def _encode_file(record: tuple[str, int], root: str) -> tuple[bytes, int, int, str]:
+    path, label = record
+    with open(path, "rb") as fh:
+        rel = os.path.relpath(path, root)
+        return fh.read(), label, stable_index(rel), rel
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
@@ -98,11 +87,9 @@ def _png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _encode_file(record: tuple[str, int], root: str) -> tuple[bytes, int, int, str]:
-    path, label = record
-    with open(path, "rb") as fh:
-        rel = os.path.relpath(path, root)
-        return fh.read(), label, stable_index(rel), rel
+def _encode_array(record: tuple) -> tuple[bytes, int, int, str]:
+    image, label, index, path = record
+    return _png_bytes(image), label, index, path
 
 
 def _shard_bytes(rows: list[tuple[bytes, int, int, str]]) -> bytes:
@@ -113,88 +100,75 @@ def _shard_bytes(rows: list[tuple[bytes, int, int, str]]) -> bytes:
     return buf.getvalue()
 
 
-def write_one_shard(chunk: list, encode: Callable, dest: str, name: str) -> dict[str, Any]:
+def write_one_shard(chunk: list, encode: Callable, dest: str, name: str) -> ShardEntry:
     """Encode ``chunk`` into one parquet shard at ``dest/name`` (atomically); its manifest entry."""
     fs, base = filesystem(dest)
     rows = [encode(r) for r in chunk]
     data = _shard_bytes(rows)
-    _write_atomic(fs, _join(base, name), data)
-    return {"rows": len(rows), "sha256": hashlib.sha256(data).hexdigest(),
-            "class_counts": dict(Counter(str(r[1]) for r in rows))}
+    write_bytes_atomic(fs, join(base, name), data)
+    return ShardEntry(len(rows), hashlib.sha256(data).hexdigest(), dict(Counter(str(r[1]) for r in rows)))
 
 
-def write_shards(records: list, dest: str, shard_size: int, encode: Callable, classes: list[str], desc: str,
-                 source_digest: str, seed: int = 0, workers: int = 1) -> dict:
-    """Write ``records`` in a seeded random order, ``shard_size`` per shard (``encode(record) ->
-    (bytes, label, index, path)``); resumes a build with the same source, size and seed."""
+def write_shards(source: ShardSource, dest: str, shard_size: int, seed: int = 0, workers: int = 1) -> Manifest:
+    """Write ``source``'s records in a seeded random order, ``shard_size`` per shard; resumes a build
+    with the same source, size, seed and classes."""
     if shard_size < 1:
-        raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
-    if not records:
-        raise DataError(f"{desc}: nothing to write")
+        raise DataError(f"--shard-size must be >= 1, got {shard_size}")
+    if not source.records:
+        raise DataError(f"{source.desc}: nothing to write")
     fs, base = filesystem(dest)
     fs.create_dir(base, recursive=True)
-    manifest_path = _join(base, MANIFEST)
-    raw = _read(fs, manifest_path)
-    old = json.loads(raw) if raw else {}
-    build = {"source_digest": source_digest, "shard_size": shard_size, "seed": seed, "total": len(records)}
-    same_build = all(old.get(k) == v for k, v in build.items())
-    if old and not same_build:
-        changed = [k for k, v in build.items() if old.get(k) != v]
-        print(f"{desc}: {', '.join(changed)} changed since the last build; rebuilding every shard", flush=True)
-    done: dict[str, dict] = old.get("shards", {}) if same_build else {}
-    order = np.random.default_rng(seed).permutation(len(records))
-    records = [records[i] for i in order]
-    n_shards = (len(records) + shard_size - 1) // shard_size
-    names = [f"shard-{s:05d}.parquet" for s in range(n_shards)]
-    _remove_stale(fs, base, keep=set(names) if same_build else set())
-
-    def intact(name: str, rows: int) -> bool:
-        entry = done.get(name)
-        if not entry or entry["rows"] != rows:
-            return False
-        data = _read(fs, _join(base, name))
-        return data is not None and hashlib.sha256(data).hexdigest() == entry["sha256"]
-
-    todo = [s for s, name in enumerate(names) if not intact(name, len(records[s * shard_size:(s + 1) * shard_size]))]
-    redo = {names[s] for s in todo}
-    done = {n: done[n] for n in names if n in done and n not in redo}
-
-    def save(final: bool = False) -> None:
-        manifest = {**build, "classes": classes, "shards": dict(sorted(done.items())), "complete": final}
-        if final:
-            counts: Counter = Counter()
-            for entry in done.values():
-                counts.update(entry["class_counts"])
-            manifest["class_counts"] = dict(sorted(counts.items(), key=lambda kv: int(kv[0])))
-        _write_atomic(fs, manifest_path, json.dumps(manifest, indent=1).encode())
-
-    bar = tqdm(total=n_shards, initial=n_shards - len(todo), desc=desc, unit="shard")
-    chunks = {s: records[s * shard_size:(s + 1) * shard_size] for s in todo}
-    if workers > 1 and len(todo) > 1:
-        import ray
-
-        if not ray.is_initialized():
-            ray.init("local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
-        task = ray.remote(num_cpus=1)(write_one_shard)
-        pending: dict = {}
-        queue = list(todo)
-        while queue or pending:
-            while queue and len(pending) < workers * 2:
-                s = queue.pop(0)
-                pending[task.remote(chunks[s], encode, dest, names[s])] = s
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            s = pending.pop(ready[0])
-            done[names[s]] = ray.get(ready[0])
-            save()  # progress survives a kill
-            bar.update()
-    else:
-        for s in todo:
-            done[names[s]] = write_one_shard(chunks[s], encode, dest, names[s])
-            save()
-            bar.update()
+    manifest = Manifest(source.digest, shard_size, seed, len(source.records), source.classes)
+    old = read_manifest(fs, base)
+    if old and not manifest.same_build(old):
+        changed = [k for k in Manifest.build_keys() if getattr(old, k) != getattr(manifest, k)]
+        print(f"{source.desc}: {', '.join(changed)} changed since the last build; rebuilding every shard", flush=True)
+    order = np.random.default_rng(seed).permutation(len(source.records))
+    records = [source.records[i] for i in order]
+    chunks = [records[s:s + shard_size] for s in range(0, len(records), shard_size)]
+    names = [f"shard-{s:05d}.parquet" for s in range(len(chunks))]
+    _remove_stale(fs, base, keep=set(names) if manifest.same_build(old) else set())
+    if manifest.same_build(old):
+        manifest.shards = {n: e for n, e in old.shards.items()
+                           if n in names and _intact(fs, base, n, e, len(chunks[names.index(n)]))}
+    todo = [s for s, name in enumerate(names) if name not in manifest.shards]
+    bar = tqdm(total=len(names), initial=len(names) - len(todo), desc=source.desc, unit="shard")
+    for s, entry in _written(todo, chunks, source.encode, dest, names, workers):
+        manifest.shards[names[s]] = entry
+        write_manifest(fs, base, manifest)  # progress survives a kill
+        bar.update()
     bar.close()
-    save(final=True)
-    return json.loads(_read(fs, manifest_path))
+    manifest = manifest.finished()
+    write_manifest(fs, base, manifest)
+    return manifest
+
+
+def _intact(fs: pafs.FileSystem, base: str, name: str, entry: ShardEntry, rows: int) -> bool:
+    data = read_bytes(fs, join(base, name))
+    return entry.rows == rows and data is not None and hashlib.sha256(data).hexdigest() == entry.sha256
+
+
+def _written(todo: list[int], chunks: list, encode: Callable, dest: str, names: list[str], workers: int):
+    """(shard number, entry) as each shard of ``todo`` is written: here, or ``workers`` Ray tasks at a time."""
+    if workers <= 1 or len(todo) <= 1:
+        for s in todo:
+            yield s, write_one_shard(chunks[s], encode, dest, names[s])
+        return
+    import ray
+
+    from core.runtime import start_ray
+
+    if not ray.is_initialized():
+        start_ray(num_cpus=workers, log_to_driver=False)
+    task = ray.remote(num_cpus=1)(write_one_shard)
+    pending: dict = {}
+    queue = list(todo)
+    while queue or pending:
+        while queue and len(pending) < workers * 2:
+            s = queue.pop(0)
+            pending[task.remote(chunks[s], encode, dest, names[s])] = s
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        yield pending.pop(ready[0]), ray.get(ready[0])
 
 
 def _remove_stale(fs: pafs.FileSystem, base: str, keep: set[str]) -> None:
@@ -205,36 +179,35 @@ def _remove_stale(fs: pafs.FileSystem, base: str, keep: set[str]) -> None:
             fs.delete_file(info.path)
 
 
-def shard_dataset(src: str, dest: str, shard_size: int, fmt: str = "imagefolder", seed: int = 0,
-                  workers: int = 1) -> dict[str, dict]:
-    """Shard every split of ``src`` into ``dest/<split>``; returns the manifests."""
-    out: dict[str, dict] = {}
-    if fmt == "imagefolder":
-        splits = [s for s in ("train", "val", "test") if os.path.isdir(os.path.join(src, s))] or [""]
-        for split in splits:
-            root = os.path.join(src, split) if split else src
-            records, classes, digest = _folder_records(root)
-            out[split or "all"] = write_shards(records, _join(dest, split) if split else dest, shard_size,
-                                               partial(_encode_file, root=root), classes, f"shards {split or root}",
-                                               digest, seed, workers)
-    elif fmt in ("cifar10", "cifar100"):
-        arrays = load_cifar(src, fmt, 32)
-        for split, name in (("train", "train"), ("test", "val")):
-            images, labels, index = arrays[split]
-            digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
-            records = [(images[i], int(labels[i]), int(index[i]), f"{fmt}/{split}/{int(index[i])}")
-                       for i in range(len(labels))]
-            out[name] = write_shards(records, _join(dest, name), shard_size, _encode_array,
-                                     [str(c) for c in range(int(labels.max()) + 1)], f"shards {fmt} {split}",
-                                     digest, seed, workers)
-    else:
-        raise ValueError(f"--format must be imagefolder, cifar10 or cifar100, got {fmt!r}")
+def _array_sources(src: str, fmt: str) -> dict[str, ShardSource]:
+    """CIFAR's train and test arrays as shard sources (``train`` and ``val``)."""
+    arrays = load_cifar(src, fmt, 32)
+    out = {}
+    for split, name in (("train", "train"), ("test", "val")):
+        images, labels, index = arrays[split]
+        records = [(images[i], int(labels[i]), int(index[i]), f"{fmt}/{split}/{int(index[i])}")
+                   for i in range(len(labels))]
+        classes = [str(c) for c in range(10 if fmt == "cifar10" else 100)]
+        out[name] = ShardSource(records, _encode_array, classes, f"shards {fmt} {split}",
+                                hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest())
     return out
 
 
-def _encode_array(record: tuple) -> tuple[bytes, int, int, str]:
-    image, label, index, path = record
-    return _png_bytes(image), label, index, path
+def shard_dataset(src: str, dest: str, shard_size: int, fmt: str = "imagefolder", seed: int = 0,
+                  workers: int = 1) -> dict[str, Manifest]:
+    """Shard every split of ``src`` into ``dest/<split>``; returns the manifests."""
+    if fmt == "imagefolder":
+        splits = [s for s in ("train", "val", "test") if os.path.isdir(os.path.join(src, s))]
+        sources: dict[str, ShardSource] = {}
+        for split in splits or [""]:
+            classes = sources["train"].classes if split != "train" and "train" in sources else None
+            sources[split or "all"] = folder_source(os.path.join(src, split) if split else src, classes)
+    elif fmt in ("cifar10", "cifar100"):
+        sources = _array_sources(src, fmt)
+    else:
+        raise DataError(f"--format must be imagefolder, cifar10 or cifar100, got {fmt!r}")
+    return {split: write_shards(s, dest if split == "all" else join(dest, split), shard_size, seed, workers)
+            for split, s in sources.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,15 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the random record order")
     p.add_argument("--workers", type=int, default=1, help="shards written at once (Ray tasks when > 1)")
     args = p.parse_args(argv)
+    return cli_main(lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    try:
-        manifests = shard_dataset(args.src, args.dest, args.shard_size, args.format, args.seed, args.workers)
-    except (DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    manifests = shard_dataset(args.src, args.dest, args.shard_size, args.format, args.seed, args.workers)
     for split, m in manifests.items():
-        print(f"{split}: {m['total']} images in {len(m['shards'])} shards -> "
-              f"{_join(args.dest, split) if split != 'all' else args.dest} ({time.perf_counter() - t0:.1f} s)")
+        print(f"{split}: {m.total} images in {len(m.shards)} shards -> "
+              f"{join(args.dest, split) if split != 'all' else args.dest} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 

@@ -10,23 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.data.augment import eval_view
-
 KNN_PROTOCOL = "weighted kNN: cosine similarity, top-k neighbours, votes exp(sim/T) (Wu et al. 2018)"
-
-
-@torch.no_grad()
-def extract_features(model: nn.Module, images: Tensor, batch_size: int = 512, device: torch.device | str = "cpu",
-                     embedding: bool = False) -> Tensor:
-    """Encoder features (or the normalised head embedding) of uint8 ``[N, H, W, C]`` images, eval mode."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, images.shape[0], batch_size):
-        x = eval_view(images[start: start + batch_size]).to(device)
-        out.append((model(x).z if embedding else model.features(x)).float().cpu())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
 
 
 def topk_accuracy(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.config import ConfigError
-from core.distributed import global_batch
+from core.errors import ConfigError
 from core.losses.registry import LossFamily, register
 from core.losses.supcon import upcast
+from core.train.distributed import global_batch
 
 
 def varcon_loss(

@@ -19,11 +19,13 @@ __all__ = ["ContrastiveModel", "ModelOutput", "build_model", "build_encoder", "r
 @dataclass
 class ModelOutput:
     """What a forward pass gives: ``z`` (normalised embedding, or logits for cross-entropy) and,
-    for variational heads, the posterior parameters."""
+    for variational heads, the posterior parameters; :meth:`ContrastiveModel.encode` adds the
+    encoder ``features``."""
 
     z: Tensor
     mu: Tensor | None = None
     logvar: Tensor | None = None
+    features: Tensor | None = None
 
 
 class ContrastiveModel(nn.Module):
@@ -50,16 +52,26 @@ class ContrastiveModel(nn.Module):
         """Encoder representation (what probes and kNN use)."""
         return self.encoder(x)
 
-    def forward(self, x: Tensor) -> ModelOutput:
+    def encode(self, x: Tensor) -> ModelOutput:
+        """One pass giving the encoder features and the head's output: in eval mode ``z`` is the
+        deterministic embedding (``mu/||mu||`` for a variational head), in train mode a sample."""
         h = self.encoder(x)
         if self.head_kind == "variational":
             mu, logvar = self.head(h)
             z = projected_normal_sample(mu, logvar) if self.training else F.normalize(mu, dim=-1)
-            return ModelOutput(z, mu, logvar)
-        return ModelOutput(self.head(h))
+            return ModelOutput(z, mu, logvar, features=h)
+        return ModelOutput(self.head(h), features=h)
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        return self.encode(x)
+
+    def variance_parameters(self) -> list[nn.Parameter]:
+        """The variational head's log-variance layer (its own LR multiplier; empty for other heads)."""
+        return list(self.head.logvar.parameters()) if isinstance(self.head, VariationalHead) else []
 
 
-def build_model(cfg: RunConfig, num_classes: int, in_channels: int = 3) -> ContrastiveModel:
+def build_model(cfg: RunConfig, num_classes: int) -> ContrastiveModel:
     """The model a run config asks for."""
-    encoder = build_encoder(cfg.model.backbone, cfg.model.stem, cfg.model.width, in_channels)
-    return ContrastiveModel(encoder, loss_family(cfg.loss.name).head, cfg.model.proj_dim, cfg.model.proj_hidden, num_classes)
+    encoder = build_encoder(cfg.model.backbone, cfg.model.stem, cfg.model.width)
+    return ContrastiveModel(encoder, loss_family(cfg.loss.name).head, cfg.model.proj_dim, cfg.model.proj_hidden,
+                            num_classes)

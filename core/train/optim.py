@@ -44,15 +44,12 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-VARIANCE_PREFIX = "head.logvar."  # the variational head's log-variance layer
-
-
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     """Parameter groups, each with an ``lr_mult`` the schedule multiplies in: the log-variance layer
-    of a variational head gets ``cfg.variance_lr_mult``, everything else 1."""
-    named = list(model.named_parameters())
-    variance = [p for n, p in named if n.startswith(VARIANCE_PREFIX)]
-    rest = [p for n, p in named if not n.startswith(VARIANCE_PREFIX)]
+    of a variational head (``model.variance_parameters()``) gets ``cfg.variance_lr_mult``, everything else 1."""
+    variance = list(model.variance_parameters()) if hasattr(model, "variance_parameters") else []
+    chosen = {id(p) for p in variance}
+    rest = [p for p in model.parameters() if id(p) not in chosen]
     lr = cfg.effective_lr()
     groups = [{"params": rest, "lr": lr, "lr_mult": 1.0}]
     if variance:

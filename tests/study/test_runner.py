@@ -1,5 +1,6 @@
 """Tiny versions of the main study, end to end, and the resume path."""
 
+import argparse
 import os
 import re
 import signal
@@ -11,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["--losses", "supcon", "cross_entropy", "--policies", "simaugment", "--strengths", "1.0",
         "--seeds", "0", "1", "--epochs", "1", "eval.probe_epochs=5", "data.train_limit=512", "optim.batch_size=128"]
 
@@ -59,11 +60,11 @@ def test_tiny_study_end_to_end(ray_session, tmp_path, monkeypatch, capsys):
     for png in ("probe_top1_vs_strength.png", "accuracy_vs_severity.png", "feature_spectrum.png"):
         assert (tmp_path / png).stat().st_size > 5000
     # the same results dir without --resume is refused, not silently overwritten
-    with pytest.raises(SystemExit, match="--resume"):
-        _study(tmp_path)
+    capsys.readouterr()
+    assert _study(tmp_path) == 2 and "--resume" in capsys.readouterr().err
     # --resume with flags that change the study is refused, listing the difference
-    with pytest.raises(SystemExit, match=r"(?s)flags that change the study.*base\.optim\.epochs: 1 -> 3.*grid"):
-        _study(tmp_path, "--resume", "--epochs", "3", "--losses", "cross_entropy")
+    assert _study(tmp_path, "--resume", "--epochs", "3", "--losses", "cross_entropy") == 2
+    assert re.search(r"(?s)flags that change the study.*base\.optim\.epochs: 1 -> 3.*grid", capsys.readouterr().err)
     # a second study in the same results directory at once is refused (the first holds its lock)
     from core.io import DirectoryLock
 
@@ -174,7 +175,6 @@ def test_search_with_optuna_and_asha(ray_session, tmp_path):
     assert len(df) == 3 and set(df["status"]) <= {"finished", "stopped early"} and "finished" in set(df["status"])
     assert df["cfg.loss.temperature"].nunique() == 3  # Optuna proposed the points
     import optuna
-
     from optuna.storages.journal import JournalFileBackend
 
     study = optuna.load_study(study_name="search-varcon",
@@ -228,7 +228,7 @@ def test_ablation_layers_config_onto_its_spec(tmp_path, capsys):
 
 
 def test_machines_are_counted_by_host_not_by_ray_session():
-    from core.study import machine_count
+    from core.study.report import machine_count
 
     resumed = pd.DataFrame({"node_id": ["a1", "b2", "b2"], "machine": ["laptop", "laptop", "laptop"]})
     assert machine_count(resumed) == 1  # two Ray sessions (a driver kill + --resume), one machine
@@ -239,7 +239,7 @@ def test_machines_are_counted_by_host_not_by_ray_session():
 def test_dashboard_flag_starts_rays_dashboard_on_loopback_only(monkeypatch, capsys):
     import ray
 
-    from core import study
+    from core.study.runner import start_study_ray
 
     calls = []
 
@@ -248,17 +248,18 @@ def test_dashboard_flag_starts_rays_dashboard_on_loopback_only(monkeypatch, caps
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda *a, **k: calls.append(k) or Context())
-    study._init_ray(None, dashboard=True)
+    start_study_ray(argparse.Namespace(address=None, dashboard=True))
     assert calls[0]["include_dashboard"] is True and calls[0]["dashboard_host"] == "127.0.0.1"
     assert "Ray dashboard: http://127.0.0.1:8265" in capsys.readouterr().out
-    study._init_ray(None)
+    start_study_ray(argparse.Namespace(address=None, dashboard=False))
     assert calls[1]["include_dashboard"] is False
 
 
 def test_tracker_needs_its_package(monkeypatch, tmp_path):
     import builtins
 
-    from core.study import logger_callbacks
+    from core.errors import ConfigError
+    from core.study.loggers import logger_callbacks
 
     real_import = builtins.__import__
 
@@ -268,5 +269,5 @@ def test_tracker_needs_its_package(monkeypatch, tmp_path):
         return real_import(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", no_wandb)
-    with pytest.raises(SystemExit, match=r"pip install -e '\.\[trackers\]'"):
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[trackers\]'"):
         logger_callbacks(["wandb"], "s", tmp_path)

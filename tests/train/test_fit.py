@@ -12,9 +12,10 @@ import pytest
 
 from core.config import RunConfig
 from core.data.sources import load_source
+from core.errors import CheckpointError, DataError
 from core.train import fit
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _cfg(tmp_path, *overrides):
@@ -115,7 +116,7 @@ def test_corrupt_images_are_skipped_counted_or_fail_the_run(ray_session, tmp_pat
     (tmp_path / "data" / "train" / "a" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     base = ["data.source=imagefolder", f"data.root={tmp_path / 'data'}", "data.image_size=12",
             "optim.batch_size=9", "optim.epochs=2", "eval.probe_epochs=2", "eval.knn_k=3"]
-    with pytest.raises(RuntimeError, match=r"1 of 9 images undecodable .*broken\.jpg"):
+    with pytest.raises(DataError, match=r"1 of 9 images undecodable .*broken\.jpg"):
         fit(_cfg(tmp_path, *base), verbose=False)
     with pytest.warns(UserWarning, match="broken.jpg"):
         res = fit(_cfg(tmp_path, *base, "data.max_bad_fraction=0.2"), verbose=False)
@@ -138,7 +139,10 @@ def test_robustness_metrics_are_recorded(digits, tmp_path):
     assert m["unc_spearman_centroid"] > 0  # and the distance grows with severity
     assert 0 <= m["alignment"] <= 4 and -4 <= m["uniformity"] <= 0 and -0.5 < m["cluster_ari"] <= 1
     assert 20 < m["fewshot_5w1s_acc"] <= m["fewshot_5w5s_acc"] + 5 and 0 < m["fewshot_5w1s_ci95"] < 5
-    assert len(m["spectrum_features"].split(",")) == 64
+    records = fit(cfg, digits, verbose=False).records  # the finished run returns at once, records included
+    assert len(records["spectrum_features"]) == 64 and len(records["per_corruption"]) == 10
+    saved = json.loads((Path(fit(cfg, digits, verbose=False).run_dir) / "evaluation.json").read_text())
+    assert saved["spectrum_features"] == records["spectrum_features"] and saved["probe_top1"] == m["probe_top1"]
 
 
 def test_results_are_written_then_renamed(tmp_path, monkeypatch):
@@ -146,7 +150,7 @@ def test_results_are_written_then_renamed(tmp_path, monkeypatch):
     import pandas as pd
 
     from core.io import write_json_atomic
-    from core.report import write_table
+    from core.study.report import write_table
 
     summary, table = tmp_path / "summary.json", tmp_path / "trials.parquet"
     write_json_atomic(summary, {"epoch": 1})
@@ -176,7 +180,7 @@ def test_two_ddp_workers_split_the_ray_data_stream(digits, tmp_path):
     res = fit(_cfg(tmp_path, "optim.epochs=2", "num_workers=2", "data.augment_in=ray_data"), digits, verbose=False)
     assert res.status == "finished" and res.metrics["epoch"] == 1
     first = json.loads((Path(res.run_dir) / "metrics.jsonl").read_text().splitlines()[0])
-    a, b = (int(x) for x in first["samples_per_rank"].split(","))
+    a, b = first["samples_per_rank"]
     assert a == b > 0 and first["shard_overlap"] == 0
 
 
@@ -189,7 +193,9 @@ def test_evaluation_stage_rescores_a_finished_run_without_retraining(digits, tmp
     m = evaluate_run(res.run_dir, ["eval.knn_k=5", "eval.robustness=true", "eval.corruption_suite=fast",
                                    "eval.corruptions=[contrast]"])
     assert state.stat().st_mtime_ns == mtime  # nothing retrained
-    assert m["knn_top1"] != res.metrics["knn_top1"] and "corr_contrast_s5" in m and m["eval_epoch"] == 1
+    assert m["knn_top1"] != res.metrics["knn_top1"] and "corruption_acc_s5" in m and m["eval_epoch"] == 1
+    saved = json.loads((Path(res.run_dir) / "evaluation.json").read_text())
+    assert [(c["corruption"], c["severity"]) for c in saved["per_corruption"]] == [("contrast", s) for s in range(1, 6)]
     assert m["probe_top1"] == pytest.approx(res.metrics["probe_top1"], abs=1e-6)  # same protocol, same number
     summary = json.loads((Path(res.run_dir) / "summary.json").read_text())
     assert summary["knn_top1"] == m["knn_top1"] and (Path(res.run_dir) / "evaluation.json").exists()
@@ -208,7 +214,7 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(digits, tmp_path):
     assert again.status == "finished" and again.metrics["resumed_from_epoch"] == 1
     for p in (state, Path(str(state) + ".previous")):
         p.write_bytes(b"garbage")
-    with pytest.raises(RuntimeError, match=r"no readable checkpoint: .*latest_state.pt"):
+    with pytest.raises(CheckpointError, match=r"no readable checkpoint: .*latest_state.pt"):
         fit(cfg, digits, verbose=False)
 
 
@@ -230,7 +236,7 @@ def test_encoded_images_train_through_both_stream_paths(photo_folder, tmp_path, 
     rows = [json.loads(x) for x in (Path(res.run_dir) / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["classes_per_batch"] > 2.5  # 4 classes, batches of 16 (8 per rank with 2 workers)
     if "num_workers=2" in extra:
-        a, b = (int(x) for x in rows[0]["samples_per_rank"].split(","))
+        a, b = rows[0]["samples_per_rank"]
         assert a == b == 32 and rows[0]["shard_overlap"] == 0
 
 

@@ -4,7 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.report import Claim, summary_table, t_interval
+from core.study.claims import Claim
+from core.study.report import summary_table
+from core.study.stats import t_interval
 
 
 def test_t_interval_hand_computed():
@@ -53,7 +55,7 @@ def test_failed_trials_are_excluded():
 
 
 def test_holm_hand_computed():
-    from core.report import holm
+    from core.study.stats import holm
 
     # sorted: .005 .01 .03 .04 -> 4*.005=.02, 3*.01=.03, 2*.03=.06, max(.06, 1*.04)=.06; nan stays out
     adjusted = holm([0.01, float("nan"), 0.04, 0.03, 0.005])
@@ -62,7 +64,7 @@ def test_holm_hand_computed():
 
 
 def test_p_value_agrees_with_the_confidence_interval():
-    from core.report import paired_p_value
+    from core.study.stats import paired_p_value
 
     for diff in ([1.0, 2.0, 3.0], [0.5, -0.1, 0.9, 0.2], [-1.0, -1.2, -0.8]):
         _, lo, hi = t_interval(diff)
@@ -71,7 +73,7 @@ def test_p_value_agrees_with_the_confidence_interval():
 
 
 def test_family_adjustment_can_demote_a_raw_verdict():
-    from core.report import adjust_family
+    from core.study.claims import adjust_family
 
     rows = [{"verdict": "holds", "p_value": 0.03, "diff": 1.0, "better": "higher", "kind": "mean"},
             {"verdict": "does not hold", "p_value": 0.001, "diff": 1.0, "better": "lower", "kind": "mean"},
@@ -86,7 +88,7 @@ def test_family_adjustment_can_demote_a_raw_verdict():
 
 
 def test_mean_ci_text():
-    from core.report import mean_ci_text
+    from core.study.stats import mean_ci_text
 
     half = 4.302652729911275 / math.sqrt(3)  # as in test_t_interval_hand_computed
     assert mean_ci_text([1.0, 2.0, 3.0], ".3f") == f"2.000 [{2 - half:.3f}, {2 + half:.3f}]"

@@ -10,6 +10,8 @@ the all-reduce, a bug seen elsewhere, under-counts the gradient by a factor of W
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -71,3 +73,12 @@ def global_batch(z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """This worker's ``[b, V, D]`` embeddings and ``[b]`` labels -> the global batch across workers
     (differentiable in ``z``; the identity in one process)."""
     return gather_with_grad(z), gather_no_grad(labels)
+
+
+def gather_objects(obj: Any, world: int) -> list[Any]:
+    """``obj`` from every worker, in rank order (just ``[obj]`` in one process)."""
+    if world == 1 or not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out

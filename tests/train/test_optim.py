@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from core.config import OptimConfig
-from core.optim import LARS, build_optimizer, lr_at
+from core.train.optim import LARS, build_optimizer, lr_at
 
 
 def test_warmup_then_cosine():

@@ -1,0 +1,5 @@
+import sys
+
+from core.eval.rescore import main
+
+sys.exit(main())

@@ -1,0 +1,160 @@
+"""Corrupted evaluation sets and what the frozen encoder does on them.
+
+Corrupted versions of the evaluation images are either read from an on-disk ImageNet-C style folder
+(``eval.corruption_root``: ``root/<corruption>/<severity>/<class>/*``) or made batch by batch from
+each clean batch (the 15 ImageNet-C types through ``imagecorruptions``, cached; the fast suite in
+torch). Per corrupted set only two numbers per image are kept (confidence, correct).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from core.config import RunConfig
+from core.data.bad_images import BadImages
+from core.errors import EvaluationError
+from core.eval.calibration import ece_from_confidence
+from core.eval.features import Features, extract, iter_numpy
+from core.eval.robustness import corrupt, mean_corruption_error, prototype_accuracy
+from core.eval.uncertainty import centroid_distance, misclassification_auroc, severity_correlation
+from core.losses import posterior_log_det
+from core.results import CorruptionScore, Evaluation
+
+CorruptedBatches = Iterator[tuple[tuple[str, int], dict]]  # ((corruption, severity), batch)
+
+
+def corrupted_sets(cfg: RunConfig, test: Any) -> CorruptedBatches:
+    """The corrupted versions of the test split the config asks for: read from ``eval.corruption_root``
+    or generated from the clean batches."""
+    if cfg.eval.corruption_root:
+        from core.data.sources import eval_folder_dataset
+
+        return folder_corruptions(cfg, lambda path: eval_folder_dataset(path, cfg.data.image_size))
+    return generated_corruptions(iter_numpy(test), cfg)
+
+
+def generated_corruptions(batches: Iterator[dict], cfg: RunConfig, parallel: bool = False,
+                          progress: bool = False) -> CorruptedBatches:
+    """Every corrupted version of every clean batch, made batch by batch (ImageNet-C types cached on
+    disk per batch, in parallel Ray tasks with ``parallel``; the fast suite in torch). The corruption
+    seed is fixed, so every run of a study is scored on the same corrupted images."""
+    from core.eval.imagenet_c import corrupted_split
+
+    names = cfg.eval.corruption_names()
+    bad = BadImages(warn=False)  # the clean pass already warned about each undecodable image
+    for batch in batches:
+        batch = bad.keep(batch)
+        if len(batch["label"]) == 0:
+            continue
+        images = np.require(batch["image"], requirements="W")
+        if cfg.eval.corruption_suite == "imagenet_c":
+            sets = corrupted_split(images, names, seed=0, index=np.asarray(batch["index"]), parallel=parallel,
+                                   progress=progress)
+        else:
+            sets = {(n, s): corrupt(torch.from_numpy(images), n, s, seed=0).numpy()
+                    for n in names for s in range(1, 6)}
+        for key, imgs in sets.items():
+            yield key, {"image": imgs, "label": batch["label"], "index": batch["index"]}
+
+
+def folder_corruptions(cfg: RunConfig, load: Callable[[str], Any]) -> CorruptedBatches:
+    """Batches from an on-disk ImageNet-C layout ``eval.corruption_root/<corruption>/<severity>/<class>/*``
+    (``load(path)`` -> dataset of eval views)."""
+    root = cfg.eval.corruption_root
+    for name in cfg.eval.corruption_names():
+        for sev in range(1, 6):
+            path = os.path.join(root, name, str(sev))
+            if not os.path.isdir(path):
+                raise EvaluationError(f"eval.corruption_root: missing {path!r} "
+                                      f"(expected root/<corruption>/<severity>/<class>/*)")
+            for batch in iter_numpy(load(path)):
+                yield (name, sev), batch
+
+
+@dataclass
+class _Scores:
+    """Per-image numbers of the clean and corrupted test images, and per-set confidences."""
+
+    train: Features
+    predict: Callable[[Tensor], Tensor]
+    per_set: dict = field(default_factory=dict)  # (corruption, severity) -> ([conf], [correct])
+    severity: list = field(default_factory=list)
+    wrong: list = field(default_factory=list)
+    dist: list = field(default_factory=list)
+    logdet: list = field(default_factory=list)
+    kinds: list = field(default_factory=list)
+
+    def add(self, feats: Tensor, labels: Tensor, sev: int, logvar: Tensor | None, kind: str = "clean") -> None:
+        conf, pred = self.predict(feats).max(1)
+        self.severity.append(torch.full((len(labels),), sev))
+        self.kinds.extend([kind] * len(labels))
+        self.wrong.append(pred != labels)
+        self.dist.append(centroid_distance(self.train.feats, self.train.labels, feats))
+        if logvar is not None:
+            self.logdet.append(posterior_log_det(logvar).float())
+        if kind != "clean":
+            confs, corrects = self.per_set.setdefault((kind, sev), ([], []))
+            confs.append(conf)
+            corrects.append(pred == labels)
+
+
+def robustness_metrics(model: nn.Module, cfg: RunConfig, tr: Features, te: Features, predict: Callable,
+                       corrupted: Callable[[], CorruptedBatches], device: torch.device, result: Evaluation) -> None:
+    """Probe accuracy and calibration on corrupted test images (5 severities); uncertainty scores
+    (centroid distance; VCL's posterior log-det) against errors and severity; label-scarce probes."""
+    variational = te.logvar is not None
+    scores = _Scores(tr, predict)
+    scores.add(te.feats, te.labels, 0, te.logvar)
+    for (name, sev), batch in corrupted():
+        f = extract(model, [batch], device, logvar=variational)
+        scores.add(f.feats, f.labels, sev, f.logvar if variational else None, name)
+    _corruption_scores(scores, result)
+    _uncertainty_scores(scores, result)
+    for k in cfg.eval.label_budgets:
+        result.scalars[f"fewlabel_{k}_acc"], result.scalars[f"fewlabel_{k}_std"] = prototype_accuracy(
+            tr.feats, tr.labels, te.feats, te.labels, k, seed=cfg.seed)
+
+
+def _corruption_scores(scores: _Scores, result: Evaluation) -> None:
+    """Accuracy and ECE per corrupted set and per severity, their means and the corruption error."""
+    acc_by: dict[tuple[str, int], float] = {}
+    ece_by: dict[tuple[str, int], float] = {}
+    for (name, sev), (confs, corrects) in scores.per_set.items():
+        correct = torch.cat(corrects)
+        acc_by[(name, sev)] = 100.0 * correct.float().mean().item()
+        ece_by[(name, sev)] = ece_from_confidence(torch.cat(confs), correct)
+        result.corruptions.append(CorruptionScore(name, sev, acc_by[(name, sev)], ece_by[(name, sev)]))
+    out = result.scalars
+    for sev in range(1, 6):
+        out[f"corruption_acc_s{sev}"] = float(np.mean([a for (n, s), a in acc_by.items() if s == sev]))
+        out[f"ece_s{sev}"] = float(np.mean([e for (n, s), e in ece_by.items() if s == sev]))
+    out["corruption_acc"] = float(np.mean(list(acc_by.values())))
+    out["mce"] = mean_corruption_error(acc_by)
+
+
+def _uncertainty_scores(scores: _Scores, result: Evaluation) -> None:
+    """AUROC for flagging errors and rank correlation with severity of the centroid distance and (VCL)
+    the posterior log-det; where the log-det points, per severity and per corruption type."""
+    severity, wrong = torch.cat(scores.severity), torch.cat(scores.wrong)
+    out = result.scalars
+    for name, values in (("centroid", scores.dist), ("logdet", scores.logdet)):
+        if not values:
+            continue
+        v = torch.cat(values)
+        out[f"unc_auroc_{name}"] = misclassification_auroc(v, wrong)
+        out[f"unc_spearman_{name}"] = severity_correlation(v, severity)
+        if name == "logdet":  # mean posterior log-det per severity (0 = clean)
+            for sev in range(6):
+                out[f"logdet_s{sev}"] = float(v[severity == sev].mean())
+            kinds = np.asarray(scores.kinds)
+            out["unc_spearman_logdet_vs_centroid"] = severity_correlation(v, torch.cat(scores.dist))
+            clean = kinds == "clean"
+            for kind in sorted(set(kinds) - {"clean"}):  # clean images as severity 0 of each type
+                keep = torch.from_numpy(clean | (kinds == kind))
+                result.logdet_by_corruption[kind] = severity_correlation(v[keep], severity[keep])

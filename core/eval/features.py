@@ -1,0 +1,89 @@
+"""One streaming pass over an evaluation split: features and a few numbers per image, never pixels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from core.data.augment import eval_view
+from core.data.bad_images import BadImages
+from core.errors import EvaluationError
+
+EVAL_BATCH = 512  # images per forward pass in evaluation
+Batches = Iterable[dict[str, np.ndarray]]  # {"image": uint8 [B, H, W, C], "label": [B], "index": [B], "ok"?, "path"?}
+
+
+def iter_numpy(ds: Any, batch_size: int = EVAL_BATCH) -> Iterator[dict[str, np.ndarray]]:
+    """Numpy batches from a Ray Dataset / DataIterator, or pass through an iterable of batches."""
+    if hasattr(ds, "iter_batches"):
+        return iter(ds.iter_batches(batch_size=batch_size, batch_format="numpy"))
+    return iter(ds)
+
+
+@dataclass
+class Features:
+    """What one pass over an evaluation split keeps: features and per-image numbers, no pixels."""
+
+    feats: Tensor  # [N, D] encoder features (float32, CPU)
+    labels: Tensor  # [N]
+    index: np.ndarray  # [N] stable sample ids
+    embedding: Tensor | None = None  # [N, d] the head's eval-mode embedding
+    logvar: Tensor | None = None  # [N, d] posterior log-variance (variational heads)
+    view_pairs: tuple[Tensor, Tensor] | None = None  # two augmented views' embeddings (alignment/uniformity)
+    bad: BadImages = field(default_factory=BadImages)
+
+
+@torch.no_grad()
+def extract(model: nn.Module, batches: Batches, device: torch.device, *, embedding: bool = False,
+            logvar: bool = False, views: Callable[[Tensor, np.ndarray], Tensor] | None = None,
+            bad: BadImages | None = None) -> Features:
+    """One streaming pass: encoder features (and optionally the head embedding, the posterior
+    log-variance and two augmented views' embeddings) of every decodable image, in eval mode."""
+    was_training = model.training
+    model.eval()
+    bad = bad or BadImages(where="evaluation: ")
+    cols: dict[str, list] = {k: [] for k in ("feats", "labels", "index", "emb", "lv", "v0", "v1")}
+    try:
+        for batch in batches:
+            batch = bad.keep(batch)
+            if len(batch["label"]) == 0:
+                continue
+            images = torch.from_numpy(np.require(batch["image"], requirements="W"))
+            x = eval_view(images).to(device, non_blocking=True)
+            out = model.encode(x) if embedding or logvar else None  # the head only where its output is kept
+            cols["feats"].append((out.features if out is not None else model.features(x)).float().cpu())
+            cols["labels"].append(torch.tensor(np.asarray(batch["label"]), dtype=torch.long))
+            cols["index"].append(np.asarray(batch["index"], np.int64))
+            if embedding:
+                cols["emb"].append(out.z.float().cpu())
+            if logvar and out.logvar is not None:
+                cols["lv"].append(out.logvar.float().cpu())
+            if views is not None:
+                pair = views(images, batch["index"]).to(device)  # [B, 2, C, H, W]
+                cols["v0"].append(model(pair[:, 0]).z.float().cpu())
+                cols["v1"].append(model(pair[:, 1]).z.float().cpu())
+    finally:
+        model.train(was_training)
+    if not cols["feats"]:
+        raise EvaluationError("evaluation split is empty" + (f" ({len(bad.paths)} undecodable images)"
+                                                              if bad.paths else ""))
+
+    def cat(k: str) -> Tensor | None:
+        return torch.cat(cols[k]) if cols[k] else None
+
+    return Features(cat("feats"), cat("labels"), np.concatenate(cols["index"]), cat("emb"), cat("lv"),
+                    (cat("v0"), cat("v1")) if cols["v0"] else None, bad)
+
+
+def check_classes(split: str, f: Features, num_classes: int) -> None:
+    """A class that lost every image to decoding errors cannot be scored: refuse rather than report
+    accuracy over the remaining classes as if nothing happened."""
+    present = set(torch.unique(f.labels).tolist())
+    lost = sorted(set(f.bad.labels) - present)
+    if lost:
+        raise EvaluationError(f"{split}: every image of class(es) {lost} is undecodable (e.g. {f.bad.paths[0]!r}); "
+                              f"refusing to score {num_classes} classes on the rest")

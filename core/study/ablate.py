@@ -1,0 +1,67 @@
+"""Run a declarative ablation: a base config plus named one-factor variations, each compared
+with the first (reference) variant, through the same study machinery.
+
+    python -m core.ablate ablations/varcon_components.yaml [--seeds 0 1] [--epochs 5] [study flags]
+
+Spec (YAML): ``name``, ``question``, ``base`` (a RunConfig mapping), ``seeds``, ``metrics``
+(summary columns; each becomes a "higher is better" claim unless listed under ``lower_is_better``)
+and ``variants`` (name -> {dotted.key: value}); the first variant is the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core.config import CONFIG_HELP, ConfigError, RunConfig, load_yaml
+from core.study.claims import Claim
+from core.study.cli import base_config, main_for
+from core.study.spec import Study, Variants
+
+
+USAGE = "usage: python -m core.ablate SPEC.yaml [study flags]"
+
+
+def load_spec(path: str | Path, args: argparse.Namespace) -> Study:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"ablation spec {str(path)!r} does not exist")
+    spec = load_yaml(path)
+    if not isinstance(spec, dict):
+        raise ConfigError(f"ablation spec {str(path)!r} must hold a mapping")
+    unknown = set(spec) - {"name", "question", "base", "seeds", "metrics", "lower_is_better", "variants"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown spec field(s) {sorted(unknown)}")
+    variants = spec.get("variants") or {}
+    if len(variants) < 2:
+        raise ConfigError(f"{path}: 'variants' needs a reference and at least one variation")
+    try:
+        base = base_config(args, RunConfig.from_dict(spec.get("base") or {}))  # the spec's base is the default
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    reference = next(iter(variants))
+    metrics = spec.get("metrics") or ["probe_top1", "knn_top1"]
+    lower = set(spec.get("lower_is_better") or [])
+    claims = [Claim(f"{m}: variant vs reference {reference!r}", m, better="lower" if m in lower else "higher",
+                    group="variant", baseline=reference, settings=()) for m in metrics]
+    return Study(name=spec.get("name", path.stem), question=spec.get("question", ""), base=base,
+                 trials=Variants({k: dict(v or {}) for k, v in variants.items()}),
+                 seeds=args.seeds or spec.get("seeds", [0, 1, 2]), claims=claims, summary_metrics=metrics,
+                 group="variant")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"{USAGE}\n\n{__doc__}\nStudy flags as in any study (python studies/search.py --help).\n\n{CONFIG_HELP}")
+        return 0
+    if not argv or argv[0].startswith("-"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    spec_path, rest = argv[0], argv[1:]
+    return main_for(lambda args: load_spec(spec_path, args), __doc__, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The command line every study shares: its flags, the base config they layer, and ``main_for``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Callable
+
+from core.config import CONFIG_HELP, RunConfig, layered
+from core.errors import cli_main
+from core.results import RunStatus
+from core.study.loggers import LOGGERS
+from core.study.spec import Study, trial_config
+
+
+def add_study_args(parser: argparse.ArgumentParser) -> None:
+    """Flags every study accepts."""
+    parser.add_argument("--results-dir", default=None, help="where the table, report and logs go (default results/NAME)")
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                        help="Ray cluster address (default: $RAY_ADDRESS, else a local instance)")
+    parser.add_argument("--num-samples", type=int, default=None,
+                        help="grid studies: repeats of every point (default 1); searches: trials (default 8)")
+    parser.add_argument("--storage", default=None,
+                        help="Tune results and checkpoints: a shared path or s3://, gs:// URI (default: the "
+                             "results dir; a multi-node cluster needs shared storage)")
+    parser.add_argument("--cpus-per-trial", type=float, default=1,
+                        help="CPUs reserved per trial (its torch threads on a cluster)")
+    parser.add_argument("--gpus-per-trial", type=float, default=0)
+    parser.add_argument("--workers-per-trial", type=int, default=0, help="Train workers per trial (0: local mode)")
+    parser.add_argument("--max-concurrent", type=int, default=0, help="concurrent trials (0: CPU cores locally)")
+    parser.add_argument("--resume", action="store_true", help="finish an interrupted study in --results-dir")
+    parser.add_argument("--overwrite", action="store_true", help="delete an existing study in --results-dir first")
+    parser.add_argument("--epochs", type=int, default=None, help="override optim.epochs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the study's)")
+    parser.add_argument("--logger", action="append", choices=LOGGERS, default=None,
+                        help="where trial metrics go, through Tune's logger callbacks (repeatable; default "
+                             "tensorboard): tensorboard (event files under RESULTS/tune), mlflow (--mlflow-uri, "
+                             "default file:RESULTS/mlruns; pip install -e '.[trackers]'), wandb (offline unless "
+                             "WANDB_MODE/WANDB_API_KEY say otherwise; project = the study's name)")
+    parser.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default file:RESULTS/mlruns)")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="start the Ray dashboard of a local study on 127.0.0.1 and print its URL "
+                             "(pip install -e '.[viz]'); a cluster's dashboard: ray dashboard cluster.yaml")
+    parser.add_argument("--config", action="append", default=[], metavar="FILE.yaml",
+                        help="YAML config layered onto the study's defaults (repeatable: later files win)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the study's resolved base config as YAML and exit (starts nothing)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the base config")
+
+
+def base_config(args: argparse.Namespace, default: RunConfig) -> RunConfig:
+    """The study's base config, validated now: built-in defaults < the study's ``default`` < each
+    ``--config`` file in order < ``section.key=value`` overrides < ``--epochs``."""
+    cfg = layered(default, args.config, args.overrides)
+    return cfg.with_(**{"optim.epochs": args.epochs}) if args.epochs else cfg
+
+
+def main_for(make_study: Callable[[argparse.Namespace], Study], description: str, argv: list[str] | None = None,
+             extra_args: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+    """Entry point shared by study scripts: parse flags, build the study, run it, print where the report is."""
+    parser = argparse.ArgumentParser(description=description, epilog=CONFIG_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_study_args(parser)
+    if extra_args:
+        extra_args(parser)
+    args = parser.parse_intermixed_args(argv)  # overrides may sit between flags
+    return cli_main(lambda: _run(make_study, args))
+
+
+def _run(make_study: Callable[[argparse.Namespace], Study], args: argparse.Namespace) -> int:
+    from core.study.runner import run_study
+
+    study = make_study(args)
+    for p in study.points():
+        trial_config(study.base, p)  # validate every grid point before any Ray work
+    if args.print_config:
+        print(f"# {study.name}: base config of {len(study.points())} grid point(s)"
+              + (f" over {sorted({k for p in study.points() for k in p} - {'seed', 'variant'})}"
+                 if not study.search else f"; a search of {study.search.num_samples} trials"))
+        print(study.base.to_yaml(), end="")
+        return 0
+    table, report = run_study(study, args)
+    print(f"\n{report.read_text()}\nreport: {report}\ntable:  {report.parent / 'trials.parquet'}")
+    return 0 if (table["status"] == RunStatus.FINISHED).any() else 1

@@ -1,0 +1,222 @@
+"""Study outputs: a tidy parquet table (one row per trial), claims with verdicts and confidence
+intervals, a markdown report and PNG plots. Every number in the report comes from the table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from core.config import RunConfig
+from core.io import write_atomic, write_text_atomic
+from core.results import RunStatus
+from core.study.claims import FAMILY_NOTE, adjust_family, verdict_line
+from core.study.spec import Study
+from core.study.stats import t_interval
+
+
+def flatten(prefix: str, d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(key + ".", v))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_columns(cfg: RunConfig) -> dict:
+    """The full resolved config as ``cfg.section.key`` columns."""
+    return flatten("cfg.", cfg.to_dict())
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> None:
+    """Parquet, written to a temporary name then renamed (never half-written)."""
+    write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def summary_table(df: pd.DataFrame, group: str, metrics: Sequence[str]) -> pd.DataFrame:
+    """Mean, 95% CI half-width (over all finished trials of the group) per metric."""
+    ok = df[df["status"] == RunStatus.FINISHED]
+    rows = []
+    for name, g in ok.groupby(group):
+        row = {group.removeprefix("cfg."): name, "trials": len(g)}
+        for m in metrics:
+            if m in g:
+                mean, lo, hi = t_interval(g[m].values)
+                row[m] = f"{mean:.2f} ± {(hi - lo) / 2:.2f}" if np.isfinite(lo) else f"{mean:.2f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "(no rows)\n"
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r.values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_lines(df: pd.DataFrame, x: str, y: str, group: str, facet: str | None, path: str | Path,
+               title: str) -> Path | None:
+    """Mean of ``y`` vs ``x`` per group, one panel per ``facet`` value (panels share the y-axis). Error
+    bars: standard deviation over the trials (seeds) of each point, as the figure's caption says."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = df[df["status"] == RunStatus.FINISHED]
+    if ok.empty or y not in ok:
+        return None
+    facets = sorted(ok[facet].unique()) if facet else [None]
+    fig, axes = plt.subplots(1, len(facets), figsize=(4.5 * len(facets), 3.6), squeeze=False, sharey=True)
+    per_point = ok.groupby([c for c in (facet, group, x) if c]).size()
+    for ax, fv in zip(axes[0], facets):
+        sub = ok if fv is None else ok[ok[facet] == fv]
+        for name, g in sub.groupby(group):
+            stats = g.groupby(x)[y].agg(["mean", "std"]).reset_index()
+            ax.errorbar(stats[x], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3, label=str(name))
+        ax.set_xlabel(x.removeprefix("cfg."))
+        ax.set_ylabel(y)
+        ax.set_title(f"{facet.removeprefix('cfg.')}={fv}" if fv is not None else "", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    n = f"n={per_point.min()}" if per_point.min() == per_point.max() else f"n={per_point.min()}-{per_point.max()}"
+    fig.suptitle(f"{title}\nerror bars: std over seeds ({n} trials per point)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def severity_frame(df: pd.DataFrame, group: str = "cfg.loss.name") -> pd.DataFrame:
+    """Long table of corruption accuracy per severity (0 = clean probe accuracy)."""
+    ok = df[df["status"] == RunStatus.FINISHED]
+    rows = []
+    for _, r in ok.iterrows():
+        if "probe_top1" in r:
+            rows.append({group: r[group], "severity": 0, "accuracy": r["probe_top1"], "cfg.seed": r["cfg.seed"]})
+        for s in range(1, 6):
+            col = f"corruption_acc_s{s}"
+            if col in r and np.isfinite(r[col]):
+                rows.append({group: r[group], "severity": s, "accuracy": r[col], "cfg.seed": r["cfg.seed"]})
+    return pd.DataFrame(rows)
+
+
+def corruption_frame(df: pd.DataFrame, group: str) -> pd.DataFrame:
+    """Long table of the finished trials' per-corruption scores (``per_corruption`` records): one row per
+    (trial, corruption, severity) with the trial's ``group`` and clean ``probe_top1``."""
+    ok = df[df["status"] == RunStatus.FINISHED]
+    if ok.empty or "per_corruption" not in ok:
+        return pd.DataFrame()
+    rows = [{group: r[group], "probe_top1": r["probe_top1"], **score}
+            for _, r in ok.iterrows() if isinstance(r["per_corruption"], (list, np.ndarray))
+            for score in r["per_corruption"]]
+    return pd.DataFrame(rows)
+
+
+def normalized_mce_table(df: pd.DataFrame, group: str, baseline: str) -> pd.DataFrame:
+    """ImageNet-C mCE and relative mCE of each group against ``baseline`` (100 = as the baseline),
+    from the group means of the accuracy per (corruption, severity) and of clean ``probe_top1``."""
+    from core.eval.robustness import normalized_corruption_errors
+
+    long = corruption_frame(df, group)
+    if long.empty or baseline not in set(long[group]):
+        return pd.DataFrame()
+    acc = long.groupby([group, "corruption", "severity"], sort=False)["accuracy"].mean()
+    clean = df[df["status"] == RunStatus.FINISHED].groupby(group)["probe_top1"].mean()
+
+    def pairs(name: str) -> dict[tuple[str, int], float]:
+        return {(c, int(s)): float(a) for (c, s), a in acc.loc[name].items()}
+
+    rows = []
+    for name in sorted(set(long[group])):
+        out = normalized_corruption_errors(pairs(name), float(clean[name]), pairs(baseline), float(clean[baseline]))
+        rows.append({group.removeprefix("cfg."): name, f"mCE vs {baseline}": out["mce"],
+                     f"relative mCE vs {baseline}": out["relative_mce"],
+                     "corruption types": long[long[group] == name]["corruption"].nunique()})
+    return pd.DataFrame(rows)
+
+
+def plot_spectrum(df: pd.DataFrame, group: str, path: str | Path, title: str) -> Path | None:
+    """Mean normalised singular value spectrum of the features per group (log scale): a steep
+    drop is dimensional collapse."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = df[(df["status"] == RunStatus.FINISHED)] if "spectrum_features" in df else pd.DataFrame()
+    ok = ok[ok["spectrum_features"].apply(lambda s: isinstance(s, (list, np.ndarray)) and len(s) > 0)] \
+        if not ok.empty else ok
+    if ok.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, g in ok.groupby(group):
+        spectra = [np.asarray(s, dtype=float) for s in g["spectrum_features"]]
+        n = min(len(s) for s in spectra)
+        ax.semilogy(np.arange(1, n + 1), np.mean([s[:n] for s in spectra], axis=0), label=str(name))
+    ax.set_xlabel("singular value index")
+    ax.set_ylabel("normalised singular value")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: float,
+                 storage: str | None = None) -> Path:
+    """Markdown report with summary tables, verdicts, overhead and plots; returns its path."""
+    finished = int((df["status"] == RunStatus.FINISHED).sum())
+    lines = [f"# Study: {study.name}", "", study.question, "",
+             f"{len(df)} trials: {finished} finished, {len(df) - finished} not "
+             f"({', '.join(f'{k}: {v}' for k, v in df['status'].value_counts().items())}). "
+             f"Table: `trials.parquet` (one row per trial, full config as `cfg.*` columns).", ""]
+    lines += ["## Summary (mean ± 95% CI half-width over trials)", "",
+              to_markdown(summary_table(df, study.group, study.summary_metrics)), ""]
+    verdicts = adjust_family([r for c in study.claims for r in c.evaluate(df)])
+    if verdicts:
+        tested = sum(np.isfinite(r["p_holm"]) for r in verdicts)
+        lines += ["## Claims", "", FAMILY_NOTE.format(m=tested), ""] + [verdict_line(r) for r in verdicts] + [""]
+        write_table(pd.DataFrame(verdicts), results / "claims.parquet")
+    if study.tables:
+        lines += study.tables(df)
+    compute = float(df["trial_seconds"].sum()) if "trial_seconds" in df else float("nan")
+    lines += ["## Overhead", "",
+              f"Study wall time {wall_seconds:.0f} s; summed trial time {compute:.0f} s "
+              f"(trials run concurrently, so the ratio shows parallelism minus Ray overhead: "
+              f"{compute / max(wall_seconds, 1e-9):.2f}x).", ""]
+    failed = df[df["status"] != RunStatus.FINISHED]
+    if not failed.empty:
+        lines += ["## Trials that did not finish", ""]
+        for _, r in failed.iterrows():
+            lines.append(f"- {r.get(study.group, '?')} seed {r.get('cfg.seed', '?')}: {r['status']} "
+                         f"{r.get('diverged_at', '') if isinstance(r.get('diverged_at'), str) else ''}"
+                         f"{r.get('error', '') if isinstance(r.get('error'), str) else ''}")
+        lines.append("")
+    if study.plots:
+        pngs = [p for p in study.plots(df, results) if p]
+        if pngs:
+            lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs] + [""]
+    storage = (storage or str(results)).rstrip("/")
+    lines += ["## Logs", "", f"Trials ran on {machine_count(df)} machine(s). Tune logs and trial checkpoints: `{storage}/tune` "
+              f"(TensorBoard: `tensorboard --logdir {storage}/tune`); per-run metrics under `{storage}/runs`.", ""]
+    return write_text_atomic(results / "report.md", "\n".join(lines))
+
+
+def machine_count(df: pd.DataFrame) -> int:
+    """Machines the trials ran on: distinct host names (a Ray node id is per Ray session, so a study
+    resumed on the same machine would count twice)."""
+    for col in ("machine", "node_id"):
+        if col in df and df[col].notna().any():
+            return int(df[col].dropna().nunique())
+    return 1

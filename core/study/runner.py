@@ -1,0 +1,235 @@
+"""Run a study: its trials as Ray Tune trials, each trial one ``core.train.trainer`` run, then the tidy
+table, markdown report and plots of ``core.study.report``.
+
+A trial's run is named by its config hash under ``<storage>/runs``, so ``--resume`` after a killed
+driver finishes the study without rerunning completed trials (their runs return at once), and a
+killed trial picks up from its last epoch. A failing trial is recorded with its reason (status
+``failed``/``diverged``) and the study continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import ray
+from ray import tune
+
+from core.config import RunConfig
+from core.errors import ConfigError
+from core.fs import is_uri
+from core.io import DirectoryLock, remove_paths, unlocked_entries, write_json_atomic
+from core.results import RunStatus, scalars
+from core.runtime import start_ray
+from core.study.loggers import Progress, logger_callbacks
+from core.study.report import config_columns, flatten, write_report, write_table
+from core.study.spec import Study, trial_config, trial_point
+from core.train.trainer import fit
+
+TUNE_COLUMNS_DROPPED = ("config/", "time_", "date", "hostname", "node_ip", "pid", "timestamp", "training_iteration",
+                        "iterations_since", "done", "trial_id", "checkpoint_dir", "experiment_tag")
+
+
+@dataclass(frozen=True)
+class StudyDirs:
+    """Where a study writes: ``results`` (table, report, plots; local) and ``storage`` (Tune's state and
+    the runs; a shared path or an object-store URI on a cluster)."""
+
+    results: Path
+    storage: str
+
+    @property
+    def tune(self) -> str:
+        return f"{self.storage.rstrip('/')}/tune"
+
+    @property
+    def runs(self) -> str:
+        return f"{self.storage.rstrip('/')}/runs"
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """How every trial of a study runs (the same for all of them)."""
+
+    base: RunConfig
+    runs_dir: str
+    torch_threads: int
+    workers: int
+    gpus: float
+    per_epoch: bool  # in-process trials report every epoch to Tune (schedulers read them)
+
+
+def run_trial(params: dict, setup: TrialSetup) -> None:
+    """One Tune trial: the point's config through :func:`fit`, its final row reported to Tune."""
+    t0 = time.perf_counter()
+    try:
+        cfg = trial_config(setup.base, trial_point(params), storage_path=setup.runs_dir,
+                           num_workers=setup.workers, use_gpu=setup.gpus > 0)
+        res = fit(cfg, verbose=False, torch_threads=setup.torch_threads,
+                  tune_trial=setup.workers == 0 and setup.per_epoch, max_failures=1)
+        row: dict[str, Any] = {**res.metrics, "status": res.status, "config_hash": cfg.config_hash(),
+                               "node_id": ray.get_runtime_context().get_node_id(), "machine": socket.gethostname()}
+        records = res.records
+    except Exception as exc:  # recorded in the table; the study goes on
+        row, records = {"status": RunStatus.FAILED, "error": f"{type(exc).__name__}: {exc}"[:500]}, {}
+    row["trial_seconds"] = time.perf_counter() - t0
+    tune.report({**scalars(row), **records})
+
+
+def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Path]:
+    """Run (or resume) every trial, then write table, report and plots. Returns (table, report path).
+    The results directory is locked while the study runs: a second study there is refused."""
+    results = Path(args.results_dir or os.path.join("results", study.name)).resolve()
+    with DirectoryLock(results, "results directory"):
+        dirs = StudyDirs(results, args.storage or str(results))
+        _clear_or_resume(dirs, args)
+        results.mkdir(parents=True, exist_ok=True)
+        _record_spec(study, args, results)
+        start_study_ray(args)
+        _prepare_corruptions(study.base)
+        total = study.total(args.num_samples or 1)
+        concurrent = args.max_concurrent or (1 if args.workers_per_trial else os.cpu_count() or 2)
+        print(f"study {study.name}: {total} trials, {concurrent} at a time -> {results}", flush=True)
+        t0 = time.perf_counter()
+        grid = _tuner(study, args, dirs, total, concurrent).fit()
+        table = results_table(grid, study)
+        write_table(table, results / "trials.parquet")
+        return table, write_report(study, table, results, time.perf_counter() - t0, dirs.storage)
+
+
+def start_study_ray(args: argparse.Namespace) -> None:
+    """Join ``--address`` or start the local instance (``--dashboard``: with Ray's dashboard on 127.0.0.1,
+    its URL printed)."""
+    if ray.is_initialized():
+        return
+    context = start_ray(args.address, dashboard=args.dashboard, log_to_driver=bool(args.address))
+    if args.dashboard:
+        url = getattr(context, "dashboard_url", None)
+        print(f"Ray dashboard: http://{url}" if url else "Ray dashboard did not start (pip install -e '.[viz]')",
+              flush=True)
+
+
+def _clear_or_resume(dirs: StudyDirs, args: argparse.Namespace) -> None:
+    """An existing study there is resumed (``--resume``), deleted (``--overwrite``) or refused."""
+    exists = (dirs.results / "tune").exists() or bool(args.storage and tune.Tuner.can_restore(dirs.tune))
+    if not exists or args.resume:
+        return
+    if not args.overwrite:
+        raise ConfigError(f"{dirs.results} (storage {dirs.storage}) already holds a study; pass --resume to "
+                          f"finish it or --overwrite to start again")
+    if is_uri(dirs.storage):
+        raise ConfigError(f"--overwrite does not delete object storage; remove {dirs.tune} yourself "
+                          f"or pass another --storage")
+    # everything of the old study but the lock this process holds (--storage may be a shared dir:
+    # only tune/ and runs/ there)
+    remove_paths([*unlocked_entries(dirs.results), Path(dirs.tune), Path(dirs.runs)])
+
+
+def study_spec(study: Study, args: argparse.Namespace) -> dict[str, Any]:
+    """What defines a study's trials: a ``--resume`` must find the same (its table would mislabel them otherwise)."""
+    return {"name": study.name, "base": study.base.to_dict(), "points": study.points(),
+            "num_samples": args.num_samples or 0, "search": study.search is not None,
+            "workers_per_trial": args.workers_per_trial, "gpus_per_trial": args.gpus_per_trial}
+
+
+def _record_spec(study: Study, args: argparse.Namespace, results: Path) -> None:
+    spec, spec_file = study_spec(study, args), results / "study.json"
+    if args.resume and spec_file.exists():
+        diff = _spec_difference(json.loads(spec_file.read_text()), json.loads(json.dumps(spec, default=str)))
+        if diff:
+            raise ConfigError("--resume with flags that change the study (its trials would be mislabelled):\n  "
+                              + "\n  ".join(diff) + "\nrerun with the original flags, or --overwrite to start again")
+    write_json_atomic(spec_file, spec)
+
+
+def _spec_difference(old: dict, new: dict) -> list[str]:
+    a, b = flatten("", {k: v for k, v in old.items() if k != "points"}), \
+        flatten("", {k: v for k, v in new.items() if k != "points"})
+    diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if json.dumps(old.get("points"), sort_keys=True, default=str) != json.dumps(new.get("points"), sort_keys=True,
+                                                                                 default=str):
+        diff.append(f"grid: {len(old.get('points') or [])} points -> {len(new.get('points') or [])} points "
+                    f"(losses, settings or seeds changed)")
+    return diff
+
+
+def _prepare_corruptions(base: RunConfig) -> None:
+    """Corrupt the evaluation split once, batch by batch as the evaluation stage reads it, in
+    parallel Ray tasks, before the trials start (they read the cache)."""
+    if not (base.eval.robustness and base.eval.corruption_suite == "imagenet_c") or base.eval.corruption_root:
+        return
+    from core.data.sources import load_source
+    from core.eval.corrupted import generated_corruptions
+    from core.eval.features import iter_numpy
+
+    for _ in generated_corruptions(iter_numpy(load_source(base.data).test), base, parallel=True, progress=True):
+        pass  # each batch's corrupted sets are computed and cached as the generator reaches them
+
+
+def _trainable(study: Study, args: argparse.Namespace, dirs: StudyDirs, concurrent: int):
+    cores = os.cpu_count() or 2
+    setup = TrialSetup(study.base, dirs.runs,
+                       max(1, cores // concurrent) if not args.address else max(1, int(args.cpus_per_trial)),
+                       args.workers_per_trial, args.gpus_per_trial,
+                       # a searcher without a scheduler reads final metrics only (Tune's strict check
+                       # rejects epoch reports that lack them)
+                       per_epoch=not (study.search and study.search.scheduler is None))
+    resources = {"CPU": args.cpus_per_trial if not args.workers_per_trial else 0.5,
+                 "GPU": args.gpus_per_trial if not args.workers_per_trial else 0}
+    return tune.with_resources(tune.with_parameters(run_trial, setup=setup), resources)
+
+
+def _tuner(study: Study, args: argparse.Namespace, dirs: StudyDirs, total: int, concurrent: int) -> tune.Tuner:
+    """A new Tuner for the study's trials, or the interrupted one restored (``--resume``)."""
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # the study passes its loggers (--logger)
+    trainable = _trainable(study, args, dirs, concurrent)
+    if args.resume and tune.Tuner.can_restore(dirs.tune):
+        return tune.Tuner.restore(dirs.tune, trainable, resume_unfinished=True, resume_errored=True)
+    chosen = args.logger or ["tensorboard"]
+    loggers = logger_callbacks(chosen, study.name, dirs.results, args.mlflow_uri)
+    if "tensorboard" in chosen:
+        print(f"TensorBoard: tensorboard --logdir {dirs.tune}", flush=True)
+    run_config = tune.RunConfig(name="tune", storage_path=dirs.storage, verbose=0,
+                                callbacks=[Progress(total, study.summary_metrics[0]), *loggers],
+                                # a trial lost with its node is retried (elsewhere) from its last checkpoint
+                                failure_config=tune.FailureConfig(max_failures=2),
+                                checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
+    if study.search:
+        return tune.Tuner(trainable, run_config=run_config, tune_config=tune.TuneConfig(
+            search_alg=study.search.search_alg, scheduler=study.search.scheduler, num_samples=study.search.num_samples,
+            max_concurrent_trials=concurrent, reuse_actors=True))
+    points = [p for p in study.points() for _ in range(args.num_samples or 1)]
+    return tune.Tuner(trainable, param_space={"point": tune.grid_search(points)},
+                      # reused trial processes skip the per-trial Python/torch start-up
+                      tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
+                      run_config=run_config)
+
+
+def results_table(grid, study: Study) -> pd.DataFrame:
+    """One row per trial: its full config as ``cfg.*`` columns, its final metrics and status."""
+    rows = []
+    for res in grid:
+        point = trial_point(res.config or {})
+        try:
+            cfg_cols = config_columns(trial_config(study.base, point))
+        except ConfigError as exc:
+            cfg_cols = {"error": str(exc)}
+        if "variant" in point:
+            cfg_cols["variant"] = point["variant"]
+        metrics = dict(res.metrics or {})
+        if res.error is not None and metrics.get("status") in (None, RunStatus.RUNNING):
+            metrics.update(status=RunStatus.FAILED, error=str(res.error)[:500])
+        else:
+            metrics["status"] = RunStatus.of_trial(metrics.get("status"))
+        rows.append({**cfg_cols, **{k: v for k, v in metrics.items() if not k.startswith(TUNE_COLUMNS_DROPPED)}})
+    df = pd.DataFrame(rows)
+    df["status"] = df["status"].fillna(RunStatus.FAILED).astype(str) if "status" in df else str(RunStatus.FAILED)
+    return df

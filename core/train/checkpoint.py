@@ -1,0 +1,179 @@
+"""The run directory and checkpoint format: one home for every file name and the state's shape.
+
+A run lives in ``<storage>/<run name>/``::
+
+    config.json          the resolved config and its hash (what the run is)
+    metrics.jsonl        one row per epoch
+    summary.json         the final row (status finished / diverged / failed)
+    evaluation.json      the evaluation stage's full result (arrays and per-corruption scores included)
+    latest_state.pt      the in-process checkpoint (``.previous``: the one before, kept for a torn write)
+    epoch=NNNN/state.pt  a Train worker group's checkpoints (Ray Train keeps the last two)
+
+A checkpoint is a :class:`TrainState` saved as a plain dict of tensors and builtins, loaded with
+``torch.load(weights_only=True)`` (no arbitrary pickle from shared storage).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import warnings
+from dataclasses import dataclass, field, fields
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from core.errors import CheckpointError
+from core.io import write_atomic
+from core.results import RunStatus
+
+STATE_FILE = "state.pt"  # inside a Train/Tune checkpoint directory
+LOCAL_STATE_FILE = "latest_state.pt"  # the in-process checkpoint in the run directory
+PREVIOUS = ".previous"  # suffix of the checkpoint a newer one replaced
+
+
+def epoch_dir_name(epoch: int, diverged: bool = False) -> str:
+    """Name of a Train checkpoint directory (``epoch=0003``, ``epoch=0003-diverged``)."""
+    return f"epoch={epoch:04d}" + ("-diverged" if diverged else "")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one run directory."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.path / "evaluation.json"
+
+    @property
+    def local_state(self) -> Path:
+        return self.path / LOCAL_STATE_FILE
+
+    def state_files(self) -> list[Path]:
+        """The run's checkpoints, newest first: the in-process state file (and the one it replaced) or
+        Train's ``epoch=*/state.pt``."""
+        candidates = [self.local_state, Path(str(self.local_state) + PREVIOUS),
+                      *(Path(p) for p in glob.glob(str(self.path / "epoch=*" / STATE_FILE)))]
+        return sorted((p for p in candidates if p.is_file()), key=lambda p: p.stat().st_mtime, reverse=True)
+
+    def read_json(self, path: Path) -> dict | None:
+        """A JSON file of the run, or None when it is missing; a damaged one is a CheckpointError naming it."""
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise CheckpointError(f"{path} is not valid JSON ({exc})") from None
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint holds. ``final`` is the run's final metrics row once it has one; a
+    ``diverged`` state is final and holds no weights."""
+
+    config_hash: str
+    epoch: int = -1
+    step: int = 0
+    history: list = field(default_factory=list)
+    final: dict = field(default_factory=dict)
+    records: dict = field(default_factory=dict)  # the evaluation's arrays and per-corruption scores
+    status: str = RunStatus.RUNNING.value
+    model: dict | None = None
+    optimizer: dict | None = None
+    torch_rng: torch.Tensor | None = None
+
+    @property
+    def diverged(self) -> bool:
+        return self.status == RunStatus.DIVERGED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "checkpoint") -> "TrainState":
+        if not isinstance(raw, dict) or "config_hash" not in raw:
+            raise CheckpointError(f"{source}: not a checkpoint of this platform (no config_hash)")
+        known = {f.name for f in fields(cls)}
+        state = cls(**{k: v for k, v in raw.items() if k in known})
+        if state.epoch < 0 and state.final:  # a diverged state records its epoch in the final row
+            state.epoch = int(state.final.get("epoch", -1))
+        return state
+
+
+def save_state(path: str | Path, state: TrainState) -> None:
+    """Write-then-rename, keeping the previous good state beside it (a torn newest one falls back)."""
+    path = Path(path)
+    if path.exists():
+        os.replace(path, str(path) + PREVIOUS)
+    write_atomic(path, partial(torch.save, state.to_dict()))
+
+
+def load_state(candidates: Iterable[str | Path], device: torch.device) -> TrainState | None:
+    """The first readable checkpoint of ``candidates`` (newest first). An unreadable one is named in a
+    warning and skipped; if every existing one is unreadable the run stops naming them."""
+    errors = []
+    for path in (str(p) for p in candidates if os.path.exists(p)):
+        try:
+            return TrainState.from_dict(torch.load(path, map_location=device, weights_only=True), path)
+        except Exception as exc:  # truncated, corrupt, or not a plain state file
+            errors.append(f"{path}: {type(exc).__name__}: {str(exc)[:120]}")
+            warnings.warn(f"unreadable checkpoint {path!r} ({type(exc).__name__}); trying an older one")
+    if errors:
+        raise CheckpointError("no readable checkpoint: " + "; ".join(errors)
+                              + " (delete them to start the run afresh)")
+    return None
+
+
+def choose_state(states: Iterable[TrainState | None]) -> TrainState | None:
+    """The most advanced of several saved states (e.g. the run directory's and Tune's copies).
+    A diverged run's state is final and wins; otherwise the highest epoch wins."""
+    found = [s for s in states if s]
+    return max(found, key=lambda s: float("inf") if s.diverged else s.epoch, default=None)
+
+
+@dataclass
+class ResumePoint:
+    """Where a run continues: the first epoch to train, the step counter and the epochs already
+    recorded; ``final`` is set when there is nothing left to do (finished or diverged earlier)."""
+
+    start_epoch: int = 0
+    step: int = 0
+    history: list = field(default_factory=list)
+    final: dict | None = None
+    records: dict = field(default_factory=dict)
+    state: TrainState | None = None  # model/optimizer/RNG to load when training continues
+
+
+def resume_point(state: TrainState | None, config_hash: str, epochs: int) -> ResumePoint:
+    """What a saved state means for a config of ``config_hash`` training ``epochs`` epochs; refuses
+    another config's state."""
+    if not state:
+        return ResumePoint()
+    if state.config_hash != config_hash:
+        raise CheckpointError(f"checkpoint belongs to config {state.config_hash}, not {config_hash}")
+    if state.diverged:
+        return ResumePoint(final=state.final)
+    start = state.epoch + 1
+    if start >= epochs:  # already finished: nothing to redo
+        return ResumePoint(start, state.step, state.history, final=state.final, records=state.records)
+    return ResumePoint(start, state.step, state.history, state=state)

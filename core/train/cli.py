@@ -1,0 +1,71 @@
+"""``python -m core.train``: pretrain one config inside Ray Train, then evaluate it.
+
+    python -m core.train --config FILE.yaml [section.key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import ray
+
+from core.config import CONFIG_HELP, RunConfig, layered
+from core.errors import cli_main
+from core.results import RunResult, RunStatus
+from core.runtime import start_ray
+from core.train.trainer import finished_run, fit
+
+SUMMARY_KEYS = ("status", "epoch", "loss", "knn_top1", "knn_top5", "probe_top1", "probe_top5", "views_per_s",
+                "classes_per_batch", "world_size", "global_batch", "effective_lr", "config_hash")
+
+
+def format_summary(cfg: RunConfig, result: RunResult) -> str:
+    rows = [(k, result.metrics[k]) for k in SUMMARY_KEYS if k in result.metrics]
+    width = max(len(k) for k, _ in rows) if rows else 10
+    lines = [f"run {cfg.run_name}  ({result.run_dir})"]
+    lines += [f"  {k:<{width}}  {v:.4g}" if isinstance(v, float) else f"  {k:<{width}}  {v}" for k, v in rows]
+    if "diverged_at" in result.metrics:
+        lines.append(f"  {result.metrics['diverged_at']}")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, epilog=CONFIG_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", action="append", default=[], metavar="FILE.yaml",
+                        help="YAML run config layered onto the defaults (repeatable: later files win)")
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster address")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train again from scratch when this config's run already exists (its files are deleted)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_intermixed_args(argv)
+    return cli_main(lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
+    cfg = layered(RunConfig(), args.config, args.overrides)
+    if args.print_config:
+        print(cfg.to_yaml(), end="")
+        return 0
+    earlier = finished_run(cfg)
+    if earlier is not None and not args.overwrite:
+        print(f"finished earlier: {earlier.run_dir}; --overwrite to train again\n{format_summary(cfg, earlier)}")
+        return 0
+    start_ray(args.address, log_to_driver=True)
+    try:
+        result = fit(cfg, overwrite=args.overwrite)
+    finally:
+        ray.shutdown()
+    print(format_summary(cfg, result))
+    return 0 if result.status == RunStatus.FINISHED else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

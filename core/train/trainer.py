@@ -1,0 +1,143 @@
+"""Pretraining inside a Ray Train ``TorchTrainer`` (Train V2), then the evaluation stage.
+
+``fit(cfg)`` runs one config: ``num_workers=0`` runs the loop in this process (no worker start-up:
+the laptop and small-study path); ``num_workers>=1`` starts a DDP worker group (gloo on CPU, nccl
+on GPU). The run is named by the config hash, so re-running the same config resumes from its last
+checkpoint and a different config never picks up another's. The loop lives in ``core.train.loop``,
+the run directory's format in ``core.train.checkpoint``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+import ray
+import ray.train
+import torch
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from core.config import RunConfig
+from core.data.pipeline import quiet_ray_data
+from core.data.sources import ImageSource, as_dataset, load_source
+from core.errors import CheckpointError, DataError
+from core.fs import is_uri
+from core.io import DirectoryLock, remove_paths, unlocked_entries, write_json_atomic
+from core.results import RunResult, RunStatus, scalars
+from core.runtime import start_ray
+from core.train.checkpoint import RunDir
+from core.train.context import InProcessContext
+from core.train.loop import LoopOutcome, LoopSpec, train_loop
+
+LOCAL_RUNS_DIR = "~/.cache/contrastive-platform/runs"  # run logs when storage_path is a URI
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How a run is executed (none of it changes what it computes)."""
+
+    verbose: bool = True
+    max_failures: int = 0  # worker-group restarts from the last checkpoint
+    torch_threads: int | None = None
+    callbacks: tuple = ()  # Ray Train callbacks (e.g. Tune's report callback)
+    tune_trial: bool = False  # in-process inside a Tune trial: report every epoch to Tune
+    placement_strategy: str = "PACK"  # SPREAD / STRICT_SPREAD put workers on different nodes
+    overwrite: bool = False  # delete an existing run of this config first (local storage only)
+
+
+def fit(cfg: RunConfig, source: ImageSource | None = None, **options) -> RunResult:
+    """Pretrain + evaluate one config (options: :class:`FitOptions`); resumes if the run (named by
+    config hash) has a checkpoint. ``cfg.storage_path`` may be a local/shared path or a URI
+    (``s3://``, ``gs://``); with a URI, the run's own log files go under ``LOCAL_RUNS_DIR``."""
+    opts = FitOptions(**options)
+    if not ray.is_initialized():
+        start_ray(log_to_driver=opts.verbose)
+    quiet_ray_data()
+    _check_gpu(cfg)
+    source = source or load_source(cfg.data, cfg.seed)
+    if source.train_size == 0:
+        raise DataError(f"training set of {source.description} is empty")
+    if source.train_size < cfg.optim.batch_size:
+        raise DataError(f"training set has {source.train_size} images, fewer than "
+                        f"optim.batch_size={cfg.optim.batch_size}")
+    storage, run_dir = run_location(cfg)
+    os.makedirs(run_dir, exist_ok=True)
+    with DirectoryLock(run_dir, "run directory"):  # a second identical run refuses instead of interleaving
+        if opts.overwrite:
+            if is_uri(storage):
+                raise DataError(f"--overwrite does not delete object storage; remove {storage}/{cfg.run_name} "
+                                f"yourself or choose another storage_path")
+            remove_paths(unlocked_entries(run_dir))  # all but the lock this process holds
+        write_json_atomic(RunDir(run_dir).config, {"config": cfg.to_dict(), "config_hash": cfg.config_hash()})
+        spec = LoopSpec(cfg, source.num_classes, source.train_size, run_dir, opts.verbose,
+                        opts.torch_threads or torch.get_num_threads())
+        if cfg.num_workers == 0:
+            outcome = train_loop({"spec": spec}, InProcessContext(source, run_dir, opts.tune_trial))
+        else:
+            outcome = _fit_worker_group(spec, source, storage, opts)
+        return _finish(run_dir, outcome)
+
+
+def _check_gpu(cfg: RunConfig) -> None:
+    """Never fall back to the CPU silently, nor wait forever for a GPU that is not there."""
+    if not cfg.use_gpu:
+        return
+    if cfg.num_workers == 0 and not torch.cuda.is_available():
+        raise DataError("use_gpu=true but torch sees no CUDA device here; set use_gpu=false or run on a GPU")
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if cfg.num_workers and gpus < cfg.num_workers:
+        raise DataError(f"use_gpu=true with num_workers={cfg.num_workers} but the Ray cluster has {gpus:g} GPU(s)")
+
+
+def _fit_worker_group(spec: LoopSpec, source: ImageSource, storage: str, opts: FitOptions) -> LoopOutcome:
+    """A TorchTrainer worker group (DDP), restarted from its last checkpoint up to ``max_failures`` times;
+    rank 0 builds and splits each epoch's stream."""
+    cfg = spec.cfg
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"spec": replace(spec, train_rows=source.train_rows)},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     placement_strategy=opts.placement_strategy),
+        datasets={"train_eval": as_dataset(source.train_eval), "test": as_dataset(source.test)},
+        dataset_config=DataConfig(datasets_to_split=[]),
+        run_config=ray.train.RunConfig(name=cfg.run_name, storage_path=storage,
+                                       failure_config=FailureConfig(max_failures=opts.max_failures),
+                                       checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                       callbacks=list(opts.callbacks) or None),
+    )
+    result = trainer.fit()
+    if isinstance(result.return_value, LoopOutcome):
+        return result.return_value
+    return LoopOutcome(dict(result.metrics or {}))
+
+
+def run_location(cfg: RunConfig) -> tuple[str, str]:
+    """(Train storage path, this run's log directory)."""
+    remote = is_uri(cfg.storage_path)
+    storage = cfg.storage_path if remote else os.path.abspath(cfg.storage_path)
+    return storage, os.path.join(os.path.expanduser(LOCAL_RUNS_DIR) if remote else storage, cfg.run_name)
+
+
+def finished_run(cfg: RunConfig) -> RunResult | None:
+    """The result of this config's run if it already finished (its ``summary.json``), else None."""
+    run = RunDir(run_location(cfg)[1])
+    try:
+        metrics = run.read_json(run.summary)
+    except CheckpointError:  # a damaged summary: the run is not known to have finished
+        return None
+    if not metrics or metrics.get("status") != RunStatus.FINISHED:
+        return None
+    return RunResult(metrics, str(run.path), RunStatus.FINISHED)
+
+
+def _finish(run_dir: str, outcome: LoopOutcome) -> RunResult:
+    """The run's summary (and, once evaluated, its full evaluation) written to its directory."""
+    metrics = scalars(outcome.metrics)
+    run = RunDir(run_dir)
+    write_json_atomic(run.summary, metrics)
+    if outcome.records:
+        write_json_atomic(run.evaluation, {**metrics, **outcome.records})
+    return RunResult(metrics, run_dir, RunStatus(metrics.get("status", RunStatus.FINISHED)), outcome.records)
+
+
