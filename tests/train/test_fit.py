@@ -344,3 +344,16 @@ def test_shipped_configs_and_their_commands_work(ray_session, tmp_path):
     assert shard_main(argv) == 0
     sharded = RunConfig.from_yaml(REPO / "configs" / "cifar10_resnet18.yaml", [f"data.root={tmp_path / 'shards'}"])
     assert load_source(sharded.data).train_size == 5 * 64  # the config reads what the command wrote
+
+
+def test_imagenet_shaped_photos_train_with_no_image_lost(ray_session, tmp_path):
+    """Odd-sided real-photo JPEGs (501 x 375) at 64 px, batch 32: every image decodes (the old draft
+    geometry lost 5 of 32 images in the first batch and failed the run at the default limit)."""
+    from core.data.photos import make_photo_folder
+
+    root = make_photo_folder(str(tmp_path / "photos"), 4, {"train": 16, "val": 4}, size=(501, 375))
+    cfg = _cfg(tmp_path, "data.source=imagefolder", f"data.root={root}", "data.image_size=64", "optim.batch_size=32",
+               "optim.epochs=1", "eval.probe_epochs=2", "eval.knn_k=5", "model.width=4", "eval.few_shot_episodes=0",
+               "augment.min_crop_area=0.08")
+    res = fit(cfg, verbose=False)
+    assert res.status == "finished" and res.metrics["bad_images"] == 0 and res.metrics["bad_eval_images"] == 0
