@@ -39,9 +39,14 @@ FAST_CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "gaussian_b
                     "pixelate")
 
 
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def _check(cond: bool, name: str, msg: str, value: Any) -> None:
     if not cond:
-        raise ConfigError(f"{name} {msg}, got {value!r}")
+        raise ConfigError(f"{name} {msg}, got {_short(value)}")
 
 
 def _choice(value: str, name: str, options: Iterable[str]) -> None:
@@ -229,6 +234,7 @@ class EvalConfig:
         return self.corruptions or self.suite_names()
 
 
+MAX_NAME = 128  # a run name becomes a directory name (file systems allow 255 bytes)
 # Fields that place or name a run but do not change what it computes: excluded from the hash.
 _UNHASHED = frozenset({"storage_path", "name"})
 
@@ -255,6 +261,8 @@ class RunConfig:
         if self.name is not None:
             _check(bool(self.name) and "/" not in self.name and "\\" not in self.name and self.name not in (".", ".."),
                    "name", "must be a plain directory name (no path separators)", self.name)
+            _check(len(self.name) <= MAX_NAME, "name", f"must be at most {MAX_NAME} characters (a directory name)",
+                   self.name)
         _check(self.num_workers >= 0, "num_workers", "must be >= 0", self.num_workers)
         _choice(self.precision, "precision", ("auto", "fp32", "bf16"))
         world = max(1, self.num_workers)
@@ -349,6 +357,24 @@ def layered(base: RunConfig, config_files: Iterable[str | Path] = (), overrides:
     return base.with_overrides(overrides)
 
 
+def flatten(prefix: str, d: Mapping[str, Any]) -> dict[str, Any]:
+    """A nested config dict as ``prefix + section.key`` -> value (tuples as lists)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(key + ".", v))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key: old -> new`` for every field that differs between two config dicts."""
+    a, b = flatten("", old), flatten("", new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
 def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in top.items():
@@ -376,17 +402,51 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+MAX_YAML_BYTES = 1 << 20  # a config file is a few KB; anything near this is not a config
+MAX_YAML_NODES = 100_000  # values after expanding aliases (a "billion laughs" file expands to ~10^9)
+
+
+def expanded_size(value: Any, limit: int = MAX_YAML_NODES) -> int:
+    """How many values ``value`` holds once YAML aliases are expanded (shared sub-trees counted each
+    time they appear), computed without expanding them; stops counting past ``limit``."""
+    memo: dict[int, int] = {}
+
+    def size(v: Any) -> int:
+        if id(v) in memo:
+            return memo[id(v)]
+        children = list(v.keys()) + list(v.values()) if isinstance(v, dict) else v if isinstance(v, list) else ()
+        total = 1
+        for child in children:
+            total = min(total + size(child), limit + 1)
+        memo[id(v)] = total
+        return total
+
+    return size(value)
+
+
+def _load_bounded(text: str, what: str) -> Any:
+    """YAML text with unique keys, refused when it is too large or expands (through aliases) beyond
+    ``MAX_YAML_NODES`` values."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{what} is {len(text):,} characters; a config is refused above {MAX_YAML_BYTES:,}")
+    value = yaml.load(text, Loader=_UniqueKeyLoader)
+    if expanded_size(value) > MAX_YAML_NODES:
+        raise ConfigError(f"{what} expands to more than {MAX_YAML_NODES:,} values through YAML aliases "
+                          f"(an alias bomb?); refusing it")
+    return value
+
+
 def load_yaml(path: str | Path) -> Any:
-    """A YAML file (UTF-8, unique keys); any problem is a ConfigError naming the file and line."""
+    """A YAML file (UTF-8, unique keys, bounded size); any problem is a ConfigError naming the file and line."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader) or {}
+        return _load_bounded(text, f"config file {str(path)!r}") or {}
     except ConfigError as exc:
-        raise ConfigError(f"config file {str(path)!r}: {exc}") from None
+        raise ConfigError(f"config file {str(path)!r}: {exc}" if str(path) not in str(exc) else str(exc)) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]} "
                           f"{getattr(exc, 'problem_mark', '') or ''}".strip()) from None
@@ -395,7 +455,7 @@ def load_yaml(path: str | Path) -> Any:
 def _parse_scalar(text: str) -> Any:
     """A YAML scalar, except that numeric literals YAML 1.1 leaves as strings (``1e30``) are numbers."""
     try:
-        value = yaml.safe_load(text)
+        value = _load_bounded(text, f"override value {text[:40]!r}")
     except yaml.YAMLError:
         return text
     if isinstance(value, str):
@@ -458,7 +518,7 @@ def _describe(hint: Any) -> str:
 
 def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {_short(raw)}")
     known = _hints(cls)
     unknown = sorted(set(raw) - set(known))
     if unknown:
@@ -484,7 +544,7 @@ def _updated(node: Any, updates: Mapping[str, Any], prefix: str) -> Any:
         hint = known[name]
         if is_dataclass(hint):
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{prefix}{name} must be a mapping, got {value!r}")
+                raise ConfigError(f"{prefix}{name} must be a mapping, got {_short(value)}")
             changes[name] = _updated(getattr(node, name), value, f"{prefix}{name}.")
         elif isinstance(value, Mapping):
             raise ConfigError(f"unknown config field {prefix + _dotted(name, value)!r}")
@@ -509,4 +569,4 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     try:
         return _adapter(hint).validate_python(value)
     except ValidationError:
-        raise ConfigError(f"{name} must be {_describe(hint)}, got {value!r}") from None
+        raise ConfigError(f"{name} must be {_describe(hint)}, got {_short(value)}") from None

@@ -35,7 +35,7 @@ class LockedError(PlatformError, RuntimeError):
     """Another process is writing the directory."""
 
 
-class ResourceError(PlatformError, RuntimeError):
+class ResourceError(PlatformError, ValueError):
     """The Ray cluster can never offer what a run or a study asks for."""
 
 
@@ -58,17 +58,32 @@ def storage_error(exc: OSError, path: object = None) -> StorageError | None:
     return StorageError(f"cannot write {str(where)!r}: {cause}")
 
 
+def platform_cause(exc: BaseException, depth: int = 6) -> PlatformError | None:
+    """The :class:`PlatformError` behind ``exc``: itself, or one that Ray wrapped (a task's ``cause``, a
+    Train worker group's ``worker_failures``, chained ``__cause__``); an ``OSError`` that
+    :func:`storage_error` explains counts too. None when there is none (a bug)."""
+    if isinstance(exc, PlatformError):
+        return exc
+    if isinstance(exc, OSError) and (named := storage_error(exc)) is not None:
+        return named
+    if depth == 0:
+        return None
+    inner = [getattr(exc, "cause", None), exc.__cause__, exc.__context__,
+             *(getattr(exc, "worker_failures", None) or {}).values()]
+    for candidate in inner:
+        if isinstance(candidate, BaseException) and (found := platform_cause(candidate, depth - 1)) is not None:
+            return found
+    return None
+
+
 def cli_main(main: Callable[[], int]) -> int:
-    """Run a command-line ``main``: a :class:`PlatformError` (or an ``OSError`` that :func:`storage_error`
-    explains) becomes one line on stderr and exit status 2."""
+    """Run a command-line ``main``: a :class:`PlatformError` (also one Ray wrapped, or an ``OSError`` that
+    :func:`storage_error` explains) becomes one line on stderr and exit status 2."""
     try:
         return main()
-    except PlatformError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        named = storage_error(exc)
-        if named is None:
+    except Exception as exc:
+        cause = platform_cause(exc)
+        if cause is None:
             raise
-        print(f"error: {named}", file=sys.stderr)
+        print(f"error: {cause}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from core.errors import LockedError  # noqa: F401  (raised here; importable from here)
+from core.errors import DataError, LockedError
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
@@ -47,16 +47,26 @@ def append_jsonl(path: str | Path, row: dict) -> None:
 
 
 def remove_paths(paths: Iterable[str | Path]) -> None:
-    """Delete files and directory trees; missing ones are fine."""
+    """Delete files and directory trees, never following a symbolic link (a link is removed, not its
+    target); missing ones are fine."""
     for path in map(Path, paths):
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
+            shutil.rmtree(path)  # rmtree removes links inside the tree without following them
         else:
             path.unlink(missing_ok=True)
 
 
+def refuse_symlink(directory: str | Path, what: str) -> None:
+    """A results or run directory must be a real directory: writing or deleting through a link would
+    reach outside the tree it names."""
+    if Path(directory).is_symlink():
+        raise DataError(f"{what} {str(directory)!r} is a symbolic link (to {os.readlink(directory)!r}); refusing to "
+                        f"write or delete through it: pass the real directory")
+
+
 def unlocked_entries(directory: str | Path) -> list[Path]:
     """Everything in a directory but its ``.lock`` (what ``--overwrite`` deletes while holding the lock)."""
+    refuse_symlink(directory, "directory")
     return [p for p in Path(directory).iterdir() if p.name != ".lock"]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.config import RunConfig
+from core.eval.glossary import require
 from core.results import RunStatus
 from core.study import OptunaSpace, Search, Study, base_config, main_for, question
 
@@ -65,6 +66,7 @@ def make_study(args: argparse.Namespace) -> Study:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    require(args.objectives, "--objectives")  # before any trial runs
     base = base_config(args, DEFAULT)
     loss = args.loss or base.loss.name  # the flag wins over --config and overrides
     base = base.with_(**{"loss.name": loss,

@@ -16,7 +16,8 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 def ray_session():
     import ray
 
-    ray.init("local", num_cpus=4, include_dashboard=False, log_to_driver=False,
-             object_store_memory=512 * 1024 * 1024)
+    from core.runtime import start_ray
+
+    start_ray(num_cpus=4, log_to_driver=False, object_store_memory=512 * 1024 * 1024)
     yield ray
     ray.shutdown()

@@ -172,3 +172,34 @@ def test_print_config_prints_resolved_yaml_without_ray(tmp_path, capsys, monkeyp
     assert train_main(["--print-config", "--config", str(extra), "eval.corruptions=fog"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["optim"]["epochs"] == 4 and printed["eval"]["corruptions"] == ["fog"]
+
+
+def test_yaml_alias_bombs_are_refused_at_once(tmp_path):
+    """A billion-laughs file used to hang past 60 s at 2.8 GB and growing."""
+    import time
+
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(8):
+        prev, cur = chr(97 + i), chr(98 + i)
+        lines.append(f"{cur}: &{cur} [{','.join(['*' + prev] * 9)}]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="expands to more than 100,000 values through YAML aliases"):
+        RunConfig().with_yaml(bomb)
+    nested = "[&a [x,x,x,x,x,x,x,x,x], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b], " \
+             "&d [*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], [*e,*e,*e,*e,*e,*e,*e,*e,*e]]"
+    with pytest.raises(ConfigError, match="expands to more than"):
+        RunConfig().with_overrides([f"eval.corruptions={nested}"])
+    assert time.perf_counter() - t0 < 5
+    big = tmp_path / "big.yaml"
+    big.write_text("x: " + "a" * (2 << 20) + "\n")
+    with pytest.raises(ConfigError, match="a config is refused above"):
+        RunConfig().with_yaml(big)
+
+
+def test_a_name_too_long_for_a_directory_is_refused():
+    with pytest.raises(ConfigError, match="name must be at most 128 characters"):
+        RunConfig().with_overrides(["name=" + "x" * 300])
+    with pytest.raises(ConfigError, match=r"got 'xxx.*\.\.\. \(302 characters\)"):  # the message stays one line
+        RunConfig().with_overrides(["name=" + "x" * 300])

@@ -195,6 +195,24 @@ class WebDatasetRows(TrainRows):
             _webdataset_rows, batch_size=ROWS_PER_BLOCK)
 
 
+def check_webdataset(fs, path: str) -> None:
+    """The first sample of a WebDataset tar holds an image (``.jpg``/``.jpeg``/``.png``) and a ``.cls`` label."""
+    import tarfile
+
+    try:
+        with fs.open_input_file(path) as fh, tarfile.open(fileobj=fh, mode="r|*") as tar:
+            names = [m.name for _, m in zip(range(16), tar)]
+    except (tarfile.TarError, OSError) as exc:
+        raise DataError(f"webdataset shard {path!r} is not a readable tar ({exc})") from None
+    if not names:
+        raise DataError(f"webdataset shard {path!r} is empty")
+    key = names[0].rsplit(".", 1)[0]
+    suffixes = {n.rsplit(".", 1)[-1].lower() for n in names if n.rsplit(".", 1)[0] == key}
+    if "cls" not in suffixes or not suffixes & {"jpg", "jpeg", "png"}:
+        raise DataError(f"webdataset shard {path!r}: sample {key!r} has members {sorted(suffixes)}; each sample needs "
+                        f"an image (jpg/png) and a cls label")
+
+
 def _webdataset_rows(batch: dict) -> dict:
     key = "jpg" if "jpg" in batch else "png"
     keys = batch["__key__"]
@@ -232,6 +250,7 @@ class ImageSource:
     num_classes: int
     class_names: list[str] = field(default_factory=list)
     description: str = ""
+    test_size: int | None = None  # images in the evaluation split, when known without reading it
 
     @property
     def train_size(self) -> int:
@@ -257,11 +276,11 @@ def eval_folder_dataset(root: str, image_size: int, crop: float = 0.875) -> ray.
     return _eval_views(rows.ordered(), DataConfig(image_size=image_size, eval_crop=crop))
 
 
-def parquet_rows(root: str, num_classes: int | None) -> tuple[ParquetRows, int, list[str] | None]:
+def parquet_rows(root: str, num_classes: int | None, split: str = "train") -> tuple[ParquetRows, int, list[str] | None]:
     """Parquet shards with columns ``image`` (encoded bytes), ``label``, ``index`` and ``path``
     (as written by ``python -m core.data.shard``), checked against their manifest when there is one;
-    local path or any pyarrow/fsspec URL. Returns (rows, classes, the manifest's class names)."""
-    import pyarrow.dataset as pads
+    local path or any pyarrow/fsspec URL. Returns (rows, classes, the manifest's class names).
+    A training split must hold every class it claims; a test split is labelled by the training classes."""
     import pyarrow.parquet as pq
 
     fs, files = list_files(root, (".parquet",), "parquet shards")
@@ -269,26 +288,50 @@ def parquet_rows(root: str, num_classes: int | None) -> tuple[ParquetRows, int, 
     if manifest:
         manifest.check(files, lambda p: pq.ParquetFile(fs.open_input_file(p)).metadata.num_rows,
                        f"parquet shards {root!r}")
-        num_classes = num_classes or len(manifest.classes)
+    labels = _parquet_labels(fs, files, root)
+    claimed = len(manifest.classes) if manifest else int(labels.max()) + 1
+    if num_classes is not None:
+        check_labels(labels, num_classes, f"parquet shards {root!r}")
+    if split == "train":
+        if num_classes is not None and num_classes != claimed:
+            raise DataError(f"data.num_classes={num_classes} but the shards {root!r} hold {claimed} classes"
+                            + (" (manifest.json)" if manifest else f" (labels 0..{claimed - 1})"))
+        present = np.unique(labels)
+        if manifest and present.size != claimed:
+            raise DataError(f"parquet shards {root!r}: manifest.json lists {claimed} classes but the shards hold "
+                            f"labels of {present.size}; rewrite them with python -m core.data.shard")
+    n_cls = num_classes or claimed
+    check_labels(labels, n_cls, f"parquet shards {root!r}")
+    return ParquetRows(fs, files, int(labels.size)), n_cls, manifest.classes if manifest else None
+
+
+def _parquet_labels(fs, files: list[str], root: str) -> np.ndarray:
+    """The label column of the shards, after checking the columns' types (no nulls, integer labels, binary images)."""
+    import pyarrow.dataset as pads
+
     try:
         meta = pads.dataset(files, format="parquet", filesystem=fs)
         missing = {"image", "label", "index"} - set(meta.schema.names)
         if missing:
             raise DataError(f"parquet shards {root!r} lack column(s) {sorted(missing)} "
                             f"(write them with python -m core.data.shard)")
-        if not str(meta.schema.field("label").type).startswith(("int", "uint")):
-            raise DataError(f"parquet shards {root!r}: column 'label' must hold integers, "
-                            f"got {meta.schema.field('label').type}")
-        labels = meta.to_table(columns=["label"]).column("label").to_numpy()
+        for column, kinds, what in (("label", ("int", "uint"), "integers"), ("index", ("int", "uint"), "integers"),
+                                    ("image", ("binary", "large_binary"), "encoded image bytes")):
+            kind = str(meta.schema.field(column).type)
+            if not kind.startswith(kinds):
+                raise DataError(f"parquet shards {root!r}: column {column!r} must hold {what}, got {kind}")
+        table = meta.to_table(columns=["label"])
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError: name the shards, no traceback
         if isinstance(exc, DataError):
             raise
         raise DataError(f"parquet shards {root!r} are not readable parquet: {str(exc).splitlines()[0][:300]}") from None
+    column = table.column("label")
+    if column.null_count:
+        raise DataError(f"parquet shards {root!r}: column 'label' has {column.null_count} null value(s)")
+    labels = column.to_numpy()
     if labels.size == 0:
         raise DataError(f"parquet shards {root!r} hold no rows")
-    n_cls = num_classes or int(labels.max()) + 1
-    check_labels(labels, n_cls, f"parquet shards {root!r}")
-    return ParquetRows(fs, files, int(labels.size)), n_cls, manifest.classes if manifest else None
+    return labels
 
 
 def load_source(cfg: DataConfig, seed: int = 0) -> ImageSource:
@@ -301,10 +344,13 @@ def load_source(cfg: DataConfig, seed: int = 0) -> ImageSource:
         num_classes, names, desc = (10 if cfg.source == "cifar10" else 100), [], f"{cfg.source} at {cfg.root}"
     else:
         return _load_file_source(cfg)
+    if cfg.num_classes is not None and cfg.num_classes != num_classes:
+        raise DataError(f"data.num_classes={cfg.num_classes} but {desc} has {num_classes} classes "
+                        f"(leave data.num_classes unset)")
     if cfg.train_limit:
         arrays["train"] = tuple(a[: cfg.train_limit] for a in arrays["train"])  # type: ignore[assignment]
     return ImageSource(ArrayRows(*arrays["train"]), ArraySplit(*arrays["train"]),
-                       ArraySplit(*arrays["test"]), num_classes, names, desc)
+                       ArraySplit(*arrays["test"]), num_classes, names, desc, test_size=len(arrays["test"][1]))
 
 
 def _split_roots(cfg: DataConfig) -> dict[str, str]:
@@ -336,15 +382,22 @@ def _load_file_source(cfg: DataConfig) -> ImageSource:
         if cfg.train_limit:
             train = train.subset(cfg.train_limit)
     elif cfg.source == "parquet":
-        train, num_classes, _ = parquet_rows(splits["train"], cfg.num_classes)
-        test, _, _ = parquet_rows(splits["test"], num_classes)
+        train, num_classes, train_classes = parquet_rows(splits["train"], cfg.num_classes)
+        test, _, test_classes = parquet_rows(splits["test"], num_classes, split="test")
+        if train_classes and test_classes and train_classes != test_classes:
+            raise DataError(f"the manifests of {splits['train']!r} and {splits['test']!r} list different classes "
+                            f"({len(train_classes)} vs {len(test_classes)}): their labels mean different things; "
+                            f"rewrite the shards with python -m core.data.shard")
     else:
         if cfg.num_classes is None:
             raise DataError("data.num_classes is required for webdataset sources")
         train = WebDatasetRows(*list_files(splits["train"], (".tar",), "webdataset shards"))
         test = WebDatasetRows(*list_files(splits["test"], (".tar",), "webdataset shards"))
+        for rows in (train, test):
+            check_webdataset(rows.fs, rows.files[0])
         num_classes = cfg.num_classes
     if cfg.train_limit and not isinstance(train, FolderRows):
         train = LimitedRows(train, cfg.train_limit)
     return ImageSource(train, _eval_views(train.ordered(), cfg), _eval_views(test.ordered(), cfg),
-                       cfg.num_classes or num_classes, names, f"{cfg.source} at {cfg.root}")
+                       cfg.num_classes or num_classes, names, f"{cfg.source} at {cfg.root}",
+                       test_size=test.count() if not isinstance(test, WebDatasetRows) else None)

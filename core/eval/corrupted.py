@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
+import pyarrow.fs as pafs
 import torch
 from torch import Tensor, nn
 
@@ -23,10 +24,33 @@ from core.eval.calibration import ece_from_confidence
 from core.eval.features import Features, extract, iter_numpy
 from core.eval.robustness import corrupt, mean_corruption_error, prototype_accuracy
 from core.eval.uncertainty import centroid_distance, misclassification_auroc, severity_correlation
+from core.fs import filesystem, join
 from core.losses import posterior_log_det
 from core.results import CorruptionScore, Evaluation
 
 CorruptedBatches = Iterator[tuple[tuple[str, int], dict]]  # ((corruption, severity), batch)
+GENERATED_LIMIT = 10_000  # test images above which ImageNet-C types must come from eval.corruption_root
+
+
+def check_corruptions(cfg: RunConfig, test_size: int | None) -> None:
+    """Before any training: an ``eval.corruption_root`` holds every ``<corruption>/<severity>`` folder the
+    config asks for, and the 15 ImageNet-C types are not generated image by image for a large test set
+    (the library takes ~75 ms per image for all of them on one core)."""
+    if not cfg.eval.robustness:
+        return
+    root = cfg.eval.corruption_root
+    if root:
+        fs, base = filesystem(root)
+        wanted = [f"{n}/{s}" for n in cfg.eval.corruption_names() for s in range(1, 6)]
+        infos = fs.get_file_info([join(base, w) for w in wanted])
+        missing = [w for w, info in zip(wanted, infos) if info.type != pafs.FileType.Directory]
+        if missing:
+            raise EvaluationError(f"eval.corruption_root={root!r} lacks {len(missing)} of {len(wanted)} folders "
+                                  f"(e.g. {missing[:3]}; expected root/<corruption>/<severity>/<class>/*)")
+    elif cfg.eval.corruption_suite == "imagenet_c" and test_size and test_size > GENERATED_LIMIT:
+        raise EvaluationError(f"eval.robustness would generate the ImageNet-C corruptions for {test_size:,} test "
+                              f"images one by one (over {GENERATED_LIMIT:,}); point eval.corruption_root at the "
+                              f"released ImageNet-C folder, or pick eval.corruptions / eval.corruption_suite=fast")
 
 
 def corrupted_sets(cfg: RunConfig, test: Any) -> CorruptedBatches:
@@ -57,7 +81,7 @@ def generated_corruptions(batches: Iterator[dict], cfg: RunConfig, parallel: boo
             sets = corrupted_split(images, names, seed=0, index=np.asarray(batch["index"]), parallel=parallel,
                                    progress=progress)
         else:
-            sets = {(n, s): corrupt(torch.from_numpy(images), n, s, seed=0).numpy()
+            sets = {(n, s): corrupt(torch.from_numpy(images), n, s, seed=0, index=np.asarray(batch["index"])).numpy()
                     for n in names for s in range(1, 6)}
         for key, imgs in sets.items():
             yield key, {"image": imgs, "label": batch["label"], "index": batch["index"]}

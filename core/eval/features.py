@@ -13,6 +13,11 @@ from core.data.augment import eval_view
 from core.data.bad_images import BadImages
 from core.errors import EvaluationError
 
+
+class NonFiniteFeatures(EvaluationError):
+    """The encoder gives inf/NaN features: the run diverged (a finite loss, then weights too large)."""
+
+
 EVAL_BATCH = 512  # images per forward pass in evaluation
 Batches = Iterable[dict[str, np.ndarray]]  # {"image": uint8 [B, H, W, C], "label": [B], "index": [B], "ok"?, "path"?}
 
@@ -74,6 +79,9 @@ def extract(model: nn.Module, batches: Batches, device: torch.device, *, embeddi
 
     def cat(k: str) -> Tensor | None:
         return torch.cat(cols[k]) if cols[k] else None
+
+    if not bool(torch.isfinite(cat("feats")).all()):
+        raise NonFiniteFeatures("the encoder's features are not finite (the weights blew up)")
 
     return Features(cat("feats"), cat("labels"), np.concatenate(cols["index"]), cat("emb"), cat("lv"),
                     (cat("v0"), cat("v1")) if cols["v0"] else None, bad)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import warnings
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -83,17 +85,16 @@ def corrupted_split(images: np.ndarray, names: tuple[str, ...], seed: int = 0, c
     ids = b"" if index is None else np.asarray(index, np.int64).tobytes()
     key = hashlib.sha1(images.tobytes() + ids + repr((images.shape, names, seed)).encode()).hexdigest()[:16]
     path = Path(cache_dir) / "imagenet_c" / f"{key}.npz" if cache_dir else None
-    if path and path.exists():
-        with np.load(path) as z:
-            return {(n, s): z[f"{n}_{s}"] for n in names for s in range(1, 6)}
+    if path and path.exists() and (cached := _read_cache(path, names)) is not None:
+        return cached
     lock = None
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = open(path.with_suffix(".lock"), "w")
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be writing it: wait, then read
-        if path.exists():
+        if path.exists() and (cached := _read_cache(path, names)) is not None:
             lock.close()
-            return corrupted_split(images, names, seed, cache_dir, index=index)
+            return cached
     try:
         out = _compute(images, [(n, s) for n in names for s in range(1, 6)], seed, progress, parallel, index)
         if path:
@@ -102,6 +103,18 @@ def corrupted_split(images: np.ndarray, names: tuple[str, ...], seed: int = 0, c
     finally:
         if lock:
             lock.close()
+
+
+def _read_cache(path: Path, names: tuple[str, ...]) -> dict[tuple[str, int], np.ndarray] | None:
+    """A cached corrupted split, or None (and the file removed, to be made again) when it is damaged:
+    truncated by a kill or a full disk, or missing a set."""
+    try:
+        with np.load(path) as z:
+            return {(n, s): z[f"{n}_{s}"] for n in names for s in range(1, 6)}
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as exc:
+        warnings.warn(f"damaged corruption cache {str(path)!r} ({type(exc).__name__}); computing it again")
+        path.unlink(missing_ok=True)
+        return None
 
 
 def _compute(images: np.ndarray, pairs: list[tuple[str, int]], seed: int, progress: bool,

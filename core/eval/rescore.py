@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -18,48 +19,87 @@ import torch
 
 from core.config import RunConfig
 from core.errors import CheckpointError, ConfigError, EvaluationError, cli_main
-from core.io import write_json_atomic
-from core.train.checkpoint import RunDir, load_state
+from core.io import DirectoryLock, write_json_atomic
+from core.train.checkpoint import RunDir, TrainState, load_state
 
 
 def run_config(run_dir: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
-    """A run directory's config with ``eval.*`` overrides (the only fields re-scoring may change)."""
+    """A run directory's config with ``eval.*`` overrides (the only fields re-scoring may change). A
+    config.json edited after the run (its config no longer hashes to the recorded hash) is refused."""
     run = RunDir(run_dir)
     saved = run.read_json(run.config)
     if saved is None:
         raise CheckpointError(f"{run_dir}: not a run directory (no config.json)")
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise CheckpointError(f"{run.config}: expected {{config: ..., config_hash: ...}}")
     for o in overrides:
         if not o.startswith("eval."):
             raise ConfigError(f"override {o!r}: only eval.* fields can change when re-scoring a trained model")
-    return RunConfig.from_dict(saved["config"]).with_overrides(overrides)
+    try:
+        cfg = RunConfig.from_dict(saved["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{run.config}: {exc}") from None
+    if cfg.config_hash() != saved.get("config_hash"):
+        raise CheckpointError(f"{run.config} was edited after the run: its config hashes to {cfg.config_hash()}, "
+                              f"the run was {saved.get('config_hash')}; refusing to score the weights with it")
+    return cfg.with_overrides(overrides)
+
+
+def _checkpoint(run: RunDir, cfg: RunConfig, device: torch.device) -> TrainState:
+    """The run's newest readable checkpoint, refused unless it was written by this run's config."""
+    files = run.state_files()
+    if not files:
+        raise CheckpointError(f"{run.path}: no checkpoint ({run.local_state.name} or epoch=*/state.pt)")
+    state = load_state(files, device)
+    saved = run.read_json(run.config) or {}
+    if state.config_hash != saved.get("config_hash"):
+        raise CheckpointError(f"{run.path}: the checkpoint belongs to config {state.config_hash}, the run directory "
+                              f"to {saved.get('config_hash')}; refusing to score another run's weights")
+    if not state.model:
+        raise EvaluationError(f"{run.path}: the last checkpoint holds no model (status {state.status!r})")
+    return state
 
 
 def evaluate_run(run_dir: str | Path, overrides: Iterable[str] = (), device: str | None = None) -> dict[str, Any]:
     """Re-score a run's saved model with the (possibly changed) evaluation protocol; returns the metrics
-    and writes ``evaluation.json``, merging them into ``summary.json``."""
+    and writes ``evaluation.json``. The run's lock is held meanwhile (a run that is training is
+    refused); a finished run's ``summary.json`` takes the new metrics, an unfinished run's is left
+    alone and the metrics say which epoch was scored."""
     from core.data.sources import load_source
     from core.eval.stage import evaluate
     from core.models import build_model
 
-    run = RunDir(run_dir)
-    overrides = list(overrides)
+    run, overrides = RunDir(run_dir), list(overrides)
     cfg = run_config(run_dir, overrides)
-    files = run.state_files()
-    if not files:
-        raise CheckpointError(f"{run_dir}: no checkpoint ({run.local_state.name} or epoch=*/state.pt)")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() and cfg.use_gpu else "cpu"))
-    state = load_state(files, dev)
-    if not state.model:
-        raise EvaluationError(f"{run_dir}: the last checkpoint holds no model (status {state.status!r})")
-    source = load_source(cfg.data)
-    model = build_model(cfg, source.num_classes).to(dev)
-    model.load_state_dict(state.model)
-    result = evaluate(model, cfg, source.train_eval, source.test, source.num_classes, dev)
-    metrics = {**result.scalars, "eval_epoch": state.epoch, "eval_overrides": " ".join(overrides)}
-    write_json_atomic(run.evaluation, {**metrics, **result.records()})
-    summary = run.read_json(run.summary) or {}
-    write_json_atomic(run.summary, {**summary, **metrics})
+    dev = _device(device, cfg)
+    with DirectoryLock(run.path, "run directory"):
+        state = _checkpoint(run, cfg, dev)
+        source = load_source(cfg.data)
+        model = build_model(cfg, source.num_classes).to(dev)
+        model.load_state_dict(state.model)
+        result = evaluate(model, cfg, source.train_eval, source.test, source.num_classes, dev)
+        finished = bool(state.final) and state.final.get("status") == "finished"
+        metrics = {**result.scalars, "eval_epoch": state.epoch, "eval_overrides": " ".join(overrides),
+                   "run_status": "finished" if finished else f"unfinished (epoch {state.epoch + 1} of "
+                                                                f"{cfg.optim.epochs})"}
+        write_json_atomic(run.evaluation, {**metrics, **result.records()})
+        if finished:
+            write_json_atomic(run.summary, {**(run.read_json(run.summary) or {}), **metrics})
+        else:
+            warnings.warn(f"{run.path} is unfinished: scored its checkpoint of epoch {state.epoch + 1} of "
+                          f"{cfg.optim.epochs}; summary.json left as it was")
     return metrics
+
+
+def _device(name: str | None, cfg: RunConfig) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() and cfg.use_gpu else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: torch sees no CUDA device here (use --device cpu)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r} is not a device (cpu, cuda, cuda:1)") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +116,8 @@ def _main(args: argparse.Namespace) -> int:
 
     from core.runtime import start_ray
 
-    run_config(args.run_dir, args.overrides)  # bad input fails before Ray starts
+    cfg = run_config(args.run_dir, args.overrides)  # bad input fails before Ray starts
+    _device(args.device, cfg)
     if not RunDir(args.run_dir).state_files():
         raise CheckpointError(f"{args.run_dir}: no checkpoint (latest_state.pt or epoch=*/state.pt)")
     start_ray(num_cpus=max(2, os.cpu_count() or 2), log_to_driver=False)
@@ -87,6 +128,7 @@ def _main(args: argparse.Namespace) -> int:
     for k in ("knn_top1", "probe_top1", "probe_ece", "corruption_acc", "mce", "bad_eval_images"):
         if k in metrics:
             print(f"  {k:<16} {metrics[k]:.4g}" if isinstance(metrics[k], float) else f"  {k:<16} {metrics[k]}")
+    print(f"  {'run':<16} {metrics['run_status']} (scored epoch {metrics['eval_epoch'] + 1})")
     print(f"written: {RunDir(args.run_dir).evaluation}")
     return 0
 

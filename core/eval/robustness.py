@@ -9,6 +9,7 @@ whole evaluation set in milliseconds, which is what the default study needs on a
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import torch
@@ -38,21 +39,36 @@ def _blur(x: Tensor, sigma: float) -> Tensor:
     return F.conv2d(x, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
-def corrupt(images: Tensor, name: str, severity: int, seed: int = 0) -> Tensor:
-    """Corrupt uint8 ``[N, H, W, C]`` images; returns uint8 of the same shape. Deterministic per seed."""
+def _sample_generators(seed: int, name: str, severity: int, index: np.ndarray) -> list[torch.Generator]:
+    """One generator per image, seeded by (seed, corruption, severity, the image's stable id)."""
+    from core.eval.subsample import sample_keys
+
+    base = zlib.crc32(f"{seed}/{name}/{severity}".encode())
+    return [torch.Generator().manual_seed(int(k) >> 1) for k in sample_keys(np.asarray(index), base)]
+
+
+def _noise(x: Tensor, gens: list[torch.Generator], draw) -> Tensor:
+    return torch.stack([draw(x[i], g) for i, g in enumerate(gens)]) if len(gens) else x
+
+
+def corrupt(images: Tensor, name: str, severity: int, seed: int = 0, index: np.ndarray | None = None) -> Tensor:
+    """Corrupt uint8 ``[N, H, W, C]`` images; returns uint8 of the same shape. Each image's noise is
+    seeded by its stable sample id (``index``; by default its position), so an image is corrupted the
+    same way whatever batch it comes in."""
     if name not in SEVERITY_PARAMS:
         raise ValueError(f"unknown corruption {name!r} (known: {list(CORRUPTIONS)})")
     if not 1 <= severity <= 5:
         raise ValueError(f"severity must be in 1..5, got {severity}")
     c = SEVERITY_PARAMS[name][severity - 1]
-    g = torch.Generator().manual_seed(seed * 1000 + severity)
+    index = np.arange(len(images)) if index is None else np.asarray(index)
+    gens = _sample_generators(seed, name, severity, index) if name in _NOISY else []
     x = images.permute(0, 3, 1, 2).float() / 255.0
     if name == "gaussian_noise":
-        x = x + c * torch.randn(x.shape, generator=g)
+        x = x + c * _noise(x, gens, lambda xi, g: torch.randn(xi.shape, generator=g))
     elif name == "shot_noise":
-        x = torch.poisson(x * c, generator=g) / c
+        x = _noise(x, gens, lambda xi, g: torch.poisson(xi * c, generator=g)) / c
     elif name == "impulse_noise":
-        u = torch.rand(x.shape, generator=g)
+        u = _noise(x, gens, lambda xi, g: torch.rand(xi.shape, generator=g))
         x = torch.where(u < c / 2, torch.zeros_like(x), torch.where(u > 1 - c / 2, torch.ones_like(x), x))
     elif name == "gaussian_blur":
         x = _blur(x, c)
@@ -66,6 +82,9 @@ def corrupt(images: Tensor, name: str, severity: int, seed: int = 0) -> Tensor:
         small = F.interpolate(x, size=(max(1, int(h * c)), max(1, int(w * c))), mode="area")
         x = F.interpolate(small, size=(h, w), mode="nearest")
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+_NOISY = ("gaussian_noise", "shot_noise", "impulse_noise")
 
 
 def prototype_accuracy(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, test_labels: Tensor,

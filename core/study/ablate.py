@@ -11,19 +11,45 @@ and ``variants`` (name -> {dotted.key: value}); the first variant is the referen
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 from core.config import CONFIG_HELP, ConfigError, RunConfig, load_yaml
+from core.eval.glossary import require
 from core.study.claims import Claim
 from core.study.cli import base_config, main_for
 from core.study.spec import Study, Variants
 
-
 USAGE = "usage: python -m core.ablate SPEC.yaml [study flags]"
 
 
+RESERVED = ("seed", "storage_path", "name", "num_workers", "use_gpu")  # set by seeds: and the study's flags
+
+
+def _variants(raw: object, where: str) -> dict[str, dict]:
+    """``variants:`` as name -> {dotted.key: value}; anything else, or a variant setting what the study's
+    seeds and flags own, is refused."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: 'variants' must map names to overrides ({{name: {{dotted.key: value}}}}), "
+                          f"got a {type(raw).__name__}")
+    if len(raw) < 2:
+        raise ConfigError(f"{where}: 'variants' needs a reference and at least one variation")
+    out = {}
+    for name, overrides in raw.items():
+        overrides = overrides or {}
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{where}: variant {name!r} must map dotted keys to values, got {overrides!r}")
+        reserved = sorted(set(overrides) & set(RESERVED))
+        if reserved:
+            raise ConfigError(f"{where}: variant {name!r} sets {reserved}: seeds come from 'seeds:' (every variant "
+                              f"runs each), placement from the study's flags")
+        out[str(name)] = dict(overrides)
+    return out
+
+
 def load_spec(path: str | Path, args: argparse.Namespace) -> Study:
+    """An ablation spec as a study, validated completely before any Ray work."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"ablation spec {str(path)!r} does not exist")
@@ -33,20 +59,21 @@ def load_spec(path: str | Path, args: argparse.Namespace) -> Study:
     unknown = set(spec) - {"name", "question", "base", "seeds", "metrics", "lower_is_better", "variants"}
     if unknown:
         raise ConfigError(f"{path}: unknown spec field(s) {sorted(unknown)}")
-    variants = spec.get("variants") or {}
-    if len(variants) < 2:
-        raise ConfigError(f"{path}: 'variants' needs a reference and at least one variation")
+    name = str(spec.get("name", path.stem))
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or ".." in name:
+        raise ConfigError(f"{path}: name {name!r} must be a plain directory name (letters, digits, _ . -)")
+    variants = _variants(spec.get("variants"), str(path))
     try:
         base = base_config(args, RunConfig.from_dict(spec.get("base") or {}))  # the spec's base is the default
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    metrics = list(spec.get("metrics") or ["probe_top1", "knn_top1"])
+    lower = list(spec.get("lower_is_better") or [])
+    require([*metrics, *lower], f"{path}: metrics")
     reference = next(iter(variants))
-    metrics = spec.get("metrics") or ["probe_top1", "knn_top1"]
-    lower = set(spec.get("lower_is_better") or [])
     claims = [Claim(f"{m}: variant vs reference {reference!r}", m, better="lower" if m in lower else "higher",
                     group="variant", baseline=reference, settings=()) for m in metrics]
-    return Study(name=spec.get("name", path.stem), question=spec.get("question", ""), base=base,
-                 trials=Variants({k: dict(v or {}) for k, v in variants.items()}),
+    return Study(name=name, question=spec.get("question", ""), base=base, trials=Variants(variants),
                  seeds=args.seeds or spec.get("seeds", [0, 1, 2]), claims=claims, summary_metrics=metrics,
                  group="variant")
 

@@ -7,7 +7,8 @@ import os
 from typing import Callable
 
 from core.config import CONFIG_HELP, RunConfig, layered
-from core.errors import cli_main
+from core.errors import ConfigError, cli_main
+from core.eval.corrupted import check_corruptions
 from core.results import RunStatus
 from core.study.loggers import LOGGERS
 from core.study.spec import Study, trial_config
@@ -19,7 +20,8 @@ def add_study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                         help="Ray cluster address (default: $RAY_ADDRESS, else a local instance)")
     parser.add_argument("--num-samples", type=int, default=None,
-                        help="grid studies: repeats of every point (default 1); searches: trials (default 8)")
+                        help="searches: trials (default 8); grid studies take --seeds for replicates (a repeat of a "
+                             "grid point would be the same run)")
     parser.add_argument("--storage", default=None,
                         help="Tune results and checkpoints: a shared path or s3://, gs:// URI (default: the "
                              "results dir; a multi-node cluster needs shared storage)")
@@ -52,7 +54,7 @@ def base_config(args: argparse.Namespace, default: RunConfig) -> RunConfig:
     """The study's base config, validated now: built-in defaults < the study's ``default`` < each
     ``--config`` file in order < ``section.key=value`` overrides < ``--epochs``."""
     cfg = layered(default, args.config, args.overrides)
-    return cfg.with_(**{"optim.epochs": args.epochs}) if args.epochs else cfg
+    return cfg.with_(**{"optim.epochs": args.epochs}) if args.epochs is not None else cfg
 
 
 def main_for(make_study: Callable[[argparse.Namespace], Study], description: str, argv: list[str] | None = None,
@@ -67,12 +69,35 @@ def main_for(make_study: Callable[[argparse.Namespace], Study], description: str
     return cli_main(lambda: _run(make_study, args))
 
 
+def validate_trials(study: Study, args: argparse.Namespace) -> None:
+    """Every trial's config is valid and distinct before any Ray work: a repeated point (``--seeds 0 0``,
+    ``--num-samples 2`` on a grid, a value given twice) would be the same run twice, and a shared
+    ``name=`` would put every trial in one run directory."""
+    if len(set(study.seeds)) != len(study.seeds):
+        raise ConfigError(f"--seeds {' '.join(map(str, study.seeds))}: a seed given twice is the same run twice "
+                          f"(runs repeat exactly); give distinct seeds")
+    if (args.num_samples or 1) > 1 and not study.search:
+        raise ConfigError(f"--num-samples {args.num_samples} repeats each grid point as the same run (same config, "
+                          f"same seed); pass more seeds instead (--seeds 0 1 2 ...)")
+    seen: dict[str, dict] = {}
+    for point in study.points():
+        cfg = trial_config(study.base, point)
+        if cfg.config_hash() in seen and seen[cfg.config_hash()] != point:
+            raise ConfigError(f"trials {seen[cfg.config_hash()]} and {point} are the same config; remove the repeat")
+        if cfg.config_hash() in seen:
+            raise ConfigError(f"trial {point} is listed twice; remove the repeat")
+        seen[cfg.config_hash()] = point
+    check_corruptions(study.base, None)  # an eval.corruption_root that lacks folders fails before Ray starts
+    if study.base.name and (len(seen) > 1 or study.search):
+        raise ConfigError(f"name={study.base.name} would put every trial in one run directory; remove name= "
+                          f"(trials are named by their config hash)")
+
+
 def _run(make_study: Callable[[argparse.Namespace], Study], args: argparse.Namespace) -> int:
     from core.study.runner import run_study
 
     study = make_study(args)
-    for p in study.points():
-        trial_config(study.base, p)  # validate every grid point before any Ray work
+    validate_trials(study, args)
     if args.print_config:
         print(f"# {study.name}: base config of {len(study.points())} grid point(s)"
               + (f" over {sorted({k for p in study.points() for k in p} - {'seed', 'variant'})}"

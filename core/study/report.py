@@ -9,23 +9,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from core.config import RunConfig
+from core.config import RunConfig, flatten
 from core.io import write_atomic, write_text_atomic
 from core.results import RunStatus
 from core.study.claims import FAMILY_NOTE, adjust_family, verdict_line
 from core.study.spec import Study
 from core.study.stats import t_interval
-
-
-def flatten(prefix: str, d: dict) -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(key + ".", v))
-        else:
-            out[key] = list(v) if isinstance(v, tuple) else v
-    return out
 
 
 def config_columns(cfg: RunConfig) -> dict:

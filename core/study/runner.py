@@ -10,6 +10,7 @@ killed trial picks up from its last epoch. A failing trial is recorded with its 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -22,14 +23,14 @@ import pandas as pd
 import ray
 from ray import tune
 
-from core.config import RunConfig
-from core.errors import ConfigError
+from core.config import RunConfig, config_differences
+from core.errors import ConfigError, platform_cause
 from core.fs import is_uri
-from core.io import DirectoryLock, remove_paths, unlocked_entries, write_json_atomic
+from core.io import DirectoryLock, refuse_symlink, remove_paths, unlocked_entries, write_json_atomic
 from core.results import RunStatus, scalars
-from core.runtime import start_ray
+from core.runtime import check_fits, start_ray
 from core.study.loggers import Progress, logger_callbacks
-from core.study.report import config_columns, flatten, write_report, write_table
+from core.study.report import config_columns, write_report, write_table
 from core.study.spec import Study, trial_config, trial_point
 from core.train.trainer import fit
 
@@ -78,7 +79,8 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
                                "node_id": ray.get_runtime_context().get_node_id(), "machine": socket.gethostname()}
         records = res.records
     except Exception as exc:  # recorded in the table; the study goes on
-        row, records = {"status": RunStatus.FAILED, "error": f"{type(exc).__name__}: {exc}"[:500]}, {}
+        cause = platform_cause(exc) or exc
+        row, records = {"status": RunStatus.FAILED, "error": f"{type(cause).__name__}: {cause}"[:500]}, {}
     row["trial_seconds"] = time.perf_counter() - t0
     tune.report({**scalars(row), **records})
 
@@ -86,15 +88,17 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
 def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Path]:
     """Run (or resume) every trial, then write table, report and plots. Returns (table, report path).
     The results directory is locked while the study runs: a second study there is refused."""
-    results = Path(args.results_dir or os.path.join("results", study.name)).resolve()
-    with DirectoryLock(results, "results directory"):
+    results = Path(os.path.abspath(args.results_dir or os.path.join("results", study.name)))
+    refuse_symlink(results, "results directory")
+    with DirectoryLock(results, "results directory"), _claim_storage(StudyDirs(results, args.storage or str(results))):
         dirs = StudyDirs(results, args.storage or str(results))
         _clear_or_resume(dirs, args)
         results.mkdir(parents=True, exist_ok=True)
         _record_spec(study, args, results)
         start_study_ray(args)
+        _check_trial_resources(args)
         _prepare_corruptions(study.base)
-        total = study.total(args.num_samples or 1)
+        total = study.total()
         concurrent = args.max_concurrent or (1 if args.workers_per_trial else os.cpu_count() or 2)
         print(f"study {study.name}: {total} trials, {concurrent} at a time -> {results}", flush=True)
         t0 = time.perf_counter()
@@ -114,6 +118,42 @@ def start_study_ray(args: argparse.Namespace) -> None:
         url = getattr(context, "dashboard_url", None)
         print(f"Ray dashboard: http://{url}" if url else "Ray dashboard did not start (pip install -e '.[viz]')",
               flush=True)
+
+
+OWNER_FILE = "study-owner.json"  # in a separate --storage: the results directory whose study wrote it
+
+
+@contextlib.contextmanager
+def _claim_storage(dirs: StudyDirs):
+    """A separate local ``--storage`` is locked for the study and belongs to one results directory (recorded
+    in its owner file): another study's storage is refused, so ``--overwrite`` never deletes what this
+    study did not write."""
+    storage = Path(dirs.storage)
+    if is_uri(dirs.storage) or storage == dirs.results:
+        yield
+        return
+    refuse_symlink(storage, "storage directory")
+    with DirectoryLock(storage, "study storage"):
+        owner_file = storage / OWNER_FILE
+        owner = json.loads(owner_file.read_text()).get("results_dir") if owner_file.exists() else None
+        if owner and Path(owner) != dirs.results:
+            raise ConfigError(f"storage {storage} belongs to the study in {owner}; pass --results-dir {owner} to "
+                              f"resume or overwrite it, or choose another --storage")
+        if owner is None and any((storage / d).exists() for d in ("tune", "runs")):
+            raise ConfigError(f"storage {storage} holds a study that no results directory recorded; choose another "
+                              f"--storage or remove its tune/ and runs/ yourself")
+        write_json_atomic(owner_file, {"results_dir": str(dirs.results)})
+        yield
+
+
+def _check_trial_resources(args: argparse.Namespace) -> None:
+    """A trial (and its Train workers) must fit on the nodes the cluster has or can add."""
+    if args.workers_per_trial:
+        check_fits({"CPU": 1, "GPU": 1 if args.gpus_per_trial else 0}, f"--workers-per-trial {args.workers_per_trial}",
+                   args.workers_per_trial)
+    else:
+        check_fits({"CPU": args.cpus_per_trial, "GPU": args.gpus_per_trial},
+                   f"a trial (--cpus-per-trial {args.cpus_per_trial:g} --gpus-per-trial {args.gpus_per_trial:g})")
 
 
 def _clear_or_resume(dirs: StudyDirs, args: argparse.Namespace) -> None:
@@ -141,6 +181,9 @@ def study_spec(study: Study, args: argparse.Namespace) -> dict[str, Any]:
 
 def _record_spec(study: Study, args: argparse.Namespace, results: Path) -> None:
     spec, spec_file = study_spec(study, args), results / "study.json"
+    if args.resume and not spec_file.exists() and (results / "tune").exists():
+        raise ConfigError(f"--resume: {spec_file} (the record of what the study ran) is missing, so its flags "
+                          f"cannot be checked against this command; --overwrite to start again")
     if args.resume and spec_file.exists():
         diff = _spec_difference(json.loads(spec_file.read_text()), json.loads(json.dumps(spec, default=str)))
         if diff:
@@ -150,9 +193,8 @@ def _record_spec(study: Study, args: argparse.Namespace, results: Path) -> None:
 
 
 def _spec_difference(old: dict, new: dict) -> list[str]:
-    a, b = flatten("", {k: v for k, v in old.items() if k != "points"}), \
-        flatten("", {k: v for k, v in new.items() if k != "points"})
-    diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    diff = config_differences({k: v for k, v in old.items() if k != "points"},
+                              {k: v for k, v in new.items() if k != "points"})
     if json.dumps(old.get("points"), sort_keys=True, default=str) != json.dumps(new.get("points"), sort_keys=True,
                                                                                  default=str):
         diff.append(f"grid: {len(old.get('points') or [])} points -> {len(new.get('points') or [])} points "
@@ -166,10 +208,12 @@ def _prepare_corruptions(base: RunConfig) -> None:
     if not (base.eval.robustness and base.eval.corruption_suite == "imagenet_c") or base.eval.corruption_root:
         return
     from core.data.sources import load_source
-    from core.eval.corrupted import generated_corruptions
+    from core.eval.corrupted import check_corruptions, generated_corruptions
     from core.eval.features import iter_numpy
 
-    for _ in generated_corruptions(iter_numpy(load_source(base.data).test), base, parallel=True, progress=True):
+    source = load_source(base.data)
+    check_corruptions(base, source.test_size)
+    for _ in generated_corruptions(iter_numpy(source.test), base, parallel=True, progress=True):
         pass  # each batch's corrupted sets are computed and cached as the generator reaches them
 
 
@@ -206,8 +250,7 @@ def _tuner(study: Study, args: argparse.Namespace, dirs: StudyDirs, total: int, 
         return tune.Tuner(trainable, run_config=run_config, tune_config=tune.TuneConfig(
             search_alg=study.search.search_alg, scheduler=study.search.scheduler, num_samples=study.search.num_samples,
             max_concurrent_trials=concurrent, reuse_actors=True))
-    points = [p for p in study.points() for _ in range(args.num_samples or 1)]
-    return tune.Tuner(trainable, param_space={"point": tune.grid_search(points)},
+    return tune.Tuner(trainable, param_space={"point": tune.grid_search(study.points())},
                       # reused trial processes skip the per-trial Python/torch start-up
                       tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
                       run_config=run_config)

@@ -78,8 +78,8 @@ class Study:
         """Every trial's overrides (seed included) of a grid or variants study; none for a search."""
         return self.trials.points(self.seeds)
 
-    def total(self, repeats: int = 1) -> int:
-        return self.search.num_samples if self.search else len(self.points()) * repeats
+    def total(self) -> int:
+        return self.search.num_samples if self.search else len(self.points())
 
 
 def trial_point(tune_config: dict) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import warnings
 from dataclasses import dataclass, field, fields
 from functools import partial
@@ -26,7 +27,8 @@ from typing import Any, Iterable
 
 import torch
 
-from core.errors import CheckpointError
+from core.config import RunConfig, config_differences
+from core.errors import CheckpointError, ConfigError, StorageError, storage_error
 from core.io import write_atomic
 from core.results import RunStatus
 
@@ -76,6 +78,29 @@ class RunDir:
                       *(Path(p) for p in glob.glob(str(self.path / "epoch=*" / STATE_FILE)))]
         return sorted((p for p in candidates if p.is_file()), key=lambda p: p.stat().st_mtime, reverse=True)
 
+    def truncate_metrics(self, start_epoch: int) -> None:
+        """Drop ``metrics.jsonl`` rows of epochs at or past ``start_epoch`` (a run resumed from an older
+        checkpoint trains them again: its log must not hold them twice)."""
+        if not self.metrics.exists():
+            return
+        lines = self.metrics.read_text().splitlines()
+        kept = [line for line in lines if line.strip() and _epoch_of(line) < start_epoch]
+        if len(kept) != len(lines):
+            write_atomic(self.metrics, lambda tmp: tmp.write_text("".join(f"{line}\n" for line in kept)))
+
+    def check_identity(self, cfg: RunConfig) -> None:
+        """Refuse a run directory that holds another config (a shared ``name=``, an edited config.json)."""
+        saved = self.read_json(self.config)
+        if saved is None:
+            return
+        if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+            raise CheckpointError(f"{self.config} holds no config (expected {{config: ..., config_hash: ...}})")
+        if saved.get("config_hash") != cfg.config_hash():
+            diff = config_differences(saved["config"], cfg.to_dict())
+            raise ConfigError(f"run directory {self.path} holds another config ({saved.get('config_hash')}; this one "
+                              f"is {cfg.config_hash()}: {'; '.join(diff[:5]) or 'same fields, other hash'}); "
+                              f"choose another name= or storage_path")
+
     def read_json(self, path: Path) -> dict | None:
         """A JSON file of the run, or None when it is missing; a damaged one is a CheckpointError naming it."""
         try:
@@ -84,6 +109,13 @@ class RunDir:
             return None
         except ValueError as exc:
             raise CheckpointError(f"{path} is not valid JSON ({exc})") from None
+
+
+def _epoch_of(line: str) -> float:
+    try:
+        return float(json.loads(line).get("epoch", -1))
+    except (ValueError, AttributeError):  # a torn last line: drop it with the rest
+        return float("inf")
 
 
 @dataclass
@@ -121,11 +153,21 @@ class TrainState:
 
 
 def save_state(path: str | Path, state: TrainState) -> None:
-    """Write-then-rename, keeping the previous good state beside it (a torn newest one falls back)."""
+    """Write-then-rename, keeping the previous good state beside it (a torn newest one falls back). A
+    write that fails for lack of space (torch reports it as ``RuntimeError ... inline_container``) is a
+    StorageError naming the path."""
     path = Path(path)
     if path.exists():
         os.replace(path, str(path) + PREVIOUS)
-    write_atomic(path, partial(torch.save, state.to_dict()))
+    try:
+        write_atomic(path, partial(torch.save, state.to_dict()))
+    except (RuntimeError, OSError) as exc:
+        free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+        named = storage_error(exc, path) if isinstance(exc, OSError) else None
+        if named is None and free >= 64 << 20:
+            raise
+        raise named or StorageError(f"cannot write {str(path)!r}: no space left on the device "
+                                    f"({free / 2**20:.0f} MiB free)") from None
 
 
 def load_state(candidates: Iterable[str | Path], device: torch.device) -> TrainState | None:

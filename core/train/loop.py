@@ -20,6 +20,7 @@ from core.data.bad_images import BadImages
 from core.data.pipeline import make_views, quiet_ray_data, train_batches
 from core.data.sources import TrainRows
 from core.eval import stage
+from core.eval.features import NonFiniteFeatures
 from core.io import ScalarBoard, append_jsonl
 from core.losses import build_loss
 from core.losses.registry import loss_family
@@ -29,7 +30,7 @@ from core.train.checkpoint import ResumePoint, RunDir, TrainState, epoch_dir_nam
 from core.train.context import InProcessContext, WorkerContext
 from core.train.distributed import gather_objects
 from core.train.optim import build_optimizer, lr_at
-from core.train.step import Diverged, Stepper, train_epoch
+from core.train.step import Diverged, Stepper, check_weights, train_epoch
 
 HEADLINE_METRICS = ("knn_top1", "probe_top1", "probe_ece", "probe_nll", "corruption_acc", "mce")
 
@@ -89,6 +90,8 @@ class _Epochs:
         self.online = None
         if ctx.rank == 0 and self.cfg.eval.online_knn:  # small fixed subsets, held for the whole run
             self.online = (stage.bounded_images(ctx.dataset("train_eval")), stage.bounded_images(ctx.dataset("test")))
+        if ctx.rank == 0:  # epochs past the checkpoint are trained again: their old rows go
+            RunDir(spec.run_dir).truncate_metrics(self.start)
         self.board = ScalarBoard(spec.run_dir) if ctx.rank == 0 else None
 
     def run(self) -> LoopOutcome:
@@ -96,9 +99,11 @@ class _Epochs:
         for epoch in range(self.start, self.cfg.optim.epochs):
             try:
                 stats, index = self._train(epoch)
+                outcome = self._record(epoch, stats, index)
             except Diverged as exc:
                 return self._diverged(epoch, exc)
-            outcome = self._record(epoch, stats, index)
+            except NonFiniteFeatures:
+                return self._diverged(epoch, Diverged(epoch, self.step - 1, "non-finite features"))
         return outcome
 
     def close(self) -> None:
@@ -114,13 +119,14 @@ class _Epochs:
             batches = tqdm(batches, total=self.spec.train_size // self.cfg.optim.batch_size, desc=f"epoch {epoch + 1}",
                            unit="batch", leave=False, dynamic_ncols=True)
         stats, self.step, index = train_epoch(self.stepper, batches, epoch, self.step, bad)
+        check_weights(self.stepper.model, epoch, self.step)
         return stats, index
 
     def _diverged(self, epoch: int, exc: Diverged) -> LoopOutcome:
         final = scalars({"status": RunStatus.DIVERGED, "diverged_at": str(exc), "epoch": exc.epoch,
                          "config_hash": self.cfg.config_hash()})
         if self.verbose:
-            print(f"[{self.cfg.run_name}] {exc}: non-finite loss, stopping", flush=True)
+            print(f"[{self.cfg.run_name}] {exc}: {exc.cause}, stopping", flush=True)
         state = TrainState(self.cfg.config_hash(), epoch=exc.epoch, final=final, status=RunStatus.DIVERGED.value)
         self.ctx.report(final, state, epoch_dir_name(epoch, diverged=True))
         return LoopOutcome(final)

@@ -25,11 +25,18 @@ FINITE_CHECK_EVERY = 16  # steps between host checks of the device-side "loss st
 
 
 class Diverged(Exception):
-    """The loss became non-finite at ``step`` of ``epoch``."""
+    """The loss (or, after an epoch, a weight) became non-finite at ``step`` of ``epoch``."""
 
-    def __init__(self, epoch: int, step: int) -> None:
-        super().__init__(f"diverged at epoch {epoch}, step {step}")
-        self.epoch, self.step = epoch, step
+    def __init__(self, epoch: int, step: int, cause: str = "non-finite loss") -> None:
+        super().__init__(f"diverged at epoch {epoch}, step {step}" + ("" if cause == "non-finite loss" else f" ({cause})"))
+        self.epoch, self.step, self.cause = epoch, step, cause
+
+
+def check_weights(model: nn.Module, epoch: int, step: int) -> None:
+    """One host sync per epoch: a step can leave inf/NaN weights behind a finite loss (``optim.lr=1e30``
+    on the epoch's last step); the run then diverged, it must not go on to an evaluation of garbage."""
+    if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
+        raise Diverged(epoch, step - 1, "non-finite weights")
 
 
 class FiniteGuard:

@@ -21,11 +21,12 @@ from ray.train.torch import TorchTrainer
 from core.config import RunConfig
 from core.data.pipeline import quiet_ray_data
 from core.data.sources import ImageSource, as_dataset, load_source
-from core.errors import CheckpointError, DataError
+from core.errors import CheckpointError, DataError, ResourceError
+from core.eval.corrupted import check_corruptions
 from core.fs import is_uri
-from core.io import DirectoryLock, remove_paths, unlocked_entries, write_json_atomic
+from core.io import DirectoryLock, refuse_symlink, remove_paths, unlocked_entries, write_json_atomic
 from core.results import RunResult, RunStatus, scalars
-from core.runtime import start_ray
+from core.runtime import check_fits, start_ray
 from core.train.checkpoint import RunDir
 from core.train.context import InProcessContext
 from core.train.loop import LoopOutcome, LoopSpec, train_loop
@@ -54,16 +55,19 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, **options) -> RunResu
     if not ray.is_initialized():
         start_ray(log_to_driver=opts.verbose)
     quiet_ray_data()
-    _check_gpu(cfg)
+    _check_resources(cfg)
     source = source or load_source(cfg.data, cfg.seed)
+    check_corruptions(cfg, source.test_size)  # an evaluation that cannot run fails before training
     if source.train_size == 0:
         raise DataError(f"training set of {source.description} is empty")
     if source.train_size < cfg.optim.batch_size:
         raise DataError(f"training set has {source.train_size} images, fewer than "
                         f"optim.batch_size={cfg.optim.batch_size}")
     storage, run_dir = run_location(cfg)
+    refuse_symlink(run_dir, "run directory")
     os.makedirs(run_dir, exist_ok=True)
     with DirectoryLock(run_dir, "run directory"):  # a second identical run refuses instead of interleaving
+        RunDir(run_dir).check_identity(cfg)  # before --overwrite: another config's run is never deleted
         if opts.overwrite:
             if is_uri(storage):
                 raise DataError(f"--overwrite does not delete object storage; remove {storage}/{cfg.run_name} "
@@ -79,15 +83,12 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, **options) -> RunResu
         return _finish(run_dir, outcome)
 
 
-def _check_gpu(cfg: RunConfig) -> None:
-    """Never fall back to the CPU silently, nor wait forever for a GPU that is not there."""
-    if not cfg.use_gpu:
-        return
-    if cfg.num_workers == 0 and not torch.cuda.is_available():
-        raise DataError("use_gpu=true but torch sees no CUDA device here; set use_gpu=false or run on a GPU")
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if cfg.num_workers and gpus < cfg.num_workers:
-        raise DataError(f"use_gpu=true with num_workers={cfg.num_workers} but the Ray cluster has {gpus:g} GPU(s)")
+def _check_resources(cfg: RunConfig) -> None:
+    """Never fall back to the CPU silently, nor wait forever for workers or a GPU that are not there."""
+    if cfg.use_gpu and cfg.num_workers == 0 and not torch.cuda.is_available():
+        raise ResourceError("use_gpu=true but torch sees no CUDA device here; set use_gpu=false or run on a GPU")
+    if cfg.num_workers:
+        check_fits({"CPU": 1, "GPU": 1 if cfg.use_gpu else 0}, f"num_workers={cfg.num_workers}", cfg.num_workers)
 
 
 def _fit_worker_group(spec: LoopSpec, source: ImageSource, storage: str, opts: FitOptions) -> LoopOutcome:
@@ -122,6 +123,7 @@ def run_location(cfg: RunConfig) -> tuple[str, str]:
 def finished_run(cfg: RunConfig) -> RunResult | None:
     """The result of this config's run if it already finished (its ``summary.json``), else None."""
     run = RunDir(run_location(cfg)[1])
+    run.check_identity(cfg)
     try:
         metrics = run.read_json(run.summary)
     except CheckpointError:  # a damaged summary: the run is not known to have finished

@@ -226,3 +226,125 @@ def test_epoch_datasets_start_no_ray_task(ray_session, tmp_path):
         assert ray_session.get(rank0.build.remote(), timeout=60) == 64
     finally:
         ray_session.kill(rank0)
+
+
+# -- no silent wrong results (issue 27) -------------------------------------------------------------
+
+def test_validation_shards_use_the_training_classes(ray_session, tmp_path):
+    """A class missing from val/ used to shift every later val label by one (kNN 20%, exit 0)."""
+    _write_folder(tmp_path / "src", classes=("a", "b", "c"), per_class=3)
+    import shutil
+
+    shutil.rmtree(tmp_path / "src" / "val" / "a")
+    manifests = shard_dataset(str(tmp_path / "src"), str(tmp_path / "shards"), 4)
+    assert manifests["val"].classes == ["a", "b", "c"]
+    src = load_source(DataConfig(source="parquet", root=str(tmp_path / "shards"), image_size=12))
+    labels = sorted(int(r["label"]) for r in src.test.take_all())
+    assert labels == [1, 1, 1, 2, 2, 2]  # b and c keep their training labels
+
+
+def test_manifests_that_disagree_or_overclaim_are_refused(ray_session, tmp_path):
+    _write_folder(tmp_path / "src", per_class=4)
+    dest = tmp_path / "shards"
+    shard_dataset(str(tmp_path / "src"), str(dest), 4)
+    manifest_path = dest / "train" / "manifest.json"
+    good = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**good, "classes": [*good["classes"], "x", "y", "z", "w", "v"]}))
+    with pytest.raises(DataError, match="lists 7 classes but the shards hold labels of 2"):
+        load_source(DataConfig(source="parquet", root=str(dest), image_size=12))
+    val_manifest = dest / "val" / "manifest.json"
+    manifest_path.write_text(json.dumps(good))
+    val_manifest.write_text(json.dumps({**json.loads(val_manifest.read_text()), "classes": ["dog", "cat"]}))
+    with pytest.raises(DataError, match="list different classes"):
+        load_source(DataConfig(source="parquet", root=str(dest), image_size=12))
+    for damaged, message in (({k: v for k, v in good.items() if k != "shards"}, "field 'shards' must be a JSON object"),
+                             ({**good, "shards": list(good["shards"])}, "field 'shards' must be a JSON object"),
+                             ({**good, "shards": {n: {"sha256": "x"} for n in good["shards"]}}, "integer 'rows'")):
+        manifest_path.write_text(json.dumps(damaged))
+        with pytest.raises(DataError, match=message):
+            load_source(DataConfig(source="parquet", root=str(dest), image_size=12))
+
+
+def test_hidden_folders_and_files_are_never_classes_or_images(ray_session, tmp_path):
+    _write_folder(tmp_path, per_class=2)
+    for split in ("train", "val"):
+        (tmp_path / split / ".ipynb_checkpoints").mkdir()
+        Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(tmp_path / split / ".ipynb_checkpoints" / "x.png")
+        Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(tmp_path / split / "cat" / ".hidden.png")
+    src = load_source(DataConfig(source="imagefolder", root=str(tmp_path), image_size=12))
+    assert src.num_classes == 2 and src.train_size == 4
+    manifests = shard_dataset(str(tmp_path), str(tmp_path / "out"), 10)
+    assert manifests["train"].classes == ["cat", "dog"] and manifests["train"].total == 4
+
+
+def test_a_fifo_is_refused_not_waited_on(ray_session, tmp_path):
+    import os
+
+    _write_folder(tmp_path, per_class=2)
+    os.mkfifo(tmp_path / "train" / "cat" / "pipe.jpg")
+    with pytest.raises(DataError, match="pipe.jpg' is not a regular file"):
+        load_source(DataConfig(source="imagefolder", root=str(tmp_path), image_size=12))
+    with pytest.raises(DataError, match="not a regular file"):
+        shard_dataset(str(tmp_path), str(tmp_path / "out"), 10)
+
+
+def test_num_classes_that_cannot_apply_is_refused(ray_session, tmp_path):
+    for n in (2, 50):
+        with pytest.raises(DataError, match=f"data.num_classes={n} but scikit-learn digits"):
+            load_source(DataConfig(num_classes=n))
+    _write_folder(tmp_path / "src", per_class=2)
+    shard_dataset(str(tmp_path / "src"), str(tmp_path / "shards"), 4)
+    with pytest.raises(DataError, match="data.num_classes=10 but the shards .* hold 2 classes"):
+        load_source(DataConfig(source="parquet", root=str(tmp_path / "shards"), num_classes=10))
+
+
+def test_damaged_parquet_columns_are_named(ray_session, tmp_path):
+    cases = {"null label": (pa.table({"image": [b"x", b"y"], "label": pa.array([0, None], pa.int64()),
+                                      "index": [0, 1]}), "'label' has 1 null value"),
+             "string images": (pa.table({"image": ["a", "b"], "label": [0, 1], "index": [0, 1]}),
+                               "column 'image' must hold encoded image bytes, got string")}
+    for name, (table, message) in cases.items():
+        root = tmp_path / name.replace(" ", "_")
+        for split in ("train", "val"):
+            (root / split).mkdir(parents=True)
+            pq.write_table(table, root / split / "part-0.parquet")
+        with pytest.raises(DataError, match=message):
+            load_source(DataConfig(source="parquet", root=str(root)))
+
+
+def test_webdataset_without_labels_is_named(ray_session, tmp_path):
+    import io
+    import tarfile
+
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        with tarfile.open(tmp_path / split / "shard-000.tar", "w") as tar:
+            buf = io.BytesIO()
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, format="PNG")
+            info = tarfile.TarInfo("s000.png")
+            info.size = len(buf.getvalue())
+            tar.addfile(info, io.BytesIO(buf.getvalue()))
+    with pytest.raises(DataError, match=r"shard-000.tar': sample 's000' has members \['png'\]"):
+        load_source(DataConfig(source="webdataset", root=str(tmp_path), num_classes=2))
+
+
+def test_a_crafted_cifar_pickle_cannot_run_code(tmp_path):
+    import os
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as fh:
+            pickle.dump({"data": np.zeros((1, 3072), np.uint8), "labels": [0], "x": Exploit()}, fh)
+    with pytest.raises(DataError, match="not a plain CIFAR batch .*refusing to load posix.system"):
+        load_source(DataConfig(source="cifar10", root=str(tmp_path)))
+    assert not marker.exists()
+    # the shard writer reads it the same way: a one-line error, exit 2
+    assert shard_main([str(tmp_path), str(tmp_path / "out"), "--format", "cifar10"]) == 2
+    assert not marker.exists()

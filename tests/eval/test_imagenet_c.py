@@ -59,3 +59,13 @@ def test_split_is_cached_on_disk(digits16, tmp_path, monkeypatch):
     monkeypatch.setattr(imagenet_c, "corrupt_imagenet_c", must_not_run)
     again = corrupted_split(digits16, ("contrast", "fog"), cache_dir=str(tmp_path))
     assert all(np.array_equal(first[k], again[k]) for k in first)
+
+
+def test_a_truncated_cache_file_is_computed_again(digits16, tmp_path):
+    first = corrupted_split(digits16, ("contrast",), seed=0, cache_dir=str(tmp_path))
+    (cached,) = (tmp_path / "imagenet_c").glob("*.npz")
+    cached.write_bytes(cached.read_bytes()[:100])  # a kill or a full disk mid-write
+    with pytest.warns(UserWarning, match="damaged corruption cache"):
+        again = corrupted_split(digits16, ("contrast",), seed=0, cache_dir=str(tmp_path))
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert corrupted_split(digits16, ("contrast",), seed=0, cache_dir=str(tmp_path)).keys() == first.keys()

@@ -38,3 +38,25 @@ def test_fast_corruptions_are_seeded_shaped_and_grow_with_severity():
     with pytest.raises(ValueError, match="unknown corruption 'frost'"):
         corrupt(images, "frost", 1)
     assert np.isfinite(dist).all()
+
+
+def test_fast_suite_noise_is_seeded_per_sample_whatever_the_batch_split():
+    """Each image's noise used to depend on its position in the batch: the first 4 of a batch of 8
+    matched a batch of 4, but any other split changed every image."""
+    import numpy as np
+    import torch
+
+    from core.data.sources import digits_arrays
+    from core.eval.robustness import CORRUPTIONS, corrupt
+
+    images = torch.from_numpy(digits_arrays(16)["test"][0][:12])
+    ids = np.arange(100, 112)
+    for name in CORRUPTIONS:
+        whole = corrupt(images, name, 3, seed=0, index=ids)
+        split = torch.cat([corrupt(images[a:b], name, 3, seed=0, index=ids[a:b]) for a, b in ((0, 5), (5, 7), (7, 12))])
+        reversed_ = corrupt(images.flip(0), name, 3, seed=0, index=ids[::-1].copy()).flip(0)
+        assert torch.equal(whole, split) and torch.equal(whole, reversed_), name
+    noisy = corrupt(images[:2], "gaussian_noise", 3, seed=0, index=np.array([7, 7]))
+    assert not torch.equal(noisy[0], noisy[1]) or torch.equal(images[0], images[1])  # same id, different image
+    assert torch.equal(corrupt(images[:1], "gaussian_noise", 3, index=np.array([5])),
+                       corrupt(images[1:2].clone().copy_(images[:1]), "gaussian_noise", 3, index=np.array([5])))

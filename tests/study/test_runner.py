@@ -1,6 +1,7 @@
 """Tiny versions of the main study, end to end, and the resume path."""
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from core.config import RunConfig
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--losses", "supcon", "cross_entropy", "--policies", "simaugment", "--strengths", "1.0",
@@ -271,3 +274,72 @@ def test_tracker_needs_its_package(monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "__import__", no_wandb)
     with pytest.raises(ConfigError, match=r"pip install -e '\.\[trackers\]'"):
         logger_callbacks(["wandb"], "s", tmp_path)
+
+
+# -- no silent wrong results (issue 27) -------------------------------------------------------------
+
+def _refused(capsys, argv: list[str], message: str) -> None:
+    capsys.readouterr()
+    assert _run("augmentation_robustness", argv) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err, err
+
+
+def test_studies_refuse_settings_that_would_not_do_what_they_say(ray_session, tmp_path, capsys):
+    tiny = [*TINY, "--results-dir", str(tmp_path / "s")]
+    _refused(capsys, [*tiny, "--epochs", "0"], r"optim.epochs must be >= 1, got 0")
+    _refused(capsys, [*tiny, "--seeds", "0", "0"], r"--seeds 0 0: a seed given twice")
+    _refused(capsys, [*tiny, "--num-samples", "2"], r"--num-samples 2 repeats each grid point as the same run")
+    _refused(capsys, [*tiny, "--losses", "supcon", "supcon"], r"listed twice")
+    _refused(capsys, [*tiny, "name=shared"], r"name=shared would put every trial in one run directory")
+    _refused(capsys, [*tiny, "--gpus-per-trial", "1"], r"can never offer .*GPU 0")
+    _refused(capsys, [*tiny, "--cpus-per-trial", "100"], r"CPU': 100.0.* can never offer")
+    _refused(capsys, [*tiny, "eval.corruption_root=/nonexistent"], r"eval.corruption_root='/nonexistent' lacks 75 of 75")
+    assert not (tmp_path / "s" / "tune").exists()  # nothing ran
+
+
+def test_resume_needs_the_record_of_what_ran(ray_session, tmp_path, capsys):
+    (tmp_path / "tune").mkdir()
+    _refused(capsys, [*TINY, "--results-dir", str(tmp_path), "--resume", "model.width=12"],
+             r"study.json \(the record of what the study ran\) is missing")
+
+
+def test_overwrite_never_deletes_another_studys_storage(ray_session, tmp_path, capsys):
+    a, b = tmp_path / "A", tmp_path / "B"
+    for d in ("tune", "runs"):
+        (a / d).mkdir(parents=True)
+        (a / d / "keep.txt").write_text("study A's")
+    (a / "study.json").write_text("{}")
+    _refused(capsys, [*TINY, "--results-dir", str(b), "--storage", str(a), "--overwrite"],
+             r"storage .*A holds a study that no results directory recorded")
+    from core.io import DirectoryLock
+
+    with DirectoryLock(a, "results directory"):  # study A is running
+        _refused(capsys, [*TINY, "--results-dir", str(b), "--storage", str(a), "--overwrite"],
+                 r"being written by another process")
+    (a / "study-owner.json").write_text(json.dumps({"results_dir": str(tmp_path / "C")}))
+    _refused(capsys, [*TINY, "--results-dir", str(b), "--storage", str(a), "--overwrite"],
+             r"storage .*A belongs to the study in .*C")
+    assert (a / "tune" / "keep.txt").read_text() == "study A's" and (a / "runs" / "keep.txt").exists()
+
+
+def test_overwrite_never_follows_a_symlink(ray_session, tmp_path, capsys):
+    from core.errors import DataError
+    from core.train import fit
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "important.txt").write_text("keep me")
+    cfg = RunConfig().with_overrides([f"storage_path={tmp_path / 'runs'}", "optim.epochs=1", "data.train_limit=256"])
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / cfg.run_name).symlink_to(precious)
+    with pytest.raises(DataError, match="is a symbolic link"):
+        fit(cfg, verbose=False, overwrite=True)
+    (tmp_path / "results").symlink_to(precious)
+    _refused(capsys, [*TINY, "--results-dir", str(tmp_path / "results"), "--overwrite"], r"is a symbolic link")
+    assert (precious / "important.txt").read_text() == "keep me"
+
+
+def test_search_objectives_are_checked_before_any_trial(tmp_path, capsys):
+    assert _run("search", ["--objectives", "not_a_metric", "--results-dir", str(tmp_path)]) == 2
+    assert "unknown metric(s) ['not_a_metric']" in capsys.readouterr().err

@@ -357,3 +357,93 @@ def test_imagenet_shaped_photos_train_with_no_image_lost(ray_session, tmp_path):
                "augment.min_crop_area=0.08")
     res = fit(cfg, verbose=False)
     assert res.status == "finished" and res.metrics["bad_images"] == 0 and res.metrics["bad_eval_images"] == 0
+
+
+# -- no silent wrong results (issue 27) -------------------------------------------------------------
+
+def test_a_named_run_with_another_config_is_refused(digits, tmp_path, capsys):
+    from core.errors import ConfigError
+    from core.train import main as train_main
+
+    base = [f"storage_path={tmp_path}", "name=myrun", "optim.epochs=1", "eval.probe_epochs=2", "data.train_limit=256"]
+    first = fit(RunConfig().with_overrides(base), digits, verbose=False)
+    assert first.status == "finished"
+    with pytest.raises(ConfigError, match=r"holds another config .*loss.temperature: 0.1 -> 0.3"):
+        fit(RunConfig().with_overrides([*base, "loss.temperature=0.3"]), digits, verbose=False)
+    assert train_main([*base, "loss.temperature=0.3"]) == 2  # not "finished earlier" with the first's summary
+    assert "holds another config" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="holds another config"):  # --overwrite never deletes another config's run
+        fit(RunConfig().with_overrides([*base, "loss.temperature=0.3"]), digits, verbose=False, overwrite=True)
+    assert (Path(first.run_dir) / "summary.json").exists()
+
+
+def test_non_finite_weights_end_the_run_diverged(digits, tmp_path):
+    """One step at lr=1e30 leaves a finite loss and infinite weights: the run used to crash in
+    evaluation (torch.linalg.svd) with no summary."""
+    for bad in ("optim.lr=1e30", "optim.weight_decay=inf"):
+        res = fit(_cfg(tmp_path, bad, "optim.epochs=1", "data.train_limit=256", "eval.probe_epochs=2"), verbose=False)
+        assert res.status == "diverged", (bad, res.metrics)  # one step: the loss never saw the weights blow up
+        assert res.metrics["diverged_at"] in ("diverged at epoch 0, step 0 (non-finite weights)",
+                                              "diverged at epoch 0, step 0 (non-finite features)"), res.metrics
+
+
+def test_requests_the_cluster_can_never_meet_fail_at_once(digits, tmp_path):
+    from core.errors import ResourceError
+    from core.runtime import start_ray
+
+    with pytest.raises(ResourceError, match="num_workers=8 asks for 8 x .* can never offer"):
+        fit(_cfg(tmp_path, "num_workers=8", "optim.epochs=1"), digits, verbose=False)
+    with pytest.raises(ResourceError, match="cannot reach a Ray cluster at 127.0.0.1:1"):
+        start_ray("127.0.0.1:1")
+
+
+def test_resume_drops_log_rows_past_the_checkpoint(digits, tmp_path):
+    """A full disk made a rerun fall back to .previous; metrics.jsonl then held a duplicated epoch row."""
+    cfg = _cfg(tmp_path, "optim.epochs=3", "eval.probe_epochs=2", "data.train_limit=256")
+    res = fit(cfg, digits, verbose=False)
+    run = Path(res.run_dir)
+    state = run / "latest_state.pt"
+    state.write_bytes(b"torn")  # the newest checkpoint (epoch 2) is lost: resume from epoch 1's
+    (run / "summary.json").unlink()
+    with pytest.warns(UserWarning, match="unreadable checkpoint"):
+        again = fit(cfg, digits, verbose=False)
+    epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert again.status == "finished" and epochs == [0, 1, 2]
+
+
+def test_a_read_only_or_full_storage_is_one_line(digits, tmp_path):
+    import os
+
+    from core.errors import StorageError
+    from core.train import main as train_main
+
+    (tmp_path / "ro").mkdir()
+    os.chmod(tmp_path / "ro", 0o500)
+    try:
+        if os.access(tmp_path / "ro", os.W_OK):  # root ignores permissions: read-only needs a read-only mount
+            pytest.skip("running as root: a chmod'ed directory stays writable")
+        out = subprocess.run([sys.executable, "-m", "core.train", f"storage_path={tmp_path / 'ro'}", "optim.epochs=1"],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and "permission denied" in out.stderr and "Traceback" not in out.stderr
+    finally:
+        os.chmod(tmp_path / "ro", 0o700)
+    assert train_main([f"storage_path={tmp_path}", "name=" + "x" * 300]) == 2
+    from core.train.checkpoint import TrainState, save_state
+
+    def full(*a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0")
+
+    import torch
+    real_save = torch.save
+    torch.save = full
+    try:
+        with pytest.raises(StorageError, match="cannot write .*state.pt"):
+            import shutil
+            usage = shutil.disk_usage
+            shutil.disk_usage = lambda p: usage(p)._replace(free=1 << 20)  # 1 MiB free: a full disk
+            try:
+                save_state(tmp_path / "state.pt", TrainState("h"))
+            finally:
+                shutil.disk_usage = usage
+    finally:
+        torch.save = real_save
