@@ -206,6 +206,8 @@ class EvalConfig:
     # an on-disk ImageNet-C style folder (root/<corruption>/<severity>/<class>/*, as the released set
     # ships) read instead of generating the corruptions; class folders as in the training set
     corruption_root: str | None = None
+    # published per-type errors to normalise by (the ImageNet-C paper's mCE, metric imagenet_c_mce): "alexnet"
+    reference_errors: str | None = None
     label_budgets: tuple[int, ...] = (1, 5, 10)  # labels per class for the prototype probes
     few_shot_episodes: int = 200  # N-way K-shot episodes per (N, K) on frozen test features
 
@@ -213,6 +215,10 @@ class EvalConfig:
         object.__setattr__(self, "corruptions", tuple(self.corruptions))
         object.__setattr__(self, "label_budgets", tuple(self.label_budgets))
         _choice(self.corruption_suite, "eval.corruption_suite", ("imagenet_c", "fast"))
+        if self.reference_errors is not None:
+            _choice(self.reference_errors, "eval.reference_errors", ("alexnet",))
+            _check(self.corruption_suite == "imagenet_c", "eval.reference_errors", "needs eval.corruption_suite="
+                   "imagenet_c (the reference errors are ImageNet-C's)", self.reference_errors)
         for name in self.corruptions:
             _choice(name, "eval.corruptions", self.suite_names())
         _check(self.few_shot_episodes >= 0, "eval.few_shot_episodes", "must be >= 0", self.few_shot_episodes)
@@ -347,7 +353,7 @@ SECTIONS = ("data", "augment", "model", "loss", "optim", "eval")
 CONFIG_HELP = (f"config: sections {', '.join(SECTIONS)} plus top-level seed, num_workers, use_gpu, precision, "
                "storage_path, name. Set a field with section.key=value (lists: key=a,b or key=[a,b]); "
                "--config files layer in order. Every field and its value: --print-config; their meaning: "
-               "core/config.py.")
+               "core/config.py. Every metric (meaning, unit, better side): python -m core.eval.glossary.")
 
 
 def layered(base: RunConfig, config_files: Iterable[str | Path] = (), overrides: Iterable[str] = ()) -> RunConfig:
@@ -429,8 +435,12 @@ def _load_bounded(text: str, what: str) -> Any:
     ``MAX_YAML_NODES`` values."""
     if len(text) > MAX_YAML_BYTES:
         raise ConfigError(f"{what} is {len(text):,} characters; a config is refused above {MAX_YAML_BYTES:,}")
-    value = yaml.load(text, Loader=_UniqueKeyLoader)
-    if expanded_size(value) > MAX_YAML_NODES:
+    try:
+        value = yaml.load(text, Loader=_UniqueKeyLoader)
+        too_big = expanded_size(value) > MAX_YAML_NODES
+    except RecursionError:
+        raise ConfigError(f"{what} nests too deeply to be a config") from None
+    if too_big:
         raise ConfigError(f"{what} expands to more than {MAX_YAML_NODES:,} values through YAML aliases "
                           f"(an alias bomb?); refusing it")
     return value
@@ -471,7 +481,7 @@ def _is_sequence(hint: Any) -> bool:
     return typing.get_origin(hint) in (tuple, list)
 
 
-def _field_hint(dotted: str) -> Any:
+def field_hint(dotted: str) -> Any:
     """The declared type of a dotted field (``eval.corruptions`` -> ``tuple[str, ...]``); None if unknown."""
     cls: Any = RunConfig
     hint: Any = None
@@ -484,7 +494,7 @@ def _field_hint(dotted: str) -> Any:
 
 
 def _parse_override(key: str, text: str) -> Any:
-    if not _is_sequence(_field_hint(key)):
+    if not _is_sequence(field_hint(key)):
         return _parse_scalar(text)
     value = _parse_scalar(text) if text.startswith("[") else None
     if isinstance(value, list):

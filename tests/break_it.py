@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -211,6 +210,7 @@ def symlink_family(tmp: Path) -> None:
     case("symlinks", "a dangling image symlink",
          train("data.source=imagefolder", f"data.root={photos}", "optim.batch_size=4", "data.image_size=16",
                "eval.knn_k=2", "data.train_limit=8", f"storage_path={tmp / 'r3'}"), want_error=True)
+    (photos / "train" / "class_00" / "dangling.jpg").unlink()
     print(f"{'':12s} symlinks   precious intact: {(precious / 'important.txt').exists()}")
 
 
@@ -225,8 +225,12 @@ def disk_family(tmp: Path) -> None:
         print("(no tmpfs mounts here: disk and read-only cases skipped)")
         return
     try:
-        blob = small / "filler"
-        blob.write_bytes(b"\0" * (39 << 20))
+        with open(small / "filler", "wb", buffering=0) as fh:  # fill the disk to the last block
+            try:
+                while True:
+                    fh.write(b"\0" * (1 << 16))
+            except OSError:
+                pass
         case("tiny disk", "train into a full 40 MiB tmpfs", train(f"storage_path={small / 'runs'}"), want_error=True)
         case("tiny disk", "shard into a full tmpfs",
              [PY, "-m", "core.data.shard", str(tmp / "photos"), str(small / "shards")], want_error=True)

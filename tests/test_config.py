@@ -43,7 +43,7 @@ def test_simclr_needs_two_views():
 
 def test_hash_is_stable_and_identifies_the_resolved_config():
     a, b = RunConfig(), RunConfig()
-    assert a.config_hash() == b.config_hash() == "c89b7e7cd07c"  # pinned: changing it orphans checkpoints (schema changed in session 4)
+    assert a.config_hash() == b.config_hash() == "7807828cc445"  # pinned: changing it orphans checkpoints (eval.reference_errors added in session 5)
     assert a.with_overrides(["loss.temperature=0.2"]).config_hash() != a.config_hash()
     # placement fields do not change identity
     assert a.with_overrides(["storage_path=/elsewhere"]).config_hash() == a.config_hash()

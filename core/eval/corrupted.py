@@ -22,7 +22,7 @@ from core.data.bad_images import BadImages
 from core.errors import EvaluationError
 from core.eval.calibration import ece_from_confidence
 from core.eval.features import Features, extract, iter_numpy
-from core.eval.robustness import corrupt, mean_corruption_error, prototype_accuracy
+from core.eval.robustness import corrupt, mean_corruption_error, prototype_accuracy, reference_mce
 from core.eval.uncertainty import centroid_distance, misclassification_auroc, severity_correlation
 from core.fs import filesystem, join
 from core.losses import posterior_log_det
@@ -138,14 +138,14 @@ def robustness_metrics(model: nn.Module, cfg: RunConfig, tr: Features, te: Featu
     for (name, sev), batch in corrupted():
         f = extract(model, [batch], device, logvar=variational)
         scores.add(f.feats, f.labels, sev, f.logvar if variational else None, name)
-    _corruption_scores(scores, result)
+    _corruption_scores(scores, result, cfg)
     _uncertainty_scores(scores, result)
     for k in cfg.eval.label_budgets:
         result.scalars[f"fewlabel_{k}_acc"], result.scalars[f"fewlabel_{k}_std"] = prototype_accuracy(
             tr.feats, tr.labels, te.feats, te.labels, k, seed=cfg.seed)
 
 
-def _corruption_scores(scores: _Scores, result: Evaluation) -> None:
+def _corruption_scores(scores: _Scores, result: Evaluation, cfg: RunConfig) -> None:
     """Accuracy and ECE per corrupted set and per severity, their means and the corruption error."""
     acc_by: dict[tuple[str, int], float] = {}
     ece_by: dict[tuple[str, int], float] = {}
@@ -159,7 +159,9 @@ def _corruption_scores(scores: _Scores, result: Evaluation) -> None:
         out[f"corruption_acc_s{sev}"] = float(np.mean([a for (n, s), a in acc_by.items() if s == sev]))
         out[f"ece_s{sev}"] = float(np.mean([e for (n, s), e in ece_by.items() if s == sev]))
     out["corruption_acc"] = float(np.mean(list(acc_by.values())))
-    out["mce"] = mean_corruption_error(acc_by)
+    out["corruption_error"] = mean_corruption_error(acc_by)
+    if cfg.eval.reference_errors:
+        out["imagenet_c_mce"] = reference_mce(acc_by, cfg.eval.reference_errors)
 
 
 def _uncertainty_scores(scores: _Scores, result: Evaluation) -> None:

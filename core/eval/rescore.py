@@ -125,7 +125,7 @@ def _main(args: argparse.Namespace) -> int:
         metrics = evaluate_run(args.run_dir, args.overrides, args.device)
     finally:
         ray.shutdown()
-    for k in ("knn_top1", "probe_top1", "probe_ece", "corruption_acc", "mce", "bad_eval_images"):
+    for k in ("knn_top1", "probe_top1", "probe_ece", "corruption_acc", "corruption_error", "bad_eval_images"):
         if k in metrics:
             print(f"  {k:<16} {metrics[k]:.4g}" if isinstance(metrics[k], float) else f"  {k:<16} {metrics[k]}")
     print(f"  {'run':<16} {metrics['run_status']} (scored epoch {metrics['eval_epoch'] + 1})")

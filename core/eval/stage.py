@@ -25,6 +25,7 @@ from core.eval.features import EVAL_BATCH, Features, check_classes, extract, ite
 from core.eval.fewshot import few_shot_episodes
 from core.eval.geometry import alignment, cluster_agreement, effective_rank, normalized_spectrum, uniformity
 from core.eval.probe import KNN_PROTOCOL, ProbeResult, knn_accuracy, linear_probe
+from core.eval.subsample import StreamSample, stratified_positions
 from core.losses.registry import loss_family
 from core.results import Evaluation
 
@@ -47,20 +48,19 @@ def _features_of(model: nn.Module, pair: tuple, device: torch.device) -> Tensor:
     return extract(model, batches, device).feats
 
 
-def bounded_images(ds: Any, limit: int = ONLINE_KNN_IMAGES) -> tuple[np.ndarray, Tensor]:
-    """The first ``limit`` decodable images and labels of a split (for the online kNN only)."""
-    images, labels, n = [], [], 0
+def bounded_images(ds: Any, num_classes: int, limit: int = ONLINE_KNN_IMAGES, seed: int = 0) -> tuple[np.ndarray, Tensor]:
+    """A seeded class-stratified subset of about ``limit`` decodable images of a split, with labels (the
+    online kNN's bank and queries), taken in one streaming pass with bounded memory."""
+    sample = StreamSample(limit, num_classes, seed)
     bad = BadImages(warn=False)  # the evaluation pass names each undecodable image
     for batch in iter_numpy(ds):
         batch = bad.keep(batch)
-        images.append(batch["image"][: limit - n])
-        labels.append(np.asarray(batch["label"][: limit - n], np.int64))
-        n += len(labels[-1])
-        if n >= limit:
-            break
-    if n == 0:
+        if len(batch["label"]):
+            sample.add(batch["image"], np.asarray(batch["label"]), np.asarray(batch["index"]))
+    images, labels = sample.result()
+    if len(labels) == 0:
         raise EvaluationError("evaluation split is empty")
-    return np.concatenate(images), torch.from_numpy(np.concatenate(labels))
+    return images, torch.from_numpy(labels)
 
 
 def evaluate(model: nn.Module, cfg: RunConfig, train_eval: Any, test: Any, num_classes: int,
@@ -81,7 +81,7 @@ def evaluate(model: nn.Module, cfg: RunConfig, train_eval: Any, test: Any, num_c
     probe = linear_probe(tr.feats, tr.labels, te.feats, te.labels, num_classes, cfg.eval.probe_epochs,
                          cfg.eval.probe_lr, seed=cfg.seed, device=device)
     result.scalars.update(probe_metrics(probe, te.labels))
-    geometry_metrics(te, result)
+    geometry_metrics(te, result, cfg.seed)
     result.scalars.update(few_shot_metrics(cfg, te))
     if cfg.eval.robustness:
         robustness_metrics(model, cfg, tr, te, probe.predict, lambda: corrupted_sets(cfg, test), device, result)
@@ -104,18 +104,26 @@ def probe_metrics(probe: ProbeResult, labels: Tensor) -> dict:
             "probe_nll": negative_log_likelihood(probe.probabilities, labels)}
 
 
-def geometry_metrics(te: Features, result: Evaluation) -> None:
+GEOMETRY_SAMPLE = 5000  # test images in the clustering; 2 x GEOMETRY_SAMPLE // 2 embeddings in the uniformity
+
+
+def geometry_metrics(te: Features, result: Evaluation, seed: int = 0) -> None:
     """Effective rank and spectrum of the features, alignment/uniformity of the embedding on two
-    augmented views of each test image, and the hierarchical-clustering ARI of the features."""
+    augmented views of each test image, and the hierarchical-clustering ARI of the features. The
+    clustering and the uniformity (quadratic in the number of points) take a seeded class-stratified
+    subsample, the uniformity both views of each sampled image."""
     out = result.scalars
     out["effective_rank_features"] = effective_rank(te.feats)
     result.arrays["spectrum_features"] = normalized_spectrum(te.feats)[:64].tolist()
-    out["cluster_ari"] = cluster_agreement(te.feats[:5000], te.labels[:5000])
+    labels = te.labels.numpy()
+    pick = torch.from_numpy(stratified_positions(labels, te.index, GEOMETRY_SAMPLE, seed))
+    out["cluster_ari"] = cluster_agreement(te.feats[pick], te.labels[pick])
     if te.embedding is not None:
         out["effective_rank_embedding"] = effective_rank(te.embedding)
     if te.view_pairs is not None:
         z0, z1 = te.view_pairs
-        out.update(alignment=alignment(z0, z1), uniformity=uniformity(torch.cat([z0, z1])[:4096]))
+        pairs = torch.from_numpy(stratified_positions(labels, te.index, GEOMETRY_SAMPLE // 2, seed))
+        out.update(alignment=alignment(z0, z1), uniformity=uniformity(torch.cat([z0[pairs], z1[pairs]])))
 
 
 def few_shot_metrics(cfg: RunConfig, te: Features) -> dict:

@@ -71,8 +71,11 @@ def load_spec(path: str | Path, args: argparse.Namespace) -> Study:
     lower = list(spec.get("lower_is_better") or [])
     require([*metrics, *lower], f"{path}: metrics")
     reference = next(iter(variants))
-    claims = [Claim(f"{m}: variant vs reference {reference!r}", m, better="lower" if m in lower else "higher",
-                    group="variant", baseline=reference, settings=()) for m in metrics]
+    try:  # directions come from the glossary; lower_is_better may only restate it
+        claims = [Claim(f"{m}: variant vs reference {reference!r}", m, better="lower" if m in lower else None,
+                        group="variant", baseline=reference, settings=()) for m in metrics]
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     return Study(name=name, question=spec.get("question", ""), base=base, trials=Variants(variants),
                  seeds=args.seeds or spec.get("seeds", [0, 1, 2]), claims=claims, summary_metrics=metrics,
                  group="variant")

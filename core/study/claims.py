@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from core.results import RunStatus
-from core.study.stats import holm, paired_p_value, t_interval
+from core.study.stats import detectable_difference, holm, paired_p_value, pairs_needed, t_interval
 
 
 @dataclass(frozen=True)
@@ -19,18 +19,33 @@ class Claim:
 
     kind="mean": paired differences (group - baseline) of ``metric`` over matching (setting, seed)
     cells. kind="spread": per seed, the standard deviation of ``metric`` across the ``settings``
-    columns; paired differences over seeds. ``better`` says which sign supports the claim.
+    columns; paired differences over seeds (a lower spread supports it). ``better`` comes from the
+    metric glossary (``core/eval/glossary.py``) and may only restate it. ``paper_effect``: the paper's
+    difference as a relative change of the baseline's value (e.g. -0.02 for 2% lower), when it gives one.
     """
 
     text: str
     metric: str
     kind: str = "mean"
-    better: str = "higher"
+    better: str | None = None
     group: str = "cfg.loss.name"
     baseline: str = "cross_entropy"
     settings: tuple[str, ...] = ("cfg.augment.policy", "cfg.augment.strength")
     seed: str = "cfg.seed"
     where: tuple[tuple[str, Any], ...] = ()  # (column, value) filters applied first
+    paper_effect: float | None = None
+
+    def __post_init__(self) -> None:
+        from core.eval.glossary import metric
+
+        entry = metric(self.metric)
+        known = "lower" if self.kind == "spread" else (entry.better if entry else None)
+        if self.better is not None and known and self.better != known:
+            raise ValueError(f"claim {self.text!r}: better={self.better!r} contradicts the glossary "
+                             f"({self.metric}: {known} is better{' spread' if self.kind == 'spread' else ''})")
+        if (self.better or known) not in ("higher", "lower"):
+            raise ValueError(f"claim {self.text!r}: {self.metric!r} has no better side; give better=")
+        object.__setattr__(self, "better", self.better or known)
 
     def evaluate(self, df: pd.DataFrame) -> list[dict]:
         ok = df[df["status"] == RunStatus.FINISHED]
@@ -38,31 +53,42 @@ class Claim:
             ok = ok[ok[col] == value] if col in ok else ok.iloc[0:0]
         if self.metric not in ok.columns or ok.empty:
             return []
-        rows = []
         base = ok[ok[self.group] == self.baseline]
-        for name in sorted(set(ok[self.group]) - {self.baseline}):
-            grp = ok[ok[self.group] == name]
-            if self.kind == "spread":
-                a = grp.groupby(self.seed)[self.metric].std(ddof=0)
-                b = base.groupby(self.seed)[self.metric].std(ddof=0)
-            else:
-                keys = [*self.settings, self.seed]
-                a = grp.groupby(keys)[self.metric].mean()
-                b = base.groupby(keys)[self.metric].mean()
-            diff = (a - b).dropna()
-            mean, lo, hi = t_interval(diff.values)
-            p = paired_p_value(diff.values)
-            sign = 1 if self.better == "higher" else -1
-            if not np.isfinite(lo):
-                verdict = "not testable (fewer than 2 paired cells)"
-            else:
-                low, high = sorted((sign * lo, sign * hi))  # interval of the supporting direction
-                verdict = "holds" if low > 0 else "does not hold" if high < 0 else "inconclusive"
-            rows.append({"claim": self.text, "group": name, "baseline": self.baseline, "metric": self.metric,
-                         "kind": self.kind, "better": self.better, "group_value": float(a.mean()), "baseline_value": float(b.mean()),
-                         "diff": mean, "ci_low": lo, "ci_high": hi, "n_pairs": int(diff.size), "p_value": p,
-                         "verdict": verdict})
-        return rows
+        return [self._row(name, *self._paired(ok[ok[self.group] == name], base))
+                for name in sorted(set(ok[self.group]) - {self.baseline})]
+
+    def _paired(self, grp: pd.DataFrame, base: pd.DataFrame) -> tuple[pd.Series, pd.Series, int]:
+        """(group values, baseline values, cells per seed) of the paired cells."""
+        if self.kind == "spread":
+            return (grp.groupby(self.seed)[self.metric].std(ddof=0), base.groupby(self.seed)[self.metric].std(ddof=0),
+                    1)
+        keys = [*self.settings, self.seed]
+        a, b = grp.groupby(keys)[self.metric].mean(), base.groupby(keys)[self.metric].mean()
+        seeds = max(1, grp[self.seed].nunique())
+        return a, b, max(1, round(len(a) / seeds))
+
+    def _row(self, name: str, a: pd.Series, b: pd.Series, cells_per_seed: int) -> dict:
+        diff = (a - b).dropna()
+        mean, lo, hi = t_interval(diff.values)
+        sign = 1 if self.better == "higher" else -1
+        if not np.isfinite(lo):
+            verdict = "not testable (fewer than 2 paired cells)"
+        else:
+            low, high = sorted((sign * lo, sign * hi))  # interval of the supporting direction
+            verdict = "holds" if low > 0 else "does not hold" if high < 0 else "inconclusive"
+        sd = float(diff.std(ddof=1)) if diff.size > 1 else float("nan")
+        row = {"claim": self.text, "group": name, "baseline": self.baseline, "metric": self.metric,
+               "kind": self.kind, "better": self.better, "group_value": float(a.mean()),
+               "baseline_value": float(b.mean()), "diff": mean, "ci_low": lo, "ci_high": hi,
+               "n_pairs": int(diff.size), "p_value": paired_p_value(diff.values), "verdict": verdict,
+               "diff_sd": sd, "detectable_diff": detectable_difference(sd, int(diff.size)),
+               "paper_effect": float("nan"), "seeds_for_paper_effect": float("nan")}
+        if self.paper_effect is not None:
+            effect = self.paper_effect * float(b.mean())
+            pairs = pairs_needed(effect, sd)
+            row.update(paper_effect=effect,
+                       seeds_for_paper_effect=float("nan") if pairs is None else -(-pairs // cells_per_seed))
+        return row
 
 
 def adjust_family(rows: list[dict], alpha: float = 0.05) -> list[dict]:
@@ -95,9 +121,24 @@ def verdict_line(r: dict) -> str:
         head = f"**{raw}**"
     return (f"- {head} on this data for {r['group']} vs {r['baseline']}: {what} of "
             f"`{r['metric']}` {r['group_value']:.2f} vs {r['baseline_value']:.2f}, difference {r['diff']:+.2f} "
-            f"({ci}, n={r['n_pairs']} paired cells). Claim: {r['claim']}")
+            f"({ci}, n={r['n_pairs']} paired cells; {power_text(r)}). Claim: {r['claim']}")
 
 
-FAMILY_NOTE = ("Family-wise error: the {m} claim x group tests of this report are one family, controlled at 5% with "
+def power_text(r: dict) -> str:
+    """What the test could have seen: the smallest difference it detects at 80% power and its alpha, and
+    the seeds that would detect the paper's effect."""
+    mde = r.get("detectable_diff", float("nan"))
+    text = f"detects |difference| >= {mde:.2f} at 80% power" if np.isfinite(mde) else "power unknown"
+    if np.isfinite(r.get("paper_effect", float("nan"))):
+        seeds = r.get("seeds_for_paper_effect", float("nan"))
+        text += (f"; the paper's effect ({r['paper_effect']:+.2f} here) needs "
+                 + (f"{seeds:.0f} seeds" if np.isfinite(seeds) else "more seeds than practical"))
+    return text
+
+
+FAMILY_NOTE = ("Each line gives the smallest difference its paired t-test detects with 80% power at its 5% level "
+               "(from the observed standard deviation of the paired differences and n): an INCONCLUSIVE verdict "
+               "means no effect of at least that size was seen, not that there is none. "
+               "Family-wise error: the {m} claim x group tests of this report are one family, controlled at 5% with "
                "Holm's step-down adjustment of the paired two-sided t-test p-values. The first verdict is the "
                "adjusted one; the raw verdict (each test at 95% alone, its CI shown) follows.")

@@ -78,8 +78,9 @@ def logger_callbacks(names: list[str], study_name: str, results: Path, mlflow_ur
 class Progress(tune.Callback):
     """One console line per finished trial: done/running/failed and the best so far."""
 
-    def __init__(self, total: int, metric: str) -> None:
-        self.total, self.metric, self.done, self.failed, self.stopped, self.best = total, metric, 0, 0, 0, None
+    def __init__(self, total: int, metric: str, mode: str = "max") -> None:
+        self.total, self.metric, self.mode, self.done, self.failed, self.stopped, self.best = \
+            total, metric, mode, 0, 0, 0, None
         self.t0 = time.perf_counter()
 
     def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: D401
@@ -90,10 +91,11 @@ class Progress(tune.Callback):
         self.failed += status not in (RunStatus.FINISHED, RunStatus.STOPPED_EARLY)
         point = {k: v for k, v in trial_point(trial.config).items() if "point" in trial.config or k != "seed"}
         value = r.get(self.metric)
-        if isinstance(value, (int, float)) and (self.best is None or value > self.best[0]):
+        if isinstance(value, (int, float)) and (self.best is None or (value > self.best[0] if self.mode == "max"
+                                                                     else value < self.best[0])):
             self.best = (value, point)
         running = sum(t.status == "RUNNING" for t in trials)
-        best = f"best {self.metric} {self.best[0]:.2f} at {self.best[1]}" if self.best else ""
+        best = f"best ({self.mode}) {self.metric} {self.best[0]:.2f} at {self.best[1]}" if self.best else ""
         print(f"[{time.perf_counter() - self.t0:6.0f}s] {self.done}/{self.total} done, {running} running, "
               f"{self.stopped} stopped early, {self.failed} failed | {status} {point} "
               f"{self.metric}={value if value is None else round(value, 2)} | {best}", flush=True)

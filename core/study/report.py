@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import RunConfig, flatten
+from core.eval.glossary import metric
 from core.io import write_atomic, write_text_atomic
 from core.results import RunStatus
 from core.study.claims import FAMILY_NOTE, adjust_family, verdict_line
@@ -127,8 +128,8 @@ def normalized_mce_table(df: pd.DataFrame, group: str, baseline: str) -> pd.Data
     rows = []
     for name in sorted(set(long[group])):
         out = normalized_corruption_errors(pairs(name), float(clean[name]), pairs(baseline), float(clean[baseline]))
-        rows.append({group.removeprefix("cfg."): name, f"mCE vs {baseline}": out["mce"],
-                     f"relative mCE vs {baseline}": out["relative_mce"],
+        rows.append({group.removeprefix("cfg."): name, f"mce_vs_{baseline}": out["mce"],
+                     f"relative_mce_vs_{baseline}": out["relative_mce"],
                      "corruption types": long[long[group] == name]["corruption"].nunique()})
     return pd.DataFrame(rows)
 
@@ -172,11 +173,8 @@ def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: fl
              f"Table: `trials.parquet` (one row per trial, full config as `cfg.*` columns).", ""]
     lines += ["## Summary (mean ± 95% CI half-width over trials)", "",
               to_markdown(summary_table(df, study.group, study.summary_metrics)), ""]
-    verdicts = adjust_family([r for c in study.claims for r in c.evaluate(df)])
-    if verdicts:
-        tested = sum(np.isfinite(r["p_holm"]) for r in verdicts)
-        lines += ["## Claims", "", FAMILY_NOTE.format(m=tested), ""] + [verdict_line(r) for r in verdicts] + [""]
-        write_table(pd.DataFrame(verdicts), results / "claims.parquet")
+    lines += metrics_section([*study.summary_metrics, *(c.metric for c in study.claims)])
+    lines += _claim_lines(study, df, results)
     if study.tables:
         lines += study.tables(df)
     compute = float(df["trial_seconds"].sum()) if "trial_seconds" in df else float("nan")
@@ -200,6 +198,29 @@ def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: fl
     lines += ["## Logs", "", f"Trials ran on {machine_count(df)} machine(s). Tune logs and trial checkpoints: `{storage}/tune` "
               f"(TensorBoard: `tensorboard --logdir {storage}/tune`); per-run metrics under `{storage}/runs`.", ""]
     return write_text_atomic(results / "report.md", "\n".join(lines))
+
+
+def _claim_lines(study: Study, df: pd.DataFrame, results: Path) -> list[str]:
+    """The claims' verdicts (Holm-adjusted as one family, with their power), also in ``claims.parquet``."""
+    verdicts = adjust_family([r for c in study.claims for r in c.evaluate(df)])
+    if not verdicts:
+        return []
+    write_table(pd.DataFrame(verdicts), results / "claims.parquet")
+    tested = sum(np.isfinite(r["p_holm"]) for r in verdicts)
+    return ["## Claims", "", FAMILY_NOTE.format(m=tested), ""] + [verdict_line(r) for r in verdicts] + [""]
+
+
+def metrics_section(names: Sequence[str]) -> list[str]:
+    """The glossary entries of the metrics a report shows: meaning, unit, which side is better."""
+    rows = []
+    for name in dict.fromkeys(names):
+        m = metric(name)
+        if m is not None:
+            rows.append(f"| `{name}` | {m.meaning} | {m.unit} | {m.better or '-'} |")
+    if not rows:
+        return []
+    return ["## Metrics", "", "From the glossary (`python -m core.eval.glossary` lists every metric).", "",
+            "| metric | meaning | unit | better |", "|---|---|---|---|", *rows, ""]
 
 
 def machine_count(df: pd.DataFrame) -> int:

@@ -25,6 +25,7 @@ from ray import tune
 
 from core.config import RunConfig, config_differences
 from core.errors import ConfigError, platform_cause
+from core.eval.glossary import metric
 from core.fs import is_uri
 from core.io import DirectoryLock, refuse_symlink, remove_paths, unlocked_entries, write_json_atomic
 from core.results import RunStatus, scalars
@@ -92,7 +93,7 @@ def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Pat
     refuse_symlink(results, "results directory")
     with DirectoryLock(results, "results directory"), _claim_storage(StudyDirs(results, args.storage or str(results))):
         dirs = StudyDirs(results, args.storage or str(results))
-        _clear_or_resume(dirs, args)
+        _clear_or_resume(dirs, args, study)
         results.mkdir(parents=True, exist_ok=True)
         _record_spec(study, args, results)
         start_study_ray(args)
@@ -156,8 +157,11 @@ def _check_trial_resources(args: argparse.Namespace) -> None:
                    f"a trial (--cpus-per-trial {args.cpus_per_trial:g} --gpus-per-trial {args.gpus_per_trial:g})")
 
 
-def _clear_or_resume(dirs: StudyDirs, args: argparse.Namespace) -> None:
-    """An existing study there is resumed (``--resume``), deleted (``--overwrite``) or refused."""
+def _clear_or_resume(dirs: StudyDirs, args: argparse.Namespace, study: Study) -> None:
+    """An existing study there is resumed (``--resume``), deleted (``--overwrite``, with a search's own
+    Optuna study) or refused."""
+    if args.overwrite and study.search:
+        study.search.reset()
     exists = (dirs.results / "tune").exists() or bool(args.storage and tune.Tuner.can_restore(dirs.tune))
     if not exists or args.resume:
         return
@@ -242,18 +246,27 @@ def _tuner(study: Study, args: argparse.Namespace, dirs: StudyDirs, total: int, 
     if "tensorboard" in chosen:
         print(f"TensorBoard: tensorboard --logdir {dirs.tune}", flush=True)
     run_config = tune.RunConfig(name="tune", storage_path=dirs.storage, verbose=0,
-                                callbacks=[Progress(total, study.summary_metrics[0]), *loggers],
+                                callbacks=[Progress(total, *progress_metric(study)), *loggers],
                                 # a trial lost with its node is retried (elsewhere) from its last checkpoint
                                 failure_config=tune.FailureConfig(max_failures=2),
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
     if study.search:
         return tune.Tuner(trainable, run_config=run_config, tune_config=tune.TuneConfig(
-            search_alg=study.search.search_alg, scheduler=study.search.scheduler, num_samples=study.search.num_samples,
+            search_alg=study.search.searcher(), scheduler=study.search.scheduler, num_samples=study.search.num_samples,
             max_concurrent_trials=concurrent, reuse_actors=True))
     return tune.Tuner(trainable, param_space={"point": tune.grid_search(study.points())},
                       # reused trial processes skip the per-trial Python/torch start-up
                       tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
                       run_config=run_config)
+
+
+def progress_metric(study: Study) -> tuple[str, str]:
+    """(metric, "max"/"min") the progress line's "best" tracks: a search's first objective, else the
+    first summary metric in its glossary direction."""
+    if study.search and study.search.objectives:
+        return study.search.objectives[0].name, study.search.objectives[0].mode
+    entry = metric(study.summary_metrics[0])
+    return study.summary_metrics[0], entry.mode if entry and entry.better else "max"
 
 
 def results_table(grid, study: Study) -> pd.DataFrame:

@@ -45,14 +45,23 @@ class Variants:
 
 @dataclass(frozen=True)
 class Search:
-    """A Tune search algorithm (e.g. OptunaSearch over dotted keys) with an optional scheduler."""
+    """A Tune search algorithm (e.g. OptunaSearch over dotted keys), or a factory of one called when the
+    study runs (its ``reset()``, if any, runs on ``--overwrite``), with an optional scheduler."""
 
     search_alg: Any
     num_samples: int = 8
     scheduler: Any = None
+    objectives: tuple = ()  # core.study.space.Objective: what the searcher optimises, in which direction
 
     def points(self, seeds: list[int]) -> list[dict[str, Any]]:
         return []  # the searcher proposes them
+
+    def searcher(self) -> Any:
+        alg = self.search_alg
+        return alg() if callable(alg) and not hasattr(alg, "suggest") else alg
+
+    def reset(self) -> None:
+        getattr(self.search_alg, "reset", lambda: None)()
 
 
 @dataclass

@@ -32,7 +32,7 @@ from core.train.distributed import gather_objects
 from core.train.optim import build_optimizer, lr_at
 from core.train.step import Diverged, Stepper, check_weights, train_epoch
 
-HEADLINE_METRICS = ("knn_top1", "probe_top1", "probe_ece", "probe_nll", "corruption_acc", "mce")
+HEADLINE_METRICS = ("knn_top1", "probe_top1", "probe_ece", "probe_nll", "corruption_acc", "corruption_error")
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,8 @@ class _Epochs:
             print(f"[{self.cfg.run_name}] resumed from epoch {self.start - 1}", flush=True)
         self.online = None
         if ctx.rank == 0 and self.cfg.eval.online_knn:  # small fixed subsets, held for the whole run
-            self.online = (stage.bounded_images(ctx.dataset("train_eval")), stage.bounded_images(ctx.dataset("test")))
+            self.online = tuple(stage.bounded_images(ctx.dataset(split), spec.num_classes, seed=self.cfg.seed)
+                                for split in ("train_eval", "test"))
         if ctx.rank == 0:  # epochs past the checkpoint are trained again: their old rows go
             RunDir(spec.run_dir).truncate_metrics(self.start)
         self.board = ScalarBoard(spec.run_dir) if ctx.rank == 0 else None

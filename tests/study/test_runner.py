@@ -47,7 +47,7 @@ def test_tiny_study_end_to_end(ray_session, tmp_path, monkeypatch, capsys):
     _check_trackers(tmp_path, trials=len(df))
     assert len(df) == 4 and (df["status"] == "finished").all()
     for col in ("cfg.loss.name", "cfg.augment.strength", "cfg.seed", "config_hash", "probe_top1", "corruption_acc",
-                "mce", "fewlabel_1_acc", "trial_seconds", "world_size", "effective_lr", "fewshot_5w1s_acc",
+                "corruption_error", "fewlabel_1_acc", "trial_seconds", "world_size", "effective_lr", "fewshot_5w1s_acc",
                 "unc_auroc_centroid", "cluster_ari", "alignment", "uniformity", "node_id"):
         assert col in df, col
     report = (tmp_path / "report.md").read_text()
@@ -342,4 +342,76 @@ def test_overwrite_never_follows_a_symlink(ray_session, tmp_path, capsys):
 
 def test_search_objectives_are_checked_before_any_trial(tmp_path, capsys):
     assert _run("search", ["--objectives", "not_a_metric", "--results-dir", str(tmp_path)]) == 2
-    assert "unknown metric(s) ['not_a_metric']" in capsys.readouterr().err
+    assert "unknown metric 'not_a_metric'" in capsys.readouterr().err
+
+
+def test_search_minimises_and_maximises_with_its_own_space_and_study(ray_session, tmp_path):
+    """--objectives probe_top1:max corruption_error:min over a --space file: the Optuna study has one
+    direction per objective and the Pareto front respects both; --overwrite deletes the Optuna study,
+    so a second search does not inherit the first's trials."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.lr: {float: [0.01, 0.2], log: true}\nmodel.width: {int: [4, 8]}\n")
+    storage = tmp_path / "optuna.log"
+    common = ["--loss", "supcon", "--num-samples", "3", "--epochs", "1", "--max-concurrent", "1", "--space", str(space),
+              "--optuna-storage", str(storage), "--study-name", "mine", "eval.probe_epochs=3", "data.train_limit=256",
+              "eval.corruption_suite=fast", "eval.corruptions=[contrast]", "--results-dir", str(tmp_path / "s")]
+    assert _run("search", [*common, "--objectives", "probe_top1:max", "corruption_error:min"]) == 0
+    df = pd.read_parquet(tmp_path / "s" / "trials.parquet")
+    assert len(df) == 3 and (df["status"] == "finished").all() and df["cfg.model.width"].between(4, 8).all()
+    assert df["cfg.optim.lr"].between(0.01, 0.2).all() and df["cfg.optim.lr"].nunique() == 3
+    study = optuna.load_study(study_name="mine", storage=optuna.storages.JournalStorage(JournalFileBackend(str(storage))))
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    assert (tmp_path / "s" / "pareto_front.png").stat().st_size > 5000
+
+
+def test_pareto_front_respects_each_direction():
+    import numpy as np
+
+    search = _load("search")
+    objectives = [search.Objective("probe_top1", "max"), search.Objective("corruption_error", "min")]
+    values = np.array([[90.0, 30.0], [95.0, 35.0], [89.0, 29.0], [94.0, 36.0], [91.0, 31.0]])
+    # (94, 36) is beaten by (95, 35); (91, 31) is not beaten: more accuracy than (90, 30) for more error
+    assert search.pareto_front(values, objectives) == [0, 1, 2, 4]
+    assert search.pareto_front(values, [objectives[0], search.Objective("corruption_error", "max")]) == [1, 3]
+
+
+def test_search_space_files_are_checked_before_ray(tmp_path, capsys):
+    for text, message in (("optim.lr: {float: [0.2, 0.01]}\n", r"the range \[0.2, 0.01\] is empty"),
+                          ("optim.nope: {float: [0.1, 0.2]}\n", r"'optim.nope' is not a config field"),
+                          ("optim.optimizer: {float: [0.1, 0.2]}\n", r"not searchable as float"),
+                          ("loss.temperature: {float: [0.0, 0.2]}\n", r"loss.temperature=0.0: loss.temperature must be > 0"),
+                          ("optim.lr: [0.1, 0.2]\n", r"must be one of")):
+        space = tmp_path / "space.yaml"
+        space.write_text(text)
+        assert _run("search", ["--space", str(space), "--results-dir", str(tmp_path)]) == 2
+        assert re.search(message, capsys.readouterr().err), text
+    assert _run("search", ["--objectives", "loss", "--results-dir", str(tmp_path)]) == 2
+    assert "no better side" in capsys.readouterr().err
+
+
+def test_overwrite_deletes_the_optuna_study(ray_session, tmp_path):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = tmp_path / "optuna.log"
+    common = ["--loss", "supcon", "--num-samples", "2", "--epochs", "1", "--max-concurrent", "1",
+              "--optuna-storage", str(storage), "eval.probe_epochs=2", "data.train_limit=256",
+              "eval.corruption_suite=fast", "eval.corruptions=[contrast]", "--results-dir", str(tmp_path / "s"),
+              "--objectives", "corruption_error"]
+    assert _run("search", common) == 0
+    assert _run("search", [*common, "--overwrite"]) == 0
+    study = optuna.load_study(study_name="search-supcon",
+                              storage=optuna.storages.JournalStorage(JournalFileBackend(str(storage))))
+    assert len(study.trials) == 2 and study.direction == optuna.study.StudyDirection.MINIMIZE  # not 4: the old ones went
+    df = pd.read_parquet(tmp_path / "s" / "trials.parquet")
+    assert len(df) == 2 and df["corruption_error"].notna().all()
+
+
+def test_shipped_search_spaces_are_valid():
+    from core.study.space import SearchSpace
+
+    for path in sorted((REPO / "studies" / "spaces").glob("*.yaml")):
+        assert SearchSpace.from_yaml(path, RunConfig(), 0).dimensions, path

@@ -131,7 +131,7 @@ def test_robustness_metrics_are_recorded(digits, tmp_path):
     m = fit(cfg, digits, verbose=False).metrics
     accs = [m[f"corruption_acc_s{s}"] for s in range(1, 6)]
     assert accs[0] > accs[-1]  # severity 5 hurts more than severity 1
-    assert m["mce"] == pytest.approx(100 - m["corruption_acc"])
+    assert m["corruption_error"] == pytest.approx(100 - m["corruption_acc"])
     assert 0 <= m["probe_ece"] <= 100 and m["probe_nll"] > 0 and 0 <= m["ece_s5"] <= 100
     assert 0 < m["fewlabel_1_acc"] <= m["fewlabel_10_acc"] + 10
     assert 1 <= m["effective_rank_embedding"] <= 128
@@ -291,7 +291,7 @@ def test_cpu_run_repeats_exactly(digits, tmp_path):
     runs = [fit(_cfg(tmp_path / d, *overrides), digits, verbose=False, torch_threads=1) for d in "ab"]
     a, b = ({k: v for k, v in r.metrics.items() if k not in TIMING_KEYS and "seconds" not in k} for r in runs)
     assert a == b
-    assert a["status"] == "finished" and "fewshot_5w1s_acc" in a and "mce" in a
+    assert a["status"] == "finished" and "fewshot_5w1s_acc" in a and "corruption_error" in a
     losses = [[json.loads(x)["loss"] for x in (Path(r.run_dir) / "metrics.jsonl").read_text().splitlines()]
               for r in runs]
     assert losses[0] == losses[1] and len(losses[0]) == 2
