@@ -28,6 +28,7 @@ from core.losses.registry import (  # a leaf table; importing it registers every
 
 AUGMENTATIONS = ("simaugment", "autoaugment", "randaugment", "stacked_randaugment", "none")
 BACKBONES = ("small_cnn", "resnet18", "resnet50")
+BACKBONE_PREFIXES = ("torchvision:", "timm:")
 SOURCES = ("digits", "cifar10", "cifar100", "imagefolder", "parquet", "webdataset")
 OPTIMIZERS = ("sgd", "lars", "adamw")
 LR_SCALING = ("none", "linear", "sqrt")
@@ -69,12 +70,22 @@ class DataConfig:
     # cuts the crops: scales out to CPU nodes). Encoded images are always cropped at decode time.
     augment_in: str = "trainer"
     eval_crop: float = 0.875  # evaluation view of encoded images: centre square of this x the shorter side
+    # input normalisation (x - mean) / std of images in [0, 1], applied by the model (so an exported
+    # encoder states it): one value for all channels or one per RGB channel
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.25,)
 
     def __post_init__(self) -> None:
         _choice(self.source, "data.source", SOURCES)
         _choice(self.augment_in, "data.augment_in", ("trainer", "ray_data"))
         _check(self.image_size >= 8, "data.image_size", "must be >= 8", self.image_size)
         _check(0.0 < self.eval_crop <= 1.0, "data.eval_crop", "must be in (0, 1]", self.eval_crop)
+        for name in ("mean", "std"):
+            value = tuple(getattr(self, name))
+            object.__setattr__(self, name, value)
+            _check(len(value) in (1, 3) and all(math.isfinite(v) for v in value), f"data.{name}",
+                   "must hold 1 or 3 finite numbers", value)
+        _check(all(v > 0 for v in self.std), "data.std", "must be > 0", self.std)
         if self.source != "digits":
             _check(bool(self.root), "data.root", f"is required for source {self.source!r}", self.root)
         if self.num_classes is not None:
@@ -104,14 +115,21 @@ class AugmentConfig:
 class ModelConfig:
     """Encoder backbone and heads."""
 
+    # small_cnn, resnet18, resnet50, torchvision:<name> (any torchvision classification model) or
+    # timm:<name> (pip install -e '.[models]'); built without downloading weights
     backbone: str = "small_cnn"
-    stem: str = "cifar"  # cifar: 3x3 stride-1 conv, no max-pool; imagenet: 7x7 stride-2 + max-pool
+    stem: str = "cifar"  # cifar: 3x3 stride-1 conv, no max-pool (ResNets only); imagenet: the model's own stem
     width: int = 32  # small_cnn base channel count
     proj_hidden: int | None = None  # None: equal to the encoder feature dim
     proj_dim: int = 128
+    weights: str | None = None  # a local state_dict loaded (strictly) into the backbone before training
+    sync_bn: bool = False  # SyncBatchNorm across the Train workers (num_workers >= 2)
 
     def __post_init__(self) -> None:
-        _choice(self.backbone, "model.backbone", BACKBONES)
+        _check(self.backbone in BACKBONES or (self.backbone.startswith(BACKBONE_PREFIXES)
+                                              and len(self.backbone.split(":", 1)[1]) > 0),
+               "model.backbone", f"must be one of {list(BACKBONES)} or torchvision:<name> / timm:<name>",
+               self.backbone)
         _choice(self.stem, "model.stem", ("cifar", "imagenet"))
         _check(self.width >= 4, "model.width", "must be >= 4", self.width)
         _check(self.proj_dim >= 2, "model.proj_dim", "must be >= 2", self.proj_dim)
@@ -166,6 +184,9 @@ class OptimConfig:
     # per dimension, the contrastive one shrinks as sigma/||u||), so at 1x the posterior stays at its
     # initialisation; see studies/kl_weight.py's "posterior learning" section for the measurements.
     variance_lr_mult: float = 100.0  # (AdamW, whose steps do not scale with the gradient, needs less: 1-10)
+    # no weight decay on normalisation weights and biases (1-D parameters), for every optimiser (LARS
+    # always exempts them); off keeps the SupContrast recipe (decay on everything)
+    exclude_norm_bias_decay: bool = False
 
     def __post_init__(self) -> None:
         _choice(self.optimizer, "optim.optimizer", OPTIMIZERS)
@@ -241,8 +262,14 @@ class EvalConfig:
 
 
 MAX_NAME = 128  # a run name becomes a directory name (file systems allow 255 bytes)
-# Fields that place or name a run but do not change what it computes: excluded from the hash.
-_UNHASHED = frozenset({"storage_path", "name"})
+# Fields that do not change the trained weights: the evaluation protocol (a finished run is re-scored
+# with another one) and where the run is placed or what it is called. Excluded from the hash.
+_UNHASHED = frozenset({"storage_path", "name", "eval"})
+HASH_VERSION = 2  # 1 (sessions 1-4): the whole config but storage_path and name, evaluation included
+# fields added since hash version 1, at their defaults: dropped when checking a version-1 hash
+_ADDED_SINCE_V1 = {("data", "mean"): (0.5,), ("data", "std"): (0.25,), ("model", "weights"): None,
+                   ("model", "sync_bn"): False, ("optim", "exclude_norm_bias_decay"): False,
+                   ("eval", "reference_errors"): None}
 
 
 @dataclass(frozen=True)
@@ -274,6 +301,8 @@ class RunConfig:
         world = max(1, self.num_workers)
         _check(self.optim.batch_size % world == 0, "optim.batch_size",
                f"must be divisible by num_workers={world}", self.optim.batch_size)
+        if self.model.sync_bn and not self.use_gpu:
+            raise ConfigError("model.sync_bn needs use_gpu=true: torch's SyncBatchNorm runs on GPU modules only")
         family = LOSS_FAMILIES[self.loss.name]
         if self.augment.views < family.min_views:
             raise ConfigError(f"augment.views must be >= {family.min_views} for loss {self.loss.name!r} "
@@ -286,10 +315,19 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def config_hash(self) -> str:
-        """Stable 12-hex-digit identity of the resolved config (placement fields excluded)."""
-        payload = {k: v for k, v in self.to_dict().items() if k not in _UNHASHED}
-        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        """Stable 12-hex-digit identity of what trains the weights: data, augmentation, model, loss,
+        optimiser, seed, workers and precision; not the evaluation protocol nor the placement."""
+        return _digest({k: v for k, v in self.to_dict().items() if k not in _UNHASHED})
+
+    def legacy_hash(self) -> str:
+        """The hash version 1 gave this config (evaluation included), for run directories written before
+        version 2; None-equivalent for a config using fields version 1 did not have."""
+        payload = {k: v for k, v in self.to_dict().items() if k not in ("storage_path", "name")}
+        for (section, key), default in _ADDED_SINCE_V1.items():
+            value = payload[section].pop(key)
+            if (tuple(value) if isinstance(value, list) else value) != default:
+                return "(uses fields added after hash version 1)"
+        return _digest(payload)
 
     @property
     def run_name(self) -> str:
@@ -354,6 +392,11 @@ CONFIG_HELP = (f"config: sections {', '.join(SECTIONS)} plus top-level seed, num
                "storage_path, name. Set a field with section.key=value (lists: key=a,b or key=[a,b]); "
                "--config files layer in order. Every field and its value: --print-config; their meaning: "
                "core/config.py. Every metric (meaning, unit, better side): python -m core.eval.glossary.")
+
+
+def _digest(payload: dict) -> str:
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def layered(base: RunConfig, config_files: Iterable[str | Path] = (), overrides: Iterable[str] = ()) -> RunConfig:

@@ -73,10 +73,11 @@ def unlocked_entries(directory: str | Path) -> list[Path]:
 class DirectoryLock:
     """Exclusive advisory lock on ``directory/.lock`` (``fcntl.flock``), held from :meth:`acquire` until
     :meth:`release`; the kernel releases it if the holder dies, so a crash never leaves a stale lock.
-    A second writer is refused with a message naming the directory and the holder's pid."""
+    A second writer is refused with a message naming the directory and the holder's pid (``wait``: it
+    waits for the holder instead, e.g. two trials that train the same run)."""
 
-    def __init__(self, directory: str | Path, what: str = "directory") -> None:
-        self.path, self.what, self.fh = Path(directory) / ".lock", what, None
+    def __init__(self, directory: str | Path, what: str = "directory", wait: bool = False) -> None:
+        self.path, self.what, self.wait, self.fh = Path(directory) / ".lock", what, wait, None
 
     def acquire(self) -> "DirectoryLock":
         import fcntl
@@ -84,7 +85,7 @@ class DirectoryLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+")
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "?"

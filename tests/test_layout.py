@@ -14,7 +14,7 @@ BUILDING_BLOCKS = {"core", "core.config", "core.errors", "core.results", "core.i
                    "core.losses.registry"}  # the registry is a leaf table: it imports nothing from core
 ONE_RUN = ("core.data", "core.models", "core.losses", "core.train", "core.eval")
 STUDIES = ("core.study",)
-ALIASES = {"core.evaluate", "core.ablate"}  # old entry points, kept as thin re-exports
+ALIASES = {"core.evaluate", "core.ablate", "core.export"}  # entry points, thin re-exports
 MAX_FUNCTION_LINES = 40
 
 
@@ -133,7 +133,7 @@ def test_functions_are_short():
 def test_old_entry_points_still_run():
     import subprocess
 
-    for module in ("core.train", "core.evaluate", "core.eval", "core.ablate", "core.data.shard"):
+    for module in ("core.train", "core.evaluate", "core.eval", "core.ablate", "core.data.shard", "core.export"):
         out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
                              timeout=120)
         assert out.returncode == 0 and "usage" in (out.stdout + out.stderr).lower(), (module, out.stderr[-500:])

@@ -34,7 +34,6 @@ from torchvision.transforms.v2 import functional as TF
 
 from core.config import AUGMENTATIONS
 
-MEAN, STD = 0.5, 0.25  # fixed normalisation for every source (images in [0, 1])
 _MASK = (1 << 64) - 1
 
 
@@ -68,13 +67,9 @@ def to_float(images: Tensor) -> Tensor:
     return images.permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def normalize(x: Tensor) -> Tensor:
-    return (x - MEAN) / STD
-
-
 def eval_view(images: Tensor) -> Tensor:
-    """Deterministic evaluation view: ``[B, C, H, W]`` normalised float."""
-    return normalize(to_float(images))
+    """Deterministic evaluation view: ``[B, C, H, W]`` float in [0, 1] (the model normalises)."""
+    return to_float(images)
 
 
 def _gray(x: Tensor) -> Tensor:
@@ -300,7 +295,7 @@ def augment_views(
     epoch: int,
     min_area: float = 0.2,
 ) -> Tensor:
-    """uint8 ``[B, H, W, C]`` images -> normalised float views ``[B, V, C, H, W]`` on the images' device:
+    """uint8 ``[B, H, W, C]`` images -> float views in [0, 1] ``[B, V, C, H, W]`` on the images' device:
     crop + flip (from the stored image, which is the original for array sources) then the policy's
     photometric part."""
     idx = indices.cpu().numpy() if isinstance(indices, Tensor) else np.asarray(indices)
@@ -315,14 +310,14 @@ def augment_views(
         def u(draw: int, v: int = v) -> np.ndarray:
             return sample_uniform(idx, seed, epoch, v, draw)
         y = x if identity else _photometric(_crop_flip(x, boxes[:, v], flips[:, v]), u, policy, strength)
-        out.append(normalize(y))
+        out.append(y)
     return torch.stack(out, dim=1)
 
 
 def augment_cropped(views_uint8: Tensor, indices: Tensor | np.ndarray, *, policy: str, strength: float, seed: int,
                     epoch: int) -> Tensor:
     """Views already cut at decode time (uint8 ``[B, V, S, S, C]``) -> the policy's photometric part,
-    normalised float ``[B, V, C, S, S]``, vectorised on the views' device (the GPU when training on one)."""
+    float in [0, 1] ``[B, V, C, S, S]``, vectorised on the views' device (the GPU when training on one)."""
     idx = indices.cpu().numpy() if isinstance(indices, Tensor) else np.asarray(indices)
     if views_uint8.dim() != 5:
         raise ValueError(f"views must be [B, V, S, S, C], got shape {tuple(views_uint8.shape)}")
@@ -337,13 +332,13 @@ def augment_cropped(views_uint8: Tensor, indices: Tensor | np.ndarray, *, policy
             out[:, v] = _color_hwc(views_uint8[:, v], u, strength).permute(0, 2, 1).reshape(b, c, h, w)
             continue
         y = to_float(views_uint8[:, v])
-        out[:, v] = normalize(y if identity else _photometric(y, u, policy, strength))
+        out[:, v] = y if identity else _photometric(y, u, policy, strength)
     return out
 
 
 def _color_hwc(images: Tensor, u, strength: float) -> Tensor:
-    """:func:`_color` + normalisation straight from uint8 ``[B, H, W, 3]`` (the decoded layout): one
-    batched 3x3 map over ``[B, HW, 3]`` pixels, no layout copies; returns ``[B, HW, 3]`` normalised."""
+    """:func:`_color` straight from uint8 ``[B, H, W, 3]`` (the decoded layout): one
+    batched 3x3 map over ``[B, HW, 3]`` pixels, no layout copies; returns ``[B, HW, 3]`` in [0, 1] (the model normalises)."""
     b, h, w, _ = images.shape
     dev = images.device
     m, offset, _ = _color_matrices(u, strength)
@@ -351,4 +346,4 @@ def _color_hwc(images: Tensor, u, strength: float) -> Tensor:
     mean_gray = x.mean(1) @ torch.from_numpy(_GRAY_W / 255.0).float().to(dev)  # [B], in [0, 1]
     shift = (torch.from_numpy(offset).float().to(dev) * mean_gray)[:, None, None]
     y = torch.baddbmm(shift.expand(b, 1, 3), x, torch.from_numpy(np.transpose(m, (0, 2, 1)) / 255.0).float().to(dev))
-    return y.clamp_(0, 1).sub_(MEAN).div_(STD)
+    return y.clamp_(0, 1)

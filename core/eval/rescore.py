@@ -25,7 +25,8 @@ from core.train.checkpoint import RunDir, TrainState, load_state
 
 def run_config(run_dir: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
     """A run directory's config with ``eval.*`` overrides (the only fields re-scoring may change). A
-    config.json edited after the run (its config no longer hashes to the recorded hash) is refused."""
+    config.json edited after the run (its config no longer hashes to the recorded hash) is refused; a
+    run written before hash version 2 is checked against the hash it was given then."""
     run = RunDir(run_dir)
     saved = run.read_json(run.config)
     if saved is None:
@@ -39,13 +40,13 @@ def run_config(run_dir: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
         cfg = RunConfig.from_dict(saved["config"])
     except ConfigError as exc:
         raise CheckpointError(f"{run.config}: {exc}") from None
-    if cfg.config_hash() != saved.get("config_hash"):
+    if saved.get("config_hash") not in (cfg.config_hash(), cfg.legacy_hash()):
         raise CheckpointError(f"{run.config} was edited after the run: its config hashes to {cfg.config_hash()}, "
                               f"the run was {saved.get('config_hash')}; refusing to score the weights with it")
     return cfg.with_overrides(overrides)
 
 
-def _checkpoint(run: RunDir, cfg: RunConfig, device: torch.device) -> TrainState:
+def _checkpoint(run: RunDir, device: torch.device) -> TrainState:
     """The run's newest readable checkpoint, refused unless it was written by this run's config."""
     files = run.state_files()
     if not files:
@@ -60,35 +61,43 @@ def _checkpoint(run: RunDir, cfg: RunConfig, device: torch.device) -> TrainState
     return state
 
 
-def evaluate_run(run_dir: str | Path, overrides: Iterable[str] = (), device: str | None = None) -> dict[str, Any]:
-    """Re-score a run's saved model with the (possibly changed) evaluation protocol; returns the metrics
-    and writes ``evaluation.json``. The run's lock is held meanwhile (a run that is training is
-    refused); a finished run's ``summary.json`` takes the new metrics, an unfinished run's is left
-    alone and the metrics say which epoch was scored."""
+def rescore(run: RunDir, cfg: RunConfig, source: Any = None, device: torch.device | None = None,
+            note: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, records) of the run's checkpoint scored with ``cfg``'s evaluation protocol, written to
+    ``evaluation.json``; a finished run's ``summary.json`` (and config.json's eval section) take them, an
+    unfinished run's are left alone and the metrics say which epoch was scored. The caller holds the lock."""
     from core.data.sources import load_source
     from core.eval.stage import evaluate
     from core.models import build_model
 
+    dev = device or _device(None, cfg)
+    state = _checkpoint(run, dev)
+    source = source or load_source(cfg.data)
+    model = build_model(cfg, source.num_classes).to(dev)
+    model.load_state_dict(state.model)
+    result = evaluate(model, cfg, source.train_eval, source.test, source.num_classes, dev)
+    finished = bool(state.final) and state.final.get("status") == "finished"
+    metrics = {**result.scalars, "eval_epoch": state.epoch, "eval_overrides": note,
+               "run_status": "finished" if finished else f"unfinished (epoch {state.epoch + 1} of {cfg.optim.epochs})"}
+    write_json_atomic(run.evaluation, {**metrics, **result.records()})
+    if finished:
+        write_json_atomic(run.summary, {**(run.read_json(run.summary) or {}), **metrics})
+        saved = run.read_json(run.config)
+        if saved.get("config_hash") == cfg.config_hash():  # the protocol it was last scored with
+            write_json_atomic(run.config, {**saved, "config": {**saved["config"], "eval": cfg.to_dict()["eval"]}})
+    else:
+        warnings.warn(f"{run.path} is unfinished: scored its checkpoint of epoch {state.epoch + 1} of "
+                      f"{cfg.optim.epochs}; summary.json left as it was")
+    return metrics, result.records()
+
+
+def evaluate_run(run_dir: str | Path, overrides: Iterable[str] = (), device: str | None = None) -> dict[str, Any]:
+    """Re-score a run's saved model with the (possibly changed) evaluation protocol; returns the metrics.
+    The run's lock is held meanwhile: a run that is training is refused."""
     run, overrides = RunDir(run_dir), list(overrides)
     cfg = run_config(run_dir, overrides)
-    dev = _device(device, cfg)
     with DirectoryLock(run.path, "run directory"):
-        state = _checkpoint(run, cfg, dev)
-        source = load_source(cfg.data)
-        model = build_model(cfg, source.num_classes).to(dev)
-        model.load_state_dict(state.model)
-        result = evaluate(model, cfg, source.train_eval, source.test, source.num_classes, dev)
-        finished = bool(state.final) and state.final.get("status") == "finished"
-        metrics = {**result.scalars, "eval_epoch": state.epoch, "eval_overrides": " ".join(overrides),
-                   "run_status": "finished" if finished else f"unfinished (epoch {state.epoch + 1} of "
-                                                                f"{cfg.optim.epochs})"}
-        write_json_atomic(run.evaluation, {**metrics, **result.records()})
-        if finished:
-            write_json_atomic(run.summary, {**(run.read_json(run.summary) or {}), **metrics})
-        else:
-            warnings.warn(f"{run.path} is unfinished: scored its checkpoint of epoch {state.epoch + 1} of "
-                          f"{cfg.optim.epochs}; summary.json left as it was")
-    return metrics
+        return rescore(run, cfg, device=_device(device, cfg), note=" ".join(overrides))[0]
 
 
 def _device(name: str | None, cfg: RunConfig) -> torch.device:

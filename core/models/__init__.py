@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.config import RunConfig
 from core.losses.registry import loss_family
-from core.models.encoders import SmallCNN, build_encoder, resnet
+from core.models.backbones import build_backbone, check_input, load_weights
+from core.models.encoders import SmallCNN
 from core.models.heads import ProjectionHead, VariationalHead, projected_normal_sample
 
-__all__ = ["ContrastiveModel", "ModelOutput", "build_model", "build_encoder", "resnet", "SmallCNN",
-           "ProjectionHead", "VariationalHead", "projected_normal_sample"]
+__all__ = ["ContrastiveModel", "ModelOutput", "build_model", "build_backbone", "SmallCNN", "ProjectionHead",
+           "VariationalHead", "projected_normal_sample", "check_backbone"]
 
 
 @dataclass
@@ -33,9 +35,14 @@ class ContrastiveModel(nn.Module):
     sample while training, mu/||mu|| in eval) or ``linear`` (class logits, cross-entropy)."""
 
     def __init__(self, encoder: nn.Module, head: str, proj_dim: int = 128, proj_hidden: int | None = None,
-                 num_classes: int | None = None) -> None:
+                 num_classes: int | None = None, mean: tuple[float, ...] = (0.5,), std: tuple[float, ...] = (0.25,)
+                 ) -> None:
         super().__init__()
         self.encoder, self.head_kind = encoder, head
+        # input normalisation of [0, 1] images, part of the model (not of its state: an exported encoder's
+        # normalisation is stated in model.json)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         dim = encoder.feature_dim
         if head == "projection":
             self.head: nn.Module = ProjectionHead(dim, proj_hidden, proj_dim)
@@ -48,14 +55,18 @@ class ContrastiveModel(nn.Module):
         else:
             raise ValueError(f"unknown head {head!r}")
 
+    def normalize(self, x: Tensor) -> Tensor:
+        """``[B, C, H, W]`` images in [0, 1] -> the backbone's input."""
+        return (x - self.mean) / self.std
+
     def features(self, x: Tensor) -> Tensor:
-        """Encoder representation (what probes and kNN use)."""
-        return self.encoder(x)
+        """Encoder representation (what probes and kNN use) of images in [0, 1]."""
+        return self.encoder(self.normalize(x))
 
     def encode(self, x: Tensor) -> ModelOutput:
         """One pass giving the encoder features and the head's output: in eval mode ``z`` is the
         deterministic embedding (``mu/||mu||`` for a variational head), in train mode a sample."""
-        h = self.encoder(x)
+        h = self.encoder(self.normalize(x))
         if self.head_kind == "variational":
             mu, logvar = self.head(h)
             z = projected_normal_sample(mu, logvar) if self.training else F.normalize(mu, dim=-1)
@@ -71,7 +82,17 @@ class ContrastiveModel(nn.Module):
 
 
 def build_model(cfg: RunConfig, num_classes: int) -> ContrastiveModel:
-    """The model a run config asks for."""
-    encoder = build_encoder(cfg.model.backbone, cfg.model.stem, cfg.model.width)
+    """The model a run config asks for (``model.weights`` loaded into its backbone)."""
+    encoder = build_backbone(cfg.model.backbone, cfg.model.stem, cfg.model.width)
+    if cfg.model.weights:
+        load_weights(encoder, cfg.model.weights, cfg.model.backbone)
     return ContrastiveModel(encoder, loss_family(cfg.loss.name).head, cfg.model.proj_dim, cfg.model.proj_hidden,
-                            num_classes)
+                            num_classes, cfg.data.mean, cfg.data.std)
+
+
+def check_backbone(cfg: RunConfig) -> None:
+    """Before any training: the backbone builds, takes ``data.image_size`` inputs and its weights fit."""
+    encoder = build_backbone(cfg.model.backbone, cfg.model.stem, cfg.model.width)
+    if cfg.model.weights:
+        load_weights(encoder, cfg.model.weights, cfg.model.backbone)
+    check_input(encoder, cfg.model.backbone, cfg.data.image_size)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from typing import Callable
 
 from core.config import CONFIG_HELP, RunConfig, layered
 from core.errors import ConfigError, cli_main
 from core.eval.corrupted import check_corruptions
+from core.models import check_backbone
 from core.results import RunStatus
 from core.study.loggers import LOGGERS
 from core.study.spec import Study, trial_config
@@ -79,14 +81,18 @@ def validate_trials(study: Study, args: argparse.Namespace) -> None:
     if (args.num_samples or 1) > 1 and not study.search:
         raise ConfigError(f"--num-samples {args.num_samples} repeats each grid point as the same run (same config, "
                           f"same seed); pass more seeds instead (--seeds 0 1 2 ...)")
-    seen: dict[str, dict] = {}
+    seen: dict[tuple[str, str], dict] = {}
     for point in study.points():
         cfg = trial_config(study.base, point)
-        if cfg.config_hash() in seen and seen[cfg.config_hash()] != point:
-            raise ConfigError(f"trials {seen[cfg.config_hash()]} and {point} are the same config; remove the repeat")
-        if cfg.config_hash() in seen:
+        key = (cfg.config_hash(), json.dumps(cfg.to_dict()["eval"], sort_keys=True))  # what it trains and scores
+        if key in seen and seen[key] != point:
+            raise ConfigError(f"trials {seen[key]} and {point} are the same config; remove the repeat")
+        if key in seen:
             raise ConfigError(f"trial {point} is listed twice; remove the repeat")
-        seen[cfg.config_hash()] = point
+        seen[key] = point
+    configs = [trial_config(study.base, p) for p in study.points()] or [study.base]
+    for cfg in {(c.model, c.data.image_size): c for c in configs}.values():
+        check_backbone(cfg)  # every backbone builds and takes the image size, before Ray starts
     check_corruptions(study.base, None)  # an eval.corruption_root that lacks folders fails before Ray starts
     if study.base.name and (len(seen) > 1 or study.search):
         raise ConfigError(f"name={study.base.name} would put every trial in one run directory; remove name= "

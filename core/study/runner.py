@@ -75,7 +75,8 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
         cfg = trial_config(setup.base, trial_point(params), storage_path=setup.runs_dir,
                            num_workers=setup.workers, use_gpu=setup.gpus > 0)
         res = fit(cfg, verbose=False, torch_threads=setup.torch_threads,
-                  tune_trial=setup.workers == 0 and setup.per_epoch, max_failures=1)
+                  tune_trial=setup.workers == 0 and setup.per_epoch, max_failures=1,
+                  wait=True)  # trials that differ only in evaluation share a run: the second re-scores it
         row: dict[str, Any] = {**res.metrics, "status": res.status, "config_hash": cfg.config_hash(),
                                "node_id": ray.get_runtime_context().get_node_id(), "machine": socket.gethostname()}
         records = res.records
@@ -254,10 +255,21 @@ def _tuner(study: Study, args: argparse.Namespace, dirs: StudyDirs, total: int, 
         return tune.Tuner(trainable, run_config=run_config, tune_config=tune.TuneConfig(
             search_alg=study.search.searcher(), scheduler=study.search.scheduler, num_samples=study.search.num_samples,
             max_concurrent_trials=concurrent, reuse_actors=True))
-    return tune.Tuner(trainable, param_space={"point": tune.grid_search(study.points())},
+    return tune.Tuner(trainable, param_space={"point": tune.grid_search(interleaved(study))},
                       # reused trial processes skip the per-trial Python/torch start-up
                       tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
                       run_config=run_config)
+
+
+def interleaved(study: Study) -> list[dict]:
+    """The study's points with those sharing a training identity (differing only in evaluation) spread
+    apart, round robin: concurrent trials then train different runs instead of waiting on one. A study
+    without such points keeps its order."""
+    groups: dict[str, list[dict]] = {}
+    for point in study.points():
+        groups.setdefault(trial_config(study.base, point).config_hash(), []).append(point)
+    rounds = max((len(g) for g in groups.values()), default=0)
+    return [g[i] for i in range(rounds) for g in groups.values() if i < len(g)]
 
 
 def progress_metric(study: Study) -> tuple[str, str]:

@@ -196,6 +196,8 @@ def make_stepper(cfg: RunConfig, num_classes: int, train_size: int, world: int, 
     model = build_model(cfg, num_classes).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    if cfg.model.sync_bn and world > 1:  # batch statistics over the global batch, not each worker's share
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net = ray.train.torch.prepare_model(model) if world > 1 else model
     if cfg.optim.compile:
         net = torch.compile(net)

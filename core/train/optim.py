@@ -46,14 +46,20 @@ class LARS(torch.optim.Optimizer):
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     """Parameter groups, each with an ``lr_mult`` the schedule multiplies in: the log-variance layer
-    of a variational head (``model.variance_parameters()``) gets ``cfg.variance_lr_mult``, everything else 1."""
+    of a variational head (``model.variance_parameters()``) gets ``cfg.variance_lr_mult``, everything else 1.
+    With ``cfg.exclude_norm_bias_decay`` the 1-D parameters (normalisation weights, biases) of each
+    group go in a twin group without weight decay."""
     variance = list(model.variance_parameters()) if hasattr(model, "variance_parameters") else []
     chosen = {id(p) for p in variance}
     rest = [p for p in model.parameters() if id(p) not in chosen]
     lr = cfg.effective_lr()
-    groups = [{"params": rest, "lr": lr, "lr_mult": 1.0}]
-    if variance:
-        groups.append({"params": variance, "lr": lr * cfg.variance_lr_mult, "lr_mult": cfg.variance_lr_mult})
+    groups = []
+    for params, mult in ((rest, 1.0), (variance, cfg.variance_lr_mult)):
+        decayed = [p for p in params if not (cfg.exclude_norm_bias_decay and p.ndim <= 1)]
+        exempt = [p for p in params if cfg.exclude_norm_bias_decay and p.ndim <= 1]
+        for group, decay in ((decayed, cfg.weight_decay), (exempt, 0.0)):
+            if group or not groups:  # the first group always exists (an optimiser needs one)
+                groups.append({"params": group, "lr": lr * mult, "lr_mult": mult, "weight_decay": decay})
     return groups
 
 

@@ -18,18 +18,19 @@ import torch
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from core.config import RunConfig
+from core.config import RunConfig, config_differences
 from core.data.pipeline import quiet_ray_data
 from core.data.sources import ImageSource, as_dataset, load_source
 from core.errors import CheckpointError, DataError, ResourceError
 from core.eval.corrupted import check_corruptions
 from core.fs import is_uri
 from core.io import DirectoryLock, refuse_symlink, remove_paths, unlocked_entries, write_json_atomic
+from core.models import check_backbone
 from core.results import RunResult, RunStatus, scalars
 from core.runtime import check_fits, start_ray
 from core.train.checkpoint import RunDir
 from core.train.context import InProcessContext
-from core.train.loop import LoopOutcome, LoopSpec, train_loop
+from core.train.loop import LoopOutcome, LoopSpec, train_loop, training_device
 
 LOCAL_RUNS_DIR = "~/.cache/contrastive-platform/runs"  # run logs when storage_path is a URI
 
@@ -45,6 +46,7 @@ class FitOptions:
     tune_trial: bool = False  # in-process inside a Tune trial: report every epoch to Tune
     placement_strategy: str = "PACK"  # SPREAD / STRICT_SPREAD put workers on different nodes
     overwrite: bool = False  # delete an existing run of this config first (local storage only)
+    wait: bool = False  # wait for a run directory another process holds (trials sharing a training identity)
 
 
 def fit(cfg: RunConfig, source: ImageSource | None = None, **options) -> RunResult:
@@ -56,6 +58,7 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, **options) -> RunResu
         start_ray(log_to_driver=opts.verbose)
     quiet_ray_data()
     _check_resources(cfg)
+    check_backbone(cfg)  # builds, takes data.image_size, its weights fit: before any data is read
     source = source or load_source(cfg.data, cfg.seed)
     check_corruptions(cfg, source.test_size)  # an evaluation that cannot run fails before training
     if source.train_size == 0:
@@ -66,13 +69,16 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, **options) -> RunResu
     storage, run_dir = run_location(cfg)
     refuse_symlink(run_dir, "run directory")
     os.makedirs(run_dir, exist_ok=True)
-    with DirectoryLock(run_dir, "run directory"):  # a second identical run refuses instead of interleaving
-        RunDir(run_dir).check_identity(cfg)  # before --overwrite: another config's run is never deleted
+    with DirectoryLock(run_dir, "run directory", wait=opts.wait):  # a second identical run refuses (or waits)
+        run = RunDir(run_dir)
+        run.check_identity(cfg)  # before --overwrite: another config's run is never deleted
         if opts.overwrite:
             if is_uri(storage):
                 raise DataError(f"--overwrite does not delete object storage; remove {storage}/{cfg.run_name} "
                                 f"yourself or choose another storage_path")
             remove_paths(unlocked_entries(run_dir))  # all but the lock this process holds
+        elif (changed := _evaluation_changed(run, cfg)) is not None:
+            return _rescore(run, cfg, source, changed, opts.verbose)
         write_json_atomic(RunDir(run_dir).config, {"config": cfg.to_dict(), "config_hash": cfg.config_hash()})
         spec = LoopSpec(cfg, source.num_classes, source.train_size, run_dir, opts.verbose,
                         opts.torch_threads or torch.get_num_threads())
@@ -81,6 +87,28 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, **options) -> RunResu
         else:
             outcome = _fit_worker_group(spec, source, storage, opts)
         return _finish(run_dir, outcome)
+
+
+def _evaluation_changed(run: RunDir, cfg: RunConfig) -> str | None:
+    """What changed when a finished run is asked for with another evaluation protocol only (the
+    training identity, the hash, is the same), else None."""
+    summary, saved = run.read_json(run.summary), run.read_json(run.config)
+    if not summary or summary.get("status") != RunStatus.FINISHED or not saved:
+        return None
+    diff = config_differences({"eval": saved["config"].get("eval", {})}, {"eval": cfg.to_dict()["eval"]})
+    return "; ".join(diff) or None
+
+
+def _rescore(run: RunDir, cfg: RunConfig, source: ImageSource, changed: str, verbose: bool) -> RunResult:
+    """A finished run scored again with the new evaluation protocol, not trained again."""
+    from core.eval.rescore import rescore
+
+    if verbose:
+        print(f"[{cfg.run_name}] finished earlier; re-scoring its checkpoint with the new evaluation protocol "
+              f"({changed}), no retraining", flush=True)
+    _, records = rescore(run, cfg, source, training_device(cfg), note=changed)
+    summary = run.read_json(run.summary)
+    return RunResult(scalars(summary), str(run.path), RunStatus(summary.get("status", RunStatus.FINISHED)), records)
 
 
 def _check_resources(cfg: RunConfig) -> None:
@@ -128,8 +156,8 @@ def finished_run(cfg: RunConfig) -> RunResult | None:
         metrics = run.read_json(run.summary)
     except CheckpointError:  # a damaged summary: the run is not known to have finished
         return None
-    if not metrics or metrics.get("status") != RunStatus.FINISHED:
-        return None
+    if not metrics or metrics.get("status") != RunStatus.FINISHED or _evaluation_changed(run, cfg) is not None:
+        return None  # unfinished, or to be re-scored with another evaluation protocol
     return RunResult(metrics, str(run.path), RunStatus.FINISHED)
 
 

@@ -2,12 +2,12 @@ import pytest
 import torch
 
 from core.config import RunConfig
-from core.models import ContrastiveModel, build_encoder, build_model, resnet
+from core.models import ContrastiveModel, build_backbone, build_model
 
 
 @pytest.mark.parametrize("depth, dim", [(18, 512), (50, 2048)])
 def test_resnet_stems(depth, dim):
-    cifar, imagenet = resnet(depth, "cifar"), resnet(depth, "imagenet")
+    cifar, imagenet = build_backbone(f"resnet{depth}", "cifar"), build_backbone(f"resnet{depth}", "imagenet")
     assert cifar.conv1.kernel_size == (3, 3) and cifar.conv1.stride == (1, 1)
     assert isinstance(cifar.maxpool, torch.nn.Identity)
     assert imagenet.conv1.kernel_size == (7, 7) and imagenet.conv1.stride == (2, 2)
@@ -32,9 +32,9 @@ def test_heads_for_each_loss(loss, shape_last):
 
 
 def test_small_cnn_feature_dim_and_errors():
-    enc = build_encoder("small_cnn", width=8)
+    enc = build_backbone("small_cnn", width=8)
     assert enc(torch.randn(2, 3, 16, 16)).shape == (2, enc.feature_dim) == (2, 32)
     with pytest.raises(ValueError, match="unknown backbone"):
-        build_encoder("vit")
+        build_backbone("vit")
     with pytest.raises(ValueError, match="needs num_classes"):
         ContrastiveModel(enc, "linear")

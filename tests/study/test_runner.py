@@ -415,3 +415,29 @@ def test_shipped_search_spaces_are_valid():
 
     for path in sorted((REPO / "studies" / "spaces").glob("*.yaml")):
         assert SearchSpace.from_yaml(path, RunConfig(), 0).dimensions, path
+
+
+def test_trials_that_differ_only_in_evaluation_train_once(ray_session, tmp_path):
+    from core.ablate import main as ablate
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: eval_only\nseeds: [0]\nmetrics: [knn_top1]\nvariants:\n  k5: {eval.knn_k: 5}\n"
+                    "  k50: {eval.knn_k: 50}\n  k200: {eval.knn_k: 200}\n")
+    assert ablate([str(spec), "--results-dir", str(tmp_path / "out"), *SMALL]) == 0
+    df = pd.read_parquet(tmp_path / "out" / "trials.parquet")
+    assert (df["status"] == "finished").all() and df["config_hash"].nunique() == 1 and len(df) == 3
+    assert df["loss"].nunique() == 1 and df["knn_top1"].nunique() > 1  # one training, three scorings
+    assert len(list((tmp_path / "out" / "runs").iterdir())) == 1
+    trained = df["trial_seconds"].max()
+    assert (df["trial_seconds"] < trained).sum() == 2  # the re-scored trials took less than the one that trained
+
+
+def test_points_sharing_a_training_are_spread_apart():
+    from core.study import Grid, Study
+    from core.study.runner import interleaved
+
+    study = Study("s", "q", RunConfig(), Grid({"loss.name": ["supcon", "varcon"], "eval.knn_k": [5, 50]}), seeds=[0])
+    order = [(p["loss.name"], p["eval.knn_k"]) for p in interleaved(study)]
+    assert order == [("supcon", 5), ("varcon", 5), ("supcon", 50), ("varcon", 50)]  # the two trainings first
+    plain = Study("s", "q", RunConfig(), Grid({"loss.name": ["supcon", "varcon"], "augment.strength": [0.3, 1.0]}))
+    assert interleaved(plain) == plain.points()  # no shared training: the grid's own order
