@@ -1,59 +1,86 @@
-"""Peak memory of one training run against the size of the training set: ``python -m core.train``
-on an ImageFolder of realistic JPEGs (real photographs, ``core.data.photos``) at 112 px with 1,000
-and 8,000 training images, in fresh processes. The driver runs the loop and the evaluation
-(``num_workers=0``); its memory is sampled from ``/proc/PID/status`` every 0.1 s: peak ``VmRSS``
-(everything resident, including pages of Ray's shared-memory object store that the driver has
-read batches from, bounded by the store's size) and peak ``RssAnon`` (the process's own memory).
-Nothing on the path holds the data set, so the peaks should differ by features only.
+"""Peak memory of one training run against the size of the training set, as the whole process tree's
+PSS: ``python -m core.train`` on an ImageFolder of realistic JPEGs (real photographs,
+``core.data.photos``) at 112 px, 1 epoch, ``model.width=16``, with 1,000 and 8,000 training images,
+in fresh processes. Every ~0.1 s the proportional set size of the driver and every process under it
+(Ray's GCS, raylet, workers and Data actors, whose object-store pages are shared memory) is summed
+from ``/proc/PID/smaps_rollup``; the peak is reported, with the median of the repeats. Then the
+throughput of a 1-epoch run with the platform's object-store budget against an unbounded one.
 
-    python benchmarks/memory_vs_size.py             # about 4 minutes on 2 cores
+    python benchmarks/memory_vs_size.py                    # about 25 minutes on 2 cores
+    python benchmarks/memory_vs_size.py --sizes 500 2000 --repeats 1   # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+import psutil
+
 from core.data.photos import make_photo_folder
 
 
-def _status_kib(pid: int) -> dict[str, int]:
+def _pss_kib(pid: int) -> dict[str, int]:
+    """Pss and Pss_Shmem (kB) of one process, or zeros when it is gone."""
     try:
-        with open(f"/proc/{pid}/status") as fh:
-            return {k: int(v.split()[0]) for k, v in (ln.split(":", 1) for ln in fh) if v.strip().endswith("kB")}
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            out = {}
+            for line in fh:
+                key, _, rest = line.partition(":")
+                if key in ("Pss", "Pss_Shmem", "Pss_Anon"):
+                    out[key] = int(rest.split()[0])
+            return out
     except (OSError, ValueError):
         return {}
 
 
-def peak_rss_mib(root: str, train_images: int, out: str) -> tuple[float, float, float, str]:
-    cmd = [sys.executable, "-m", "core.train", "data.source=imagefolder", f"data.root={root}",
-           "data.image_size=112", f"data.train_limit={train_images}", "optim.epochs=1", "optim.batch_size=64",
-           "model.width=8", "eval.probe_epochs=2", "eval.online_knn=false", "eval.few_shot_episodes=20",
-           f"storage_path={out}"]
+def tree_pss_mib(pid: int) -> tuple[float, float, int]:
+    """(total PSS, shared-memory PSS, processes) of ``pid`` and all its descendants, MiB."""
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0, 0.0, 0
+    rows = [_pss_kib(p.pid) for p in procs]
+    return sum(r.get("Pss", 0) for r in rows) / 1024, sum(r.get("Pss_Shmem", 0) for r in rows) / 1024, len(procs)
+
+
+def run(root: str, images: int, out: str, extra: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "core.train", "data.source=imagefolder", f"data.root={root}", "data.image_size=112",
+           f"data.train_limit={images}", "optim.epochs=1", "optim.batch_size=64", "model.width=16",
+           "eval.probe_epochs=2", "eval.online_knn=false", "eval.few_shot_episodes=20", f"storage_path={out}", *extra]
+    peak = shmem = 0.0
+    procs = 0
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
-        rss = anon = 0
         while proc.poll() is None:
-            st = _status_kib(proc.pid)
-            rss, anon = max(rss, st.get("VmRSS", 0)), max(anon, st.get("RssAnon", 0))
+            pss, shm, n = tree_pss_mib(proc.pid)
+            if pss > peak:
+                peak, shmem, procs = pss, shm, n
             time.sleep(0.1)
         log.seek(0)
         text = log.read()
-    wall = time.perf_counter() - t0
     if proc.returncode:
-        raise SystemExit(f"run with {train_images} images failed:\n{text[-3000:]}")
-    summary = [ln for ln in text.splitlines() if ln.strip().startswith(("knn_top1", "probe_top1"))]
-    return rss / 1024, anon / 1024, wall, "; ".join(s.strip() for s in summary)
+        raise SystemExit(f"run with {images} images failed:\n{text[-3000:]}")
+    run_dir = next(os.path.join(out, d) for d in os.listdir(out))
+    metrics = json.loads(open(os.path.join(run_dir, "summary.json")).read())
+    subprocess.run(["rm", "-rf", run_dir])
+    return {"images": images, "peak_pss": peak, "shmem_at_peak": shmem, "processes": procs,
+            "wall": time.perf_counter() - t0, "views_per_s": metrics["views_per_s"],
+            "knn": metrics.get("knn_top1"), "probe": metrics.get("probe_top1")}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 8000])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--throughput-images", type=int, default=2000)
     p.add_argument("--root", default=None)
     args = p.parse_args()
     root = args.root or tempfile.mkdtemp(prefix="memjpegs-")
@@ -61,21 +88,27 @@ def main() -> int:
         per_class = -(-max(args.sizes) // 20)
         t0 = time.perf_counter()
         make_photo_folder(root, 20, {"train": per_class, "val": 10}, size=(200, 150), quality=90)
-        print(f"made {20 * per_class} train + 200 val JPEGs (200 x 150) in {time.perf_counter() - t0:.0f} s")
-    rows = []
+        print(f"made {20 * per_class} train + 200 val JPEGs (200 x 150) in {time.perf_counter() - t0:.0f} s", flush=True)
+    peaks: dict[int, list[float]] = {n: [] for n in args.sizes}
     with tempfile.TemporaryDirectory() as out:
-        for n in args.sizes:
-            rss, anon, wall, summary = peak_rss_mib(root, n, out)
-            rows.append((n, rss, anon, wall, summary))
-            print(f"{n} images: peak VmRSS {rss:.0f} MiB, peak RssAnon {anon:.0f} MiB, {wall:.0f} s ({summary})",
-                  flush=True)
-    print("\n| train images (112 px) | driver peak VmRSS | driver peak RssAnon (own memory) | wall |\n|---|---|---|---|")
-    for n, rss, anon, wall, _ in rows:
-        print(f"| {n} | {rss:.0f} MiB | {anon:.0f} MiB | {wall:.0f} s |")
-    print(f"\ngrowth {rows[0][0]} -> {rows[-1][0]} images: VmRSS {rows[-1][1] - rows[0][1]:+.0f} MiB, "
-          f"RssAnon {rows[-1][2] - rows[0][2]:+.0f} MiB (goal: at most 100 MiB; the in-memory path measured +631 MiB)")
+        for rep in range(args.repeats):
+            for n in args.sizes:
+                r = run(root, n, out, [])
+                peaks[n].append(r["peak_pss"])
+                print(f"repeat {rep + 1}: {n} images: peak tree PSS {r['peak_pss']:.0f} MiB ({r['shmem_at_peak']:.0f} "
+                      f"shared, {r['processes']} processes), {r['wall']:.0f} s, {r['views_per_s']:.0f} views/s, "
+                      f"kNN {r['knn']:.1f} probe {r['probe']:.1f}", flush=True)
+        medians = {n: statistics.median(v) for n, v in peaks.items()}
+        lo, hi = min(args.sizes), max(args.sizes)
+        print(f"\nmedian peak tree PSS: " + ", ".join(f"{n} images {m:.0f} MiB" for n, m in medians.items())
+              + f"; growth {lo} -> {hi}: {medians[hi] - medians[lo]:+.0f} MiB (goal: at most 100 MiB)")
+        n = args.throughput_images
+        bounded, unbounded = run(root, n, out, []), run(root, n, out, ["data.object_store_mb=100000"])
+        print(f"throughput, 1 epoch of {n} images: budget {bounded['views_per_s']:.0f} views/s (peak "
+              f"{bounded['peak_pss']:.0f} MiB), unbounded {unbounded['views_per_s']:.0f} views/s (peak "
+              f"{unbounded['peak_pss']:.0f} MiB): ratio {bounded['views_per_s'] / unbounded['views_per_s']:.2f}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -74,6 +74,9 @@ class DataConfig:
     # encoder states it): one value for all channels or one per RGB channel
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.25,)
+    # Ray Data's object-store budget per dataset, MiB (None: a few batches of its output, >= 128 MiB;
+    # core/data/budget.py); memory then does not grow with the data set
+    object_store_mb: int | None = None
 
     def __post_init__(self) -> None:
         _choice(self.source, "data.source", SOURCES)
@@ -86,6 +89,8 @@ class DataConfig:
             _check(len(value) in (1, 3) and all(math.isfinite(v) for v in value), f"data.{name}",
                    "must hold 1 or 3 finite numbers", value)
         _check(all(v > 0 for v in self.std), "data.std", "must be > 0", self.std)
+        if self.object_store_mb is not None:
+            _check(self.object_store_mb >= 16, "data.object_store_mb", "must be >= 16", self.object_store_mb)
         if self.source != "digits":
             _check(bool(self.root), "data.root", f"is required for source {self.source!r}", self.root)
         if self.num_classes is not None:
@@ -231,6 +236,7 @@ class EvalConfig:
     reference_errors: str | None = None
     label_budgets: tuple[int, ...] = (1, 5, 10)  # labels per class for the prototype probes
     few_shot_episodes: int = 200  # N-way K-shot episodes per (N, K) on frozen test features
+    batch_memory_mb: int = 256  # activations of one evaluation chunk (chunks sized by it, <= 512 images)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "corruptions", tuple(self.corruptions))
@@ -243,6 +249,7 @@ class EvalConfig:
         for name in self.corruptions:
             _choice(name, "eval.corruptions", self.suite_names())
         _check(self.few_shot_episodes >= 0, "eval.few_shot_episodes", "must be >= 0", self.few_shot_episodes)
+        _check(self.batch_memory_mb >= 8, "eval.batch_memory_mb", "must be >= 8", self.batch_memory_mb)
         for k in self.label_budgets:
             _check(isinstance(k, int) and k >= 1, "eval.label_budgets", "must hold integers >= 1", self.label_budgets)
         _check(self.knn_k >= 1, "eval.knn_k", "must be >= 1", self.knn_k)
@@ -267,7 +274,8 @@ MAX_NAME = 128  # a run name becomes a directory name (file systems allow 255 by
 _UNHASHED = frozenset({"storage_path", "name", "eval"})
 HASH_VERSION = 2  # 1 (sessions 1-4): the whole config but storage_path and name, evaluation included
 # fields added since hash version 1, at their defaults: dropped when checking a version-1 hash
-_ADDED_SINCE_V1 = {("data", "mean"): (0.5,), ("data", "std"): (0.25,), ("model", "weights"): None,
+_ADDED_SINCE_V1 = {("data", "mean"): (0.5,), ("data", "std"): (0.25,), ("data", "object_store_mb"): None,
+                   ("eval", "batch_memory_mb"): 256, ("model", "weights"): None,
                    ("model", "sync_bn"): False, ("optim", "exclude_norm_bias_decay"): False,
                    ("eval", "reference_errors"): None}
 
@@ -317,7 +325,9 @@ class RunConfig:
     def config_hash(self) -> str:
         """Stable 12-hex-digit identity of what trains the weights: data, augmentation, model, loss,
         optimiser, seed, workers and precision; not the evaluation protocol nor the placement."""
-        return _digest({k: v for k, v in self.to_dict().items() if k not in _UNHASHED})
+        payload = {k: v for k, v in self.to_dict().items() if k not in _UNHASHED}
+        del payload["data"]["object_store_mb"]  # how much memory the data path holds changes no weight
+        return _digest(payload)
 
     def legacy_hash(self) -> str:
         """The hash version 1 gave this config (evaluation included), for run directories written before

@@ -24,6 +24,7 @@ import torch
 
 from core.config import RunConfig
 from core.data.augment import augment_cropped, augment_views
+from core.data.budget import bounded, training_budget
 from core.data.decode import decode_view_batch
 from core.data.sources import TrainRows, in_order
 
@@ -78,6 +79,10 @@ def epoch_views(ds: ray.data.Dataset, cfg: RunConfig, epoch: int) -> ray.data.Da
 def epoch_dataset(rows: TrainRows, cfg: RunConfig, epoch: int) -> ray.data.Dataset:
     """The training stream of one epoch: rows in this epoch's order, decoded into cropped views
     where they are encoded, fully augmented where ``data.augment_in=ray_data``."""
+    return bounded(_epoch_stages(rows, cfg, epoch), training_budget(cfg))
+
+
+def _epoch_stages(rows: TrainRows, cfg: RunConfig, epoch: int) -> ray.data.Dataset:
     ds = rows.epoch(epoch, cfg.seed)
     a = cfg.augment
     if rows.encoded:

@@ -21,7 +21,6 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import ray.data
 
@@ -37,9 +36,11 @@ from core.data.arrays import (  # noqa: F401  (re-exported: the names sources we
     load_cifar,
     resize_uint8,
 )
+from core.data.budget import bounded, evaluation_budget
 from core.data.decode import decode_eval_batch
-from core.data.folders import FolderListing, list_image_folder, stable_index
+from core.data.folders import FolderListing, list_image_folder
 from core.data.manifest import read_manifest
+from core.data.tasks import permute_rows, read_files, webdataset_rows
 from core.errors import DataError  # noqa: F401  (re-exported)
 from core.fs import filesystem, is_uri, join, list_files
 
@@ -86,18 +87,6 @@ class ArrayRows(TrainRows):
         return arrays_to_dataset(self.images, self.labels, self.index)
 
 
-def permute_rows(block, seed: int):
-    """Shuffle the rows of one block (a shard's row group) with a permutation drawn from the epoch's
-    seed and the block's first sample id: a new order inside every shard each epoch, at the cost of
-    reordering encoded bytes, not decoded views."""
-    n = block.num_rows
-    if n < 2:
-        return block
-    first = int(block.column("index")[0].as_py())
-    perm = np.random.default_rng([seed, first & 0xFFFFFFFF, first >> 32]).permutation(n)
-    return block.take(perm)
-
-
 def rows_permuted_in_blocks(ds: ray.data.Dataset, seed: int, epoch: int) -> ray.data.Dataset:
     """``ds`` with the rows of every block in this epoch's order (:func:`permute_rows`)."""
     return ds.map_batches(permute_rows, fn_kwargs={"seed": epoch_seed(seed, epoch)}, batch_size=None,
@@ -108,18 +97,7 @@ def _listing_dataset(paths: np.ndarray, labels: np.ndarray, index: np.ndarray) -
     rows = blocks_dataset(len(paths), ROWS_PER_BLOCK, lambda b: pa.table(
         {"path": pa.array(paths[b], pa.string()), "label": np.asarray(labels[b], np.int64),
          "index": np.asarray(index[b], np.int64)}))
-    return in_order(rows.map_batches(_read_files, batch_format="pandas", batch_size=None))
-
-
-def _read_files(batch: pd.DataFrame) -> pd.DataFrame:
-    data = []
-    for p in batch["path"]:
-        try:
-            with open(p, "rb") as fh:
-                data.append(fh.read())
-        except OSError:
-            data.append(b"")  # decoding fails: counted and named as undecodable
-    return batch.assign(bytes=data)
+    return in_order(rows.map_batches(read_files, batch_format="pandas", batch_size=None))
 
 
 class FolderRows(TrainRows):
@@ -192,7 +170,7 @@ class WebDatasetRows(TrainRows):
 
     def _read(self, files: list[str]) -> ray.data.Dataset:
         return ray.data.read_webdataset(files, decoder=None, filesystem=self.fs).map_batches(
-            _webdataset_rows, batch_size=ROWS_PER_BLOCK)
+            webdataset_rows, batch_size=ROWS_PER_BLOCK)
 
 
 def check_webdataset(fs, path: str) -> None:
@@ -211,14 +189,6 @@ def check_webdataset(fs, path: str) -> None:
     if "cls" not in suffixes or not suffixes & {"jpg", "jpeg", "png"}:
         raise DataError(f"webdataset shard {path!r}: sample {key!r} has members {sorted(suffixes)}; each sample needs "
                         f"an image (jpg/png) and a cls label")
-
-
-def _webdataset_rows(batch: dict) -> dict:
-    key = "jpg" if "jpg" in batch else "png"
-    keys = batch["__key__"]
-    return {"bytes": list(batch[key]), "label": np.asarray([int(bytes(c).decode() if isinstance(c, (bytes, bytearray))
-                                                                else c) for c in batch["cls"]], np.int64),
-            "index": np.asarray([stable_index(str(k)) for k in keys], np.int64), "path": np.asarray(keys)}
 
 
 class LimitedRows(TrainRows):
@@ -259,8 +229,8 @@ class ImageSource:
 
 def _eval_views(rows: ray.data.Dataset, cfg: DataConfig) -> ray.data.Dataset:
     """Encoded rows -> uint8 evaluation views (resize-then-centre-crop, decoded as far as needed)."""
-    return rows.map_batches(decode_eval_batch, fn_kwargs={"size": cfg.image_size, "crop": cfg.eval_crop},
-                            batch_size=ROWS_PER_BLOCK)
+    return bounded(rows.map_batches(decode_eval_batch, fn_kwargs={"size": cfg.image_size, "crop": cfg.eval_crop},
+                                    batch_size=ROWS_PER_BLOCK), evaluation_budget(cfg))
 
 
 def image_folder_rows(root: str, classes: list[str] | None = None) -> tuple[FolderRows, list[str]]:
@@ -273,7 +243,7 @@ def image_folder_rows(root: str, classes: list[str] | None = None) -> tuple[Fold
 def eval_folder_dataset(root: str, image_size: int, crop: float = 0.875) -> ray.data.Dataset:
     """Evaluation views of an ImageFolder tree (e.g. one ``corruption/severity`` folder of ImageNet-C)."""
     rows, _ = image_folder_rows(root)
-    return _eval_views(rows.ordered(), DataConfig(image_size=image_size, eval_crop=crop))
+    return _eval_views(rows.ordered(), DataConfig(image_size=image_size, eval_crop=crop))  # default budget
 
 
 def parquet_rows(root: str, num_classes: int | None, split: str = "train") -> tuple[ParquetRows, int, list[str] | None]:

@@ -53,14 +53,14 @@ def check_corruptions(cfg: RunConfig, test_size: int | None) -> None:
                               f"released ImageNet-C folder, or pick eval.corruptions / eval.corruption_suite=fast")
 
 
-def corrupted_sets(cfg: RunConfig, test: Any) -> CorruptedBatches:
+def corrupted_sets(cfg: RunConfig, test: Any, chunk: int = 512) -> CorruptedBatches:
     """The corrupted versions of the test split the config asks for: read from ``eval.corruption_root``
     or generated from the clean batches."""
     if cfg.eval.corruption_root:
         from core.data.sources import eval_folder_dataset
 
         return folder_corruptions(cfg, lambda path: eval_folder_dataset(path, cfg.data.image_size))
-    return generated_corruptions(iter_numpy(test), cfg)
+    return generated_corruptions(iter_numpy(test, chunk), cfg)
 
 
 def generated_corruptions(batches: Iterator[dict], cfg: RunConfig, parallel: bool = False,

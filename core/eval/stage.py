@@ -18,10 +18,11 @@ from torch import Tensor, nn
 from core.config import RunConfig
 from core.data.augment import augment_views
 from core.data.bad_images import BadImages
+from core.data.budget import eval_chunk
 from core.errors import EvaluationError
 from core.eval.calibration import ece_from_confidence, negative_log_likelihood
 from core.eval.corrupted import corrupted_sets, robustness_metrics
-from core.eval.features import EVAL_BATCH, Features, check_classes, extract, iter_numpy
+from core.eval.features import Features, check_classes, extract, iter_numpy
 from core.eval.fewshot import few_shot_episodes
 from core.eval.geometry import alignment, cluster_agreement, effective_rank, normalized_spectrum, uniformity
 from core.eval.probe import KNN_PROTOCOL, ProbeResult, knn_accuracy, linear_probe
@@ -36,15 +37,16 @@ def online_knn(model: nn.Module, cfg: RunConfig, bank: tuple, test: tuple, num_c
                device: torch.device) -> float:
     """kNN top-1 on small fixed subsets (``ONLINE_KNN_IMAGES`` each): the per-epoch signal for schedulers.
     ``bank``/``test`` are (uint8 images, labels) held in memory: bounded, not growing with the data set."""
-    ftr = _features_of(model, bank, device)
-    fte = _features_of(model, test, device)
+    chunk = eval_chunk(model, cfg.data.image_size, cfg.eval.batch_memory_mb)
+    ftr = _features_of(model, bank, device, chunk)
+    fte = _features_of(model, test, device, chunk)
     return knn_accuracy(ftr, bank[1], fte, test[1], num_classes, cfg.eval.knn_k, cfg.eval.knn_temperature)["top1"]
 
 
-def _features_of(model: nn.Module, pair: tuple, device: torch.device) -> Tensor:
+def _features_of(model: nn.Module, pair: tuple, device: torch.device, chunk: int) -> Tensor:
     images, labels = pair
-    batches = ({"image": images[i: i + EVAL_BATCH], "label": labels[i: i + EVAL_BATCH],
-                "index": np.arange(i, min(i + EVAL_BATCH, len(labels)))} for i in range(0, len(labels), EVAL_BATCH))
+    batches = ({"image": images[i: i + chunk], "label": labels[i: i + chunk],
+                "index": np.arange(i, min(i + chunk, len(labels)))} for i in range(0, len(labels), chunk))
     return extract(model, batches, device).feats
 
 
@@ -72,9 +74,10 @@ def evaluate(model: nn.Module, cfg: RunConfig, train_eval: Any, test: Any, num_c
         return augment_views(images, np.asarray(index), policy=cfg.augment.policy, strength=cfg.augment.strength,
                              views=2, seed=cfg.seed, epoch=0)
 
-    tr = extract(model, iter_numpy(train_eval), device)
-    te = extract(model, iter_numpy(test), device, embedding=True, logvar=loss_family(cfg.loss.name).variational,
-                 views=views)
+    chunk = eval_chunk(model, cfg.data.image_size, cfg.eval.batch_memory_mb)  # images per forward pass
+    tr = extract(model, iter_numpy(train_eval, chunk), device)
+    te = extract(model, iter_numpy(test, chunk), device, embedding=True,
+                 logvar=loss_family(cfg.loss.name).variational, views=views)
     check_classes("train (evaluation pass)", tr, num_classes)
     check_classes("test", te, num_classes)
     result = Evaluation(knn_metrics(cfg, tr, te, num_classes, device))
@@ -84,7 +87,7 @@ def evaluate(model: nn.Module, cfg: RunConfig, train_eval: Any, test: Any, num_c
     geometry_metrics(te, result, cfg.seed)
     result.scalars.update(few_shot_metrics(cfg, te))
     if cfg.eval.robustness:
-        robustness_metrics(model, cfg, tr, te, probe.predict, lambda: corrupted_sets(cfg, test), device, result)
+        robustness_metrics(model, cfg, tr, te, probe.predict, lambda: corrupted_sets(cfg, test, chunk), device, result)
     return result
 
 

@@ -212,13 +212,16 @@ def _prepare_corruptions(base: RunConfig) -> None:
     parallel Ray tasks, before the trials start (they read the cache)."""
     if not (base.eval.robustness and base.eval.corruption_suite == "imagenet_c") or base.eval.corruption_root:
         return
+    from core.data.budget import eval_chunk
     from core.data.sources import load_source
     from core.eval.corrupted import check_corruptions, generated_corruptions
     from core.eval.features import iter_numpy
+    from core.models import build_model
 
     source = load_source(base.data)
     check_corruptions(base, source.test_size)
-    for _ in generated_corruptions(iter_numpy(source.test), base, parallel=True, progress=True):
+    chunk = eval_chunk(build_model(base, source.num_classes), base.data.image_size, base.eval.batch_memory_mb)
+    for _ in generated_corruptions(iter_numpy(source.test, chunk), base, parallel=True, progress=True):
         pass  # each batch's corrupted sets are computed and cached as the generator reaches them
 
 

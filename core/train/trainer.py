@@ -19,6 +19,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from core.config import RunConfig, config_differences
+from core.data.budget import execution_options
 from core.data.pipeline import quiet_ray_data
 from core.data.sources import ImageSource, as_dataset, load_source
 from core.errors import CheckpointError, DataError, ResourceError
@@ -129,7 +130,7 @@ def _fit_worker_group(spec: LoopSpec, source: ImageSource, storage: str, opts: F
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      placement_strategy=opts.placement_strategy),
         datasets={"train_eval": as_dataset(source.train_eval), "test": as_dataset(source.test)},
-        dataset_config=DataConfig(datasets_to_split=[]),
+        dataset_config=DataConfig(datasets_to_split=[], execution_options=execution_options(cfg)),
         run_config=ray.train.RunConfig(name=cfg.run_name, storage_path=storage,
                                        failure_config=FailureConfig(max_failures=opts.max_failures),
                                        checkpoint_config=CheckpointConfig(num_to_keep=2),

@@ -1,0 +1,136 @@
+"""The platform's whole training epoch against a plain PyTorch loop, on the same real-photo JPEGs.
+
+Ours: ``python -m core.train`` (Ray Train in-process loop, Ray Data reading and decoding the JPEGs,
+crops cut at decode time, the photometric part on the training device, SupCon, SGD), from an
+ImageFolder and from parquet shards of it. The baseline: SupContrast's recipe, torchvision
+``ImageFolder`` + ``TwoCropTransform`` (RandomResizedCrop, flip, colour jitter, grayscale) +
+``DataLoader(num_workers=2)``, with the same model, loss, batch, image size and torch threads. Each
+runs in a fresh process for 2 epochs; the second epoch's time and views/s are compared (the first
+pays start-up), with the peak PSS of each whole process tree (Ray's processes or the DataLoader's
+workers included).
+
+    python benchmarks/end_to_end_cpu.py               # ~6 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from memory_vs_size import tree_pss_mib  # noqa: E402
+
+SIZE, BATCH, WIDTH, EPOCHS = 112, 64, 32, 2
+
+
+def baseline(root: str) -> None:
+    """SupContrast's training loop (its main_supcon.py data path), one process plus 2 loader workers."""
+    import torch
+    from torchvision import datasets, transforms
+
+    from core.config import RunConfig
+    from core.losses import build_loss
+    from core.models import build_model
+
+    class TwoCropTransform:
+        def __init__(self, transform):
+            self.transform = transform
+
+        def __call__(self, x):
+            return [self.transform(x), self.transform(x)]
+
+    torch.manual_seed(0)
+    augment = transforms.Compose([
+        transforms.RandomResizedCrop(SIZE, scale=(0.2, 1.0)), transforms.RandomHorizontalFlip(),
+        transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        transforms.RandomGrayscale(p=0.2), transforms.ToTensor()])  # the model normalises, as ours does
+    data = datasets.ImageFolder(os.path.join(root, "train"), transform=TwoCropTransform(augment))
+    loader = torch.utils.data.DataLoader(data, batch_size=BATCH, shuffle=True, num_workers=2, drop_last=True,
+                                         persistent_workers=True)
+    cfg = RunConfig().with_overrides([f"model.width={WIDTH}", f"data.image_size={SIZE}"])
+    model = build_model(cfg, len(data.classes))
+    loss_fn = build_loss(cfg.loss)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    for epoch in range(EPOCHS):
+        t0, views = time.perf_counter(), 0
+        for images, labels in loader:
+            x = torch.cat(images)  # [2B, C, H, W]: SupContrast's layout
+            z = model(x).z
+            b = labels.shape[0]
+            loss = loss_fn(torch.stack(torch.split(z, [b, b]), dim=1), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            views += 2 * b
+        seconds = time.perf_counter() - t0
+        print(json.dumps({"epoch": epoch, "epoch_seconds": seconds, "views_per_s": views / seconds}), flush=True)
+
+
+def measure(cmd: list[str], epochs_from: str) -> dict:
+    peak = 0.0
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        while proc.poll() is None:
+            peak = max(peak, tree_pss_mib(proc.pid)[0])
+            time.sleep(0.1)
+        log.seek(0)
+        text = log.read()
+    if proc.returncode:
+        raise SystemExit(f"{cmd} failed:\n{text[-3000:]}")
+    if epochs_from == "stdout":
+        rows = [json.loads(line) for line in text.splitlines() if line.startswith('{"epoch"')]
+    else:
+        run_dir = next(os.path.join(epochs_from, d) for d in os.listdir(epochs_from))
+        rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+        subprocess.run(["rm", "-rf", run_dir])
+    last = rows[-1]
+    return {"wall": time.perf_counter() - t0, "epoch_seconds": last["epoch_seconds"],
+            "views_per_s": last["views_per_s"], "peak_pss": peak,
+            "data_wait": last.get("data_wait_seconds", float("nan"))}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images-per-class", type=int, default=64)
+    p.add_argument("--baseline", default=None, help=argparse.SUPPRESS)  # internal: run the plain loop on ROOT
+    args = p.parse_args()
+    if args.baseline:
+        baseline(args.baseline)
+        return 0
+    from core.data.photos import make_photo_folder
+    from core.data.shard import shard_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_photo_folder(os.path.join(tmp, "photos"), 20, {"train": args.images_per_class, "val": 8})
+        shard_dataset(root, os.path.join(tmp, "shards"), 256)
+        runs = os.path.join(tmp, "runs")
+        common = [f"data.image_size={SIZE}", f"optim.batch_size={BATCH}", f"model.width={WIDTH}",
+                  f"optim.epochs={EPOCHS}", "eval.probe_epochs=1", "eval.online_knn=false", "eval.few_shot_episodes=0",
+                  "augment.min_crop_area=0.2", f"storage_path={runs}"]
+        results = {
+            "ours, ImageFolder": measure([sys.executable, "-m", "core.train", "data.source=imagefolder",
+                                          f"data.root={root}", *common], runs),
+            "ours, parquet shards": measure([sys.executable, "-m", "core.train", "data.source=parquet",
+                                             f"data.root={os.path.join(tmp, 'shards')}", *common], runs),
+            "baseline: ImageFolder + DataLoader(num_workers=2)": measure(
+                [sys.executable, __file__, "--baseline", root], "stdout")}
+    n = 20 * args.images_per_class
+    print(f"\n{n} real-photo JPEGs (500 x 375) -> 2 x {SIZE} px views, batch {BATCH}, small CNN width {WIDTH}, "
+          f"SupCon; epoch {EPOCHS} of {EPOCHS}\n")
+    print("| pipeline | epoch s | views/s | vs baseline | data wait s | peak tree PSS | process wall s |")
+    print("|---|---|---|---|---|---|---|")
+    base = results["baseline: ImageFolder + DataLoader(num_workers=2)"]["views_per_s"]
+    for name, r in results.items():
+        print(f"| {name} | {r['epoch_seconds']:.1f} | {r['views_per_s']:.0f} | {r['views_per_s'] / base:.2f}x | "
+              f"{r['data_wait']:.1f} | {r['peak_pss']:.0f} MiB | {r['wall']:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

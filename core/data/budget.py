@@ -1,0 +1,87 @@
+"""How much memory the data path and the evaluation may hold, decided in one place.
+
+- **Object store.** Ray Data runs a dataset's tasks ahead of its consumer until its object-store budget
+  is full: by default half the store, gigabytes, which the epoch's decoded views filled (pages that
+  stay mapped after the objects are freed, so memory grew with the data set). Every dataset the
+  platform builds (training epochs, evaluation splits, corruption folders, shard reads) carries a
+  budget of a few batches of what it yields (decoded views or evaluation images), at least
+  ``FLOOR_MB``; ``data.object_store_mb`` sets it. The budget travels with the dataset, so it holds
+  on a cluster too.
+- **Evaluation chunks.** Images are encoded ``chunk`` at a time, sized so that the largest
+  activations of one chunk fit ``eval.batch_memory_mb`` (at most ``MAX_CHUNK`` images).
+"""
+
+from __future__ import annotations
+
+import ray.data
+import torch
+from torch import nn
+
+from core.config import DataConfig, RunConfig
+
+FLOOR_MB = 128  # below this, tasks of a few hundred rows of 224 px views would wait for each other
+BATCHES_IN_FLIGHT = 4  # batches of output the pipeline may hold ahead of its consumer
+MAX_CHUNK = 512  # evaluation images per forward pass at most
+MIN_CHUNK = 16
+
+
+def store_budget(data: DataConfig, rows: int, views: int = 1, float_views: bool = False) -> int:
+    """Object-store bytes for a dataset yielding ``rows``-image batches of ``views`` views each
+    (uint8, or float32 when the photometric part ran in Ray Data)."""
+    if data.object_store_mb is not None:
+        return data.object_store_mb << 20
+    view_bytes = data.image_size ** 2 * 3 * (4 if float_views else 1)
+    return max(FLOOR_MB << 20, BATCHES_IN_FLIGHT * rows * views * view_bytes)
+
+
+def training_budget(cfg: RunConfig) -> int:
+    """The budget of one epoch's training stream on one rank."""
+    return store_budget(cfg.data, cfg.optim.batch_size // max(1, cfg.num_workers), cfg.augment.views,
+                        float_views=cfg.data.augment_in == "ray_data")
+
+
+def evaluation_budget(data: DataConfig) -> int:
+    """The budget of an evaluation split's stream (chunks of at most ``MAX_CHUNK`` images)."""
+    return store_budget(data, MAX_CHUNK)
+
+
+def bounded(ds: ray.data.Dataset, nbytes: int) -> ray.data.Dataset:
+    """``ds`` with its object-store budget set (its own context: other datasets are not affected)."""
+    options = ds.context.execution_options
+    options.resource_limits = options.resource_limits.copy(object_store_memory=nbytes)
+    return ds
+
+
+def execution_options(cfg: RunConfig):
+    """Ray Data execution options for the evaluation splits handed to a Train worker group (Train sets
+    these on the datasets it is given): ordered, within the budget."""
+    from ray.data import ExecutionOptions, ExecutionResources
+
+    return ExecutionOptions(preserve_order=True,
+                            resource_limits=ExecutionResources(object_store_memory=evaluation_budget(cfg.data)))
+
+
+@torch.no_grad()
+def eval_chunk(model: nn.Module, image_size: int, memory_mb: int) -> int:
+    """Images per evaluation forward pass: the largest activation of one image, measured on a forward
+    pass of two (hooks on every module), times two (a layer's input and output are alive together),
+    must fit ``memory_mb`` for the whole chunk."""
+    largest = [0]
+
+    def hook(_, __, out) -> None:
+        for t in (out if isinstance(out, (tuple, list)) else [getattr(out, "z", out)]):
+            if isinstance(t, torch.Tensor):
+                largest[0] = max(largest[0], t.numel() * t.element_size() // 2)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
+    was = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        model.features(torch.zeros(2, 3, image_size, image_size, device=device))
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
+    per_image = 2 * max(largest[0], 3 * image_size ** 2 * 4)
+    return int(min(MAX_CHUNK, max(MIN_CHUNK, (memory_mb << 20) // per_image)))

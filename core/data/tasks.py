@@ -1,0 +1,42 @@
+"""The functions Ray Data runs in its tasks for the platform's sources: reading files, reordering
+rows within a block, unpacking WebDataset samples. Like ``core.data.decode`` they import no torch
+(nor anything that does), so the task workers stay small processes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from core.data.folders import stable_index
+
+
+def permute_rows(block, seed: int):
+    """Shuffle the rows of one block (a shard's row group) with a permutation drawn from the epoch's
+    seed and the block's first sample id: a new order inside every shard each epoch, at the cost of
+    reordering encoded bytes, not decoded views."""
+    n = block.num_rows
+    if n < 2:
+        return block
+    first = int(block.column("index")[0].as_py())
+    perm = np.random.default_rng([seed, first & 0xFFFFFFFF, first >> 32]).permutation(n)
+    return block.take(perm)
+
+
+def read_files(batch: pd.DataFrame) -> pd.DataFrame:
+    data = []
+    for p in batch["path"]:
+        try:
+            with open(p, "rb") as fh:
+                data.append(fh.read())
+        except OSError:
+            data.append(b"")  # decoding fails: counted and named as undecodable
+    return batch.assign(bytes=data)
+
+
+def webdataset_rows(batch: dict) -> dict:
+    key = "jpg" if "jpg" in batch else "png"
+    keys = batch["__key__"]
+    return {"bytes": list(batch[key]), "label": np.asarray([int(bytes(c).decode() if isinstance(c, (bytes, bytearray))
+                                                                else c) for c in batch["cls"]], np.int64),
+            "index": np.asarray([stable_index(str(k)) for k in keys], np.int64), "path": np.asarray(keys)}

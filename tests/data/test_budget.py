@@ -1,0 +1,70 @@
+"""Memory that does not grow with the data set: every dataset carries an object-store budget of a few
+batches, and Ray Data keeps within it while the consumer is slow."""
+
+import threading
+import time
+
+import pytest
+
+from core.config import RunConfig
+from core.data.budget import FLOOR_MB, bounded, eval_chunk, evaluation_budget, store_budget, training_budget
+from core.models import build_model
+
+
+def test_the_budget_is_a_few_batches_with_a_floor():
+    small = RunConfig()
+    assert training_budget(small) == FLOOR_MB << 20  # digits: 256 x 2 views x 16^2 x 3 bytes is far below it
+    big = RunConfig().with_overrides(["data.image_size=224", "optim.batch_size=512", "num_workers=2"])
+    assert training_budget(big) == 4 * 256 * 2 * 224 * 224 * 3  # 4 batches of one rank's decoded views
+    assert store_budget(big.data, 256, 2, float_views=True) == 4 * store_budget(big.data, 256, 2)
+    assert evaluation_budget(RunConfig().with_overrides(["data.object_store_mb=48"]).data) == 48 << 20
+
+
+def test_evaluation_chunks_are_sized_by_memory():
+    small = build_model(RunConfig().with_overrides(["model.width=8"]), 10)
+    assert eval_chunk(small, 16, 256) == 512  # digits: nowhere near the budget
+    wide = build_model(RunConfig().with_overrides(["model.width=64"]), 10)
+    chunk = eval_chunk(wide, 112, 64)  # 64 ch x 112^2 x 4 B = 3.2 MB per image: 64 MiB holds ~10
+    assert 16 <= chunk < 64 and chunk == max(16, (64 << 20) // (2 * 64 * 112 * 112 * 4))
+
+
+def _store_used_mib() -> float:
+    import ray
+    from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+
+    reply = get_memory_info_reply(get_state_from_address(ray.get_runtime_context().gcs_address))
+    return reply.store_stats.object_store_bytes_used / 2**20
+
+
+def _peak_while_consuming(ds) -> float:
+    peak, done = [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _store_used_mib())
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    for _ in ds.iter_batches(batch_size=32, batch_format="numpy"):
+        time.sleep(0.15)  # a slow consumer: an unbounded pipeline runs ahead of it
+    done.set()
+    watcher.join()
+    return peak[0]
+
+
+@pytest.mark.slow
+def test_ray_data_stays_within_the_budget_behind_a_slow_consumer(ray_session, tmp_path):
+    from core.data.pipeline import epoch_dataset
+    from core.data.photos import make_photo_folder
+    from core.data.sources import load_source
+
+    root = make_photo_folder(str(tmp_path), 10, {"train": 300, "val": 2}, size=(80, 64))
+    cfg = RunConfig().with_overrides(["data.source=imagefolder", f"data.root={root}", "data.image_size=64",
+                                      "optim.batch_size=32", "data.object_store_mb=16"])
+    rows = load_source(cfg.data).train_rows  # 3,000 images: 2 views of 64 px are 70 MiB, 6.3 MiB per decode task
+    capped = _peak_while_consuming(epoch_dataset(rows, cfg, 0))
+    free = _peak_while_consuming(bounded(epoch_dataset(rows, cfg, 1), 1 << 40))
+    # the budget plus three task outputs: two tasks running on 2 CPUs and the block being consumed
+    assert capped <= 16 + 3 * 6.3, capped  # measured: 30.5
+    assert free > 2 * capped, (free, capped)  # measured: 71.3: without it the tasks run ahead into the store
