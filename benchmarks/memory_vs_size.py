@@ -1,7 +1,7 @@
 """Peak memory of one training run against the size of the training set, as the whole process tree's
 PSS: ``python -m core.train`` on an ImageFolder of realistic JPEGs (real photographs,
 ``core.data.photos``) at 112 px, 1 epoch, ``model.width=16``, with 1,000 and 8,000 training images,
-in fresh processes. Every ~0.1 s the proportional set size of the driver and every process under it
+in fresh processes. Every 10 ms (the driver) and 100 ms (every process under it) the proportional set size of the driver and its children
 (Ray's GCS, raylet, workers and Data actors, whose object-store pages are shared memory) is summed
 from ``/proc/PID/smaps_rollup``; the peak is reported, with the median of the repeats. Then the
 throughput of a 1-epoch run with the platform's object-store budget against an unbounded one.
@@ -40,14 +40,31 @@ def _pss_kib(pid: int) -> dict[str, int]:
         return {}
 
 
-def tree_pss_mib(pid: int) -> tuple[float, float, int]:
-    """(total PSS, shared-memory PSS, processes) of ``pid`` and all its descendants, MiB."""
+def _name(p: psutil.Process) -> str:
     try:
-        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        cmd = p.cmdline()
+    except psutil.Error:
+        return "?"
+    text = " ".join(cmd)
+    for key in ("core.train", "raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "runtime_env"):
+        if key in text:
+            return key
+    return "ray::" + (p.name().split("::")[-1] or "worker") if text.startswith("ray::") else p.name()
+
+
+def tree_pss_mib(pid: int, skip_root: bool = False) -> tuple[float, float, int, dict[str, float]]:
+    """(total PSS, shared-memory PSS, processes, PSS by process kind) of ``pid`` and all its
+    descendants (or the descendants only), MiB."""
+    try:
+        procs = [*([] if skip_root else [psutil.Process(pid)]), *psutil.Process(pid).children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0.0, 0.0, 0
+        return 0.0, 0.0, 0, {}
     rows = [_pss_kib(p.pid) for p in procs]
-    return sum(r.get("Pss", 0) for r in rows) / 1024, sum(r.get("Pss_Shmem", 0) for r in rows) / 1024, len(procs)
+    kinds: dict[str, float] = {}
+    for p, r in zip(procs, rows):
+        kinds[_name(p)] = kinds.get(_name(p), 0) + r.get("Pss", 0) / 1024
+    return (sum(r.get("Pss", 0) for r in rows) / 1024, sum(r.get("Pss_Shmem", 0) for r in rows) / 1024, len(procs),
+            kinds)
 
 
 def run(root: str, images: int, out: str, extra: list[str]) -> dict:
@@ -55,15 +72,24 @@ def run(root: str, images: int, out: str, extra: list[str]) -> dict:
            f"data.train_limit={images}", "optim.epochs=1", "optim.batch_size=64", "model.width=16",
            "eval.probe_epochs=2", "eval.online_knn=false", "eval.few_shot_episodes=20", f"storage_path={out}", *extra]
     peak = shmem = 0.0
-    procs = 0
+    procs, kinds = 0, {}
+    others: tuple[float, float, int, dict[str, float]] = (0.0, 0.0, 0, {})
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        tick = 0
+        # the driver every 10 ms (an evaluation chunk's activations live well under a second), the
+        # rest of the tree every 100 ms: a short spike is caught at every data-set size
         while proc.poll() is None:
-            pss, shm, n = tree_pss_mib(proc.pid)
+            if tick % 10 == 0:
+                others = tree_pss_mib(proc.pid, skip_root=True)
+            own = _pss_kib(proc.pid)
+            pss = others[0] + own.get("Pss", 0) / 1024
             if pss > peak:
-                peak, shmem, procs = pss, shm, n
-            time.sleep(0.1)
+                peak, shmem, procs = pss, others[1] + own.get("Pss_Shmem", 0) / 1024, others[2] + 1
+                kinds = {**others[3], "core.train": own.get("Pss", 0) / 1024}
+            tick += 1
+            time.sleep(0.01)
         log.seek(0)
         text = log.read()
     if proc.returncode:
@@ -71,7 +97,7 @@ def run(root: str, images: int, out: str, extra: list[str]) -> dict:
     run_dir = next(os.path.join(out, d) for d in os.listdir(out))
     metrics = json.loads(open(os.path.join(run_dir, "summary.json")).read())
     subprocess.run(["rm", "-rf", run_dir])
-    return {"images": images, "peak_pss": peak, "shmem_at_peak": shmem, "processes": procs,
+    return {"images": images, "peak_pss": peak, "shmem_at_peak": shmem, "processes": procs, "by_kind": kinds,
             "wall": time.perf_counter() - t0, "views_per_s": metrics["views_per_s"],
             "knn": metrics.get("knn_top1"), "probe": metrics.get("probe_top1")}
 
@@ -97,12 +123,16 @@ def main() -> int:
                 peaks[n].append(r["peak_pss"])
                 print(f"repeat {rep + 1}: {n} images: peak tree PSS {r['peak_pss']:.0f} MiB ({r['shmem_at_peak']:.0f} "
                       f"shared, {r['processes']} processes), {r['wall']:.0f} s, {r['views_per_s']:.0f} views/s, "
-                      f"kNN {r['knn']:.1f} probe {r['probe']:.1f}", flush=True)
+                      f"kNN {r['knn']:.1f} probe {r['probe']:.1f}\n    at the peak: "
+                      + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["by_kind"].items(), key=lambda kv: -kv[1])),
+                      flush=True)
         medians = {n: statistics.median(v) for n, v in peaks.items()}
         lo, hi = min(args.sizes), max(args.sizes)
-        print(f"\nmedian peak tree PSS: " + ", ".join(f"{n} images {m:.0f} MiB" for n, m in medians.items())
+        print("\nmedian peak tree PSS: " + ", ".join(f"{n} images {m:.0f} MiB" for n, m in medians.items())
               + f"; growth {lo} -> {hi}: {medians[hi] - medians[lo]:+.0f} MiB (goal: at most 100 MiB)")
         n = args.throughput_images
+        if not n:
+            return 0
         bounded, unbounded = run(root, n, out, []), run(root, n, out, ["data.object_store_mb=100000"])
         print(f"throughput, 1 epoch of {n} images: budget {bounded['views_per_s']:.0f} views/s (peak "
               f"{bounded['peak_pss']:.0f} MiB), unbounded {unbounded['views_per_s']:.0f} views/s (peak "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 
@@ -39,13 +40,16 @@ def study_wall(base: RunConfig, seeds: list[int], concurrent: int, out: str) -> 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--trials", type=int, default=4)
+    p.add_argument("--trials", type=int, default=4, help="direct runs, and the trials of the larger study")
+    p.add_argument("--main-trial-seconds", type=float, default=None,
+                   help="a main-study trial's own time, for the overhead's share (default: measured on one trial)")
     args = p.parse_args()
     cores = os.cpu_count() or 2
     t0 = time.perf_counter()
     start_ray(num_cpus=2 * cores, log_to_driver=False)
     init_s = time.perf_counter() - t0
     base = RunConfig().with_overrides(OVERRIDES)
+    small, big = 2, max(3, args.trials + 2)
     with tempfile.TemporaryDirectory() as tmp:
         fit(base.with_(seed=99, storage_path=f"{tmp}/warm"), verbose=False)  # first-touch costs (imports, data)
         direct = []
@@ -54,19 +58,41 @@ def main() -> None:
             fit(base.with_(seed=seed, storage_path=f"{tmp}/direct"), verbose=False, torch_threads=cores)
             direct.append(time.perf_counter() - t)
         per_run = sum(direct) / len(direct)
-        seeds = list(range(100, 100 + args.trials))
-        serial = study_wall(base, seeds, 1, f"{tmp}/serial")
-        parallel = study_wall(base, [s + 100 for s in seeds], cores, f"{tmp}/parallel")
+        # the marginal wall of one more trial (two study sizes) separates the per-trial overhead from
+        # the study's fixed costs (Tuner set-up, table, report and plots)
+        walls = {n: study_wall(base, list(range(100 * n, 100 * n + n)), 1, f"{tmp}/serial{n}") for n in (small, big)}
+        per_trial = (walls[big] - walls[small]) / (big - small)
+        fixed = walls[small] - small * per_trial
+        parallel = study_wall(base, list(range(1000, 1000 + big)), cores, f"{tmp}/parallel")
+        main_trial = args.main_trial_seconds or _main_study_trial(tmp)
     ray.shutdown()
-    print(f"{args.trials} SupCon runs on digits (2 epochs, width 16, 1024 images), {cores} cores")
-    print(f"{'what':<58} {'seconds':>8}")
-    print(f"{'ray.init (local)':<58} {init_s:>8.2f}")
-    print(f"{'direct fit(), per run (in-process, all cores)':<58} {per_run:>8.2f}")
-    print(f"{'study, 1 trial at a time: wall per trial':<58} {serial / args.trials:>8.2f}")
-    print(f"{'  -> Tune overhead per trial':<58} {serial / args.trials - per_run:>8.2f}")
-    print(f"{f'study, {cores} trials at a time: wall per trial':<58} {parallel / args.trials:>8.2f}")
-    print(f"\nstudy wall ({cores} concurrent) vs summed direct compute: {sum(direct) / parallel:.2f}x "
-          f"(1 trial at a time: {sum(direct) / serial:.2f}x)")
+    overhead = per_trial - per_run
+    print(f"SupCon runs on digits (2 epochs, width 16, 1024 images), {cores} cores")
+    print(f"{'what':<64} {'seconds':>8}")
+    print(f"{'ray.init (local)':<64} {init_s:>8.2f}")
+    print(f"{'direct fit(), per run (in-process, all cores)':<64} {per_run:>8.2f}")
+    print(f"{f'study of {small} / {big} trials, 1 at a time: wall':<64} {walls[small]:>8.1f} / {walls[big]:.1f}")
+    print(f"{'  -> marginal wall per trial':<64} {per_trial:>8.2f}")
+    print(f"{'  -> Tune overhead per trial (marginal wall - direct run)':<64} {overhead:>8.2f}")
+    print(f"{'  -> fixed cost per study (Tuner, table, report, plots)':<64} {fixed:>8.2f}")
+    print(f"{f'study of {big} trials, {cores} at a time: wall per trial':<64} {parallel / big:>8.2f}")
+    print(f"{'a main-study trial (10 epochs + robustness evaluation), direct':<64} {main_trial:>8.2f}")
+    print(f"\nTune overhead per trial: {overhead:.2f} s = {100 * overhead / main_trial:.0f}% of a main-study trial "
+          f"(goal: under 10%)")
+
+
+def _main_study_trial(tmp: str) -> float:
+    """One trial of the main study's default grid, run directly (its config as the study builds it)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "studies"))
+    import augmentation_robustness as study_module
+    from core.study import trial_config
+
+    study = study_module.make_study(study_module.parser().parse_args([]))
+    cfg = trial_config(study.base, study.points()[0]).with_(storage_path=f"{tmp}/main")
+    fit(cfg, verbose=False, torch_threads=1)  # the corrupted split is built and cached once
+    t = time.perf_counter()
+    fit(cfg.with_(seed=cfg.seed + 1000), verbose=False, torch_threads=1)  # 2 concurrent trials: 1 thread each
+    return time.perf_counter() - t
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@
   is full: by default half the store, gigabytes, which the epoch's decoded views filled (pages that
   stay mapped after the objects are freed, so memory grew with the data set). Every dataset the
   platform builds (training epochs, evaluation splits, corruption folders, shard reads) carries a
-  budget of a few batches of what it yields (decoded views or evaluation images), at least
-  ``FLOOR_MB``; ``data.object_store_mb`` sets it. The budget travels with the dataset, so it holds
+  budget of a few batches of what it yields (decoded views or evaluation images), and at least the
+  output of the decode tasks that run at once; ``data.object_store_mb`` sets it. The budget travels with the dataset, so it holds
   on a cluster too.
 - **Evaluation chunks.** Images are encoded ``chunk`` at a time, sized so that the largest
   activations of one chunk fit ``eval.batch_memory_mb`` (at most ``MAX_CHUNK`` images).
@@ -18,20 +18,25 @@ import torch
 from torch import nn
 
 from core.config import DataConfig, RunConfig
+from core.data.tasks import ROWS_PER_BLOCK
 
-FLOOR_MB = 128  # below this, tasks of a few hundred rows of 224 px views would wait for each other
-BATCHES_IN_FLIGHT = 4  # batches of output the pipeline may hold ahead of its consumer
+MIN_MB = 16
+BATCHES_IN_FLIGHT = 4  # training batches the pipeline may hold ahead of its consumer
+CHUNKS_IN_FLIGHT = 2  # evaluation chunks (up to MAX_CHUNK images each) ahead of the encoder
+TASKS_IN_FLIGHT = 2  # decode tasks' outputs (ROWS_PER_BLOCK rows each): fewer and the tasks wait for each other
 MAX_CHUNK = 512  # evaluation images per forward pass at most
 MIN_CHUNK = 16
 
 
-def store_budget(data: DataConfig, rows: int, views: int = 1, float_views: bool = False) -> int:
+def store_budget(data: DataConfig, rows: int, views: int = 1, float_views: bool = False,
+                 in_flight: int = BATCHES_IN_FLIGHT) -> int:
     """Object-store bytes for a dataset yielding ``rows``-image batches of ``views`` views each
-    (uint8, or float32 when the photometric part ran in Ray Data)."""
+    (uint8, or float32 when the photometric part ran in Ray Data): ``in_flight`` batches, or the
+    outputs of ``TASKS_IN_FLIGHT`` decode tasks if more, at least ``MIN_MB``."""
     if data.object_store_mb is not None:
         return data.object_store_mb << 20
     view_bytes = data.image_size ** 2 * 3 * (4 if float_views else 1)
-    return max(FLOOR_MB << 20, BATCHES_IN_FLIGHT * rows * views * view_bytes)
+    return max(MIN_MB << 20, max(in_flight * rows, TASKS_IN_FLIGHT * ROWS_PER_BLOCK) * views * view_bytes)
 
 
 def training_budget(cfg: RunConfig) -> int:
@@ -42,7 +47,7 @@ def training_budget(cfg: RunConfig) -> int:
 
 def evaluation_budget(data: DataConfig) -> int:
     """The budget of an evaluation split's stream (chunks of at most ``MAX_CHUNK`` images)."""
-    return store_budget(data, MAX_CHUNK)
+    return store_budget(data, MAX_CHUNK, in_flight=CHUNKS_IN_FLIGHT)
 
 
 def bounded(ds: ray.data.Dataset, nbytes: int) -> ray.data.Dataset:

@@ -3,7 +3,8 @@
 Class folders are the sorted visible sub-directories; hidden and private entries (``.ipynb_checkpoints``,
 ``.DS_Store``, ``_tmp``) are skipped everywhere, as torchvision's ``find_classes`` does; only regular
 files with an image extension are listed (a FIFO or a socket named ``x.jpg`` would block a reader).
-A sample's stable id is a hash of its path relative to the split root.
+A sample's stable id is a hash of its path relative to the split root. A root may be a URI
+(``s3://bucket/imagenet/train``): it is listed through ``pyarrow.fs`` and its paths stay URIs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.errors import DataError
-from core.fs import hidden
+import pyarrow.fs as pafs
+
+from core.fs import filesystem, hidden, is_uri
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -37,17 +40,40 @@ class FolderListing:
     classes: list[str]
 
 
+def _uri_entries(root: str, recursive: bool) -> list[pafs.FileInfo]:
+    fs, base = filesystem(root)
+    try:
+        return fs.get_file_info(pafs.FileSelector(base, recursive=recursive))
+    except (FileNotFoundError, OSError) as exc:
+        raise DataError(f"image folder {root!r}: {exc}") from None
+
+
 def class_folders(root: str) -> list[str]:
     """The class names of an ImageFolder split: its visible sub-directories, sorted."""
-    if not os.path.isdir(root):
+    if is_uri(root):
+        classes = sorted(i.base_name for i in _uri_entries(root, False)
+                         if i.type == pafs.FileType.Directory and not hidden(i.base_name))
+    elif not os.path.isdir(root):
         raise DataError(f"image folder {root!r} does not exist")
-    classes = sorted(d for d in os.listdir(root) if not hidden(d) and os.path.isdir(os.path.join(root, d)))
+    else:
+        classes = sorted(d for d in os.listdir(root) if not hidden(d) and os.path.isdir(os.path.join(root, d)))
     if not classes:
         raise DataError(f"image folder {root!r} has no class sub-directories")
     return classes
 
 
+def _images_in_store(folder: str) -> list[str]:
+    """The image files under an object-store prefix, as URIs, sorted."""
+    scheme, base = folder.split("://", 1)[0], filesystem(folder)[1].rstrip("/")
+    found = [i.path for i in _uri_entries(folder, True) if i.type == pafs.FileType.File
+             and i.path.lower().endswith(IMAGE_EXTENSIONS)
+             and not any(hidden(part) for part in i.path[len(base) + 1:].split("/"))]
+    return [f"{scheme}://{p}" for p in sorted(found)]
+
+
 def _images_under(folder: str) -> list[str]:
+    if is_uri(folder):
+        return _images_in_store(folder)
     found = []
     for dirpath, dirnames, files in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not hidden(d))
@@ -90,6 +116,6 @@ def list_image_folder(root: str, classes: list[str] | None = None) -> FolderList
         raise DataError(f"image folder {root!r}: class folder(s) {empty[:5]} hold no images; remove them")
     order = np.argsort(np.asarray(paths), kind="stable")
     paths = [paths[i] for i in order]
-    rel = [os.path.relpath(p, root) for p in paths]
+    rel = [p[len(root.rstrip("/")) + 1:] for p in paths] if is_uri(root) else [os.path.relpath(p, root) for p in paths]
     return FolderListing(root, paths, np.asarray(labels, np.int64)[order],
                          np.asarray([stable_index(r) for r in rel], np.int64), classes)

@@ -40,11 +40,10 @@ from core.data.budget import bounded, evaluation_budget
 from core.data.decode import decode_eval_batch
 from core.data.folders import FolderListing, list_image_folder
 from core.data.manifest import read_manifest
-from core.data.tasks import permute_rows, read_files, webdataset_rows
+from core.data.tasks import ROWS_PER_BLOCK, permute_rows, read_files, webdataset_rows
 from core.errors import DataError  # noqa: F401  (re-exported)
 from core.fs import filesystem, is_uri, join, list_files
 
-ROWS_PER_BLOCK = 256  # listing rows per block of a file source (one decode task each)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -9,6 +9,9 @@ import numpy as np
 import pandas as pd
 
 from core.data.folders import stable_index
+from core.fs import filesystem, is_uri
+
+ROWS_PER_BLOCK = 256  # listing rows per block of a file source (one decode task each)
 
 
 def permute_rows(block, seed: int):
@@ -24,13 +27,21 @@ def permute_rows(block, seed: int):
 
 
 def read_files(batch: pd.DataFrame) -> pd.DataFrame:
+    """Each row's file bytes (local paths, or URIs of one object store); a file that cannot be read
+    gets no bytes, so its decode fails and it is counted and named as undecodable."""
+    paths = list(batch["path"])
+    store = filesystem(paths[0])[0] if paths and is_uri(paths[0]) else None
     data = []
-    for p in batch["path"]:
+    for p in paths:
         try:
-            with open(p, "rb") as fh:
-                data.append(fh.read())
+            if store is None:
+                with open(p, "rb") as fh:
+                    data.append(fh.read())
+            else:
+                with store.open_input_stream(p.split("://", 1)[1]) as fh:
+                    data.append(fh.read())
         except OSError:
-            data.append(b"")  # decoding fails: counted and named as undecodable
+            data.append(b"")
     return batch.assign(bytes=data)
 
 

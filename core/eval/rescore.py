@@ -2,6 +2,9 @@
 
     python -m core.eval RUN_DIR [eval.key=value ...] [--device cpu|cuda]
 
+``RUN_DIR`` may be a URI (``s3://bucket/runs/<run>``): the run is copied to ``LOCAL_RUNS_DIR``, scored
+there, and its new evaluation written back.
+
 The overrides may change only ``eval.*`` fields (the protocol); the metrics are written to
 ``RUN_DIR/evaluation.json`` and merged into ``RUN_DIR/summary.json``.
 """
@@ -20,7 +23,7 @@ import torch
 from core.config import RunConfig
 from core.errors import CheckpointError, ConfigError, EvaluationError, cli_main
 from core.io import DirectoryLock, write_json_atomic
-from core.train.checkpoint import RunDir, TrainState, load_state
+from core.train.checkpoint import CONFIG_FILE, EVALUATION_FILE, SUMMARY_FILE, RunDir, TrainState, load_state, local_copy, mirror_run
 
 
 def run_config(run_dir: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
@@ -125,6 +128,7 @@ def _main(args: argparse.Namespace) -> int:
 
     from core.runtime import start_ray
 
+    args.run_dir, remote = local_copy(args.run_dir)  # a run in object storage is scored from a local copy
     cfg = run_config(args.run_dir, args.overrides)  # bad input fails before Ray starts
     _device(args.device, cfg)
     if not RunDir(args.run_dir).state_files():
@@ -138,7 +142,9 @@ def _main(args: argparse.Namespace) -> int:
         if k in metrics:
             print(f"  {k:<16} {metrics[k]:.4g}" if isinstance(metrics[k], float) else f"  {k:<16} {metrics[k]}")
     print(f"  {'run':<16} {metrics['run_status']} (scored epoch {metrics['eval_epoch'] + 1})")
-    print(f"written: {RunDir(args.run_dir).evaluation}")
+    if remote:
+        mirror_run(RunDir(args.run_dir), remote, [EVALUATION_FILE, SUMMARY_FILE, CONFIG_FILE])
+    print(f"written: {RunDir(args.run_dir).evaluation}" + (f" and {remote}" if remote else ""))
     return 0
 
 

@@ -36,7 +36,7 @@ from core.study.spec import Study, trial_config, trial_point
 from core.train.trainer import fit
 
 TUNE_COLUMNS_DROPPED = ("config/", "time_", "date", "hostname", "node_ip", "pid", "timestamp", "training_iteration",
-                        "iterations_since", "done", "trial_id", "checkpoint_dir", "experiment_tag")
+                        "iterations_since", "done", "trial_id", "checkpoint_dir", "checkpoint_path", "experiment_tag")
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class TrialSetup:
     torch_threads: int
     workers: int
     gpus: float
-    per_epoch: bool  # in-process trials report every epoch to Tune (schedulers read them)
+    per_epoch: bool  # trials report every epoch to Tune (schedulers read them), worker groups too
 
 
 def run_trial(params: dict, setup: TrialSetup) -> None:
@@ -75,7 +75,7 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
         cfg = trial_config(setup.base, trial_point(params), storage_path=setup.runs_dir,
                            num_workers=setup.workers, use_gpu=setup.gpus > 0)
         res = fit(cfg, verbose=False, torch_threads=setup.torch_threads,
-                  tune_trial=setup.workers == 0 and setup.per_epoch, max_failures=1,
+                  tune_trial=setup.per_epoch, max_failures=1,
                   wait=True)  # trials that differ only in evaluation share a run: the second re-scores it
         row: dict[str, Any] = {**res.metrics, "status": res.status, "config_hash": cfg.config_hash(),
                                "node_id": ray.get_runtime_context().get_node_id(), "machine": socket.gethostname()}
@@ -242,6 +242,8 @@ def _tuner(study: Study, args: argparse.Namespace, dirs: StudyDirs, total: int, 
     """A new Tuner for the study's trials, or the interrupted one restored (``--resume``)."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # the study passes its loggers (--logger)
+    if args.workers_per_trial:  # a trial ASHA stops is inside TorchTrainer.fit(): end its process (and so its
+        os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "10")  # worker group) instead of waiting 600 s
     trainable = _trainable(study, args, dirs, concurrent)
     if args.resume and tune.Tuner.can_restore(dirs.tune):
         return tune.Tuner.restore(dirs.tune, trainable, resume_unfinished=True, resume_errored=True)
@@ -257,10 +259,12 @@ def _tuner(study: Study, args: argparse.Namespace, dirs: StudyDirs, total: int, 
     if study.search:
         return tune.Tuner(trainable, run_config=run_config, tune_config=tune.TuneConfig(
             search_alg=study.search.searcher(), scheduler=study.search.scheduler, num_samples=study.search.num_samples,
-            max_concurrent_trials=concurrent, reuse_actors=True))
+            # a stopped worker-group trial's process is still in TorchTrainer.fit(): it cannot be reused
+            max_concurrent_trials=concurrent, reuse_actors=not args.workers_per_trial))
     return tune.Tuner(trainable, param_space={"point": tune.grid_search(interleaved(study))},
                       # reused trial processes skip the per-trial Python/torch start-up
-                      tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=True),
+                      tune_config=tune.TuneConfig(max_concurrent_trials=concurrent,
+                                                  reuse_actors=not args.workers_per_trial),
                       run_config=run_config)
 
 

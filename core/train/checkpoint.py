@@ -34,7 +34,9 @@ from core.results import RunStatus
 
 STATE_FILE = "state.pt"  # inside a Train/Tune checkpoint directory
 LOCAL_STATE_FILE = "latest_state.pt"  # the in-process checkpoint in the run directory
+CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, EVALUATION_FILE = "config.json", "metrics.jsonl", "summary.json", "evaluation.json"
 PREVIOUS = ".previous"  # suffix of the checkpoint a newer one replaced
+LOCAL_RUNS_DIR = "~/.cache/contrastive-platform/runs"  # working copies of runs whose storage is a URI
 
 
 def epoch_dir_name(epoch: int, diverged: bool = False) -> str:
@@ -53,19 +55,19 @@ class RunDir:
 
     @property
     def config(self) -> Path:
-        return self.path / "config.json"
+        return self.path / CONFIG_FILE
 
     @property
     def summary(self) -> Path:
-        return self.path / "summary.json"
+        return self.path / SUMMARY_FILE
 
     @property
     def metrics(self) -> Path:
-        return self.path / "metrics.jsonl"
+        return self.path / METRICS_FILE
 
     @property
     def evaluation(self) -> Path:
-        return self.path / "evaluation.json"
+        return self.path / EVALUATION_FILE
 
     @property
     def local_state(self) -> Path:
@@ -219,3 +221,60 @@ def resume_point(state: TrainState | None, config_hash: str, epochs: int) -> Res
     if start >= epochs:  # already finished: nothing to redo
         return ResumePoint(start, state.step, state.history, final=state.final, records=state.records)
     return ResumePoint(start, state.step, state.history, state=state)
+
+
+MIRRORED = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, EVALUATION_FILE, LOCAL_STATE_FILE)
+
+
+def mirror_run(run: RunDir, remote: str, names: Iterable[str] = MIRRORED) -> None:
+    """Copy the run directory's files ``names`` (those that exist) to ``remote``, a URI: an in-process
+    run with object storage keeps its working copy on this machine and its record in the store. An
+    object is published whole when its upload completes (a reader never sees half a checkpoint)."""
+    from core.fs import filesystem, join
+
+    fs, base = filesystem(remote)
+    for name in names:
+        local = run.path / name
+        if local.exists():
+            try:
+                with fs.open_output_stream(join(base, name)) as out:
+                    out.write(local.read_bytes())
+            except OSError as exc:
+                raise StorageError(f"cannot write {join(remote, name)}: {exc}") from None
+
+
+def fetch_run(remote: str, run: RunDir) -> list[str]:
+    """The files of a run stored at ``remote`` that this run directory lacks, copied into it (the run
+    resumes, is found finished, or is re-scored on a machine that did not run it): the mirrored files
+    and, of a worker group's run, its newest ``epoch=*/state.pt``. Returns the names fetched."""
+    import pyarrow.fs as pafs
+
+    from core.fs import filesystem, join, read_bytes
+
+    fs, base = filesystem(remote)
+    names = list(MIRRORED)
+    try:
+        epochs = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+                        if i.type == pafs.FileType.Directory and i.base_name.startswith("epoch="))
+    except OSError as exc:
+        raise StorageError(f"cannot list {remote}: {exc}") from None
+    names += [f"{epochs[-1]}/{STATE_FILE}"] if epochs else []
+    fetched = []
+    for name in names:
+        if not (run.path / name).exists() and (data := read_bytes(fs, join(base, name))) is not None:
+            write_atomic(run.path / name, lambda tmp, data=data: tmp.write_bytes(data))
+            fetched.append(name)
+    return fetched
+
+
+def local_copy(run_dir: str) -> tuple[str, str | None]:
+    """(a local run directory, the URI it mirrors or None) for a run directory given as a path or a URI."""
+    from core.fs import is_uri
+
+    if not is_uri(run_dir):
+        return run_dir, None
+    local = Path(os.path.expanduser(LOCAL_RUNS_DIR)) / run_dir.rstrip("/").rsplit("/", 1)[-1]
+    local.mkdir(parents=True, exist_ok=True)
+    if not fetch_run(run_dir, RunDir(local)) and not (local / CONFIG_FILE).exists():
+        raise CheckpointError(f"{run_dir}: no run there (no {CONFIG_FILE})")
+    return str(local), run_dir

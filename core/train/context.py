@@ -16,7 +16,8 @@ from core.config import RunConfig
 from core.data.pipeline import epoch_dataset
 from core.data.sources import ImageSource, TrainRows
 from core.results import scalars
-from core.train.checkpoint import PREVIOUS, STATE_FILE, RunDir, TrainState, choose_state, load_state, save_state
+from core.train.checkpoint import (LOCAL_STATE_FILE, METRICS_FILE, PREVIOUS, STATE_FILE, RunDir, TrainState, choose_state,
+                                   load_state, mirror_run, save_state)
 
 
 class WorkerContext:
@@ -59,17 +60,20 @@ class WorkerContext:
 
 class InProcessContext:
     """``num_workers=0``: the loop runs in this process (a laptop run, or one Tune trial) on the
-    full datasets. The checkpoint is the run directory's state file (write-then-rename); inside a
-    Tune trial (``tune_trial=True``) each epoch is also reported with the state as a Tune
-    checkpoint, so ASHA sees every epoch and a trial retried on another node (or after a driver
-    restart) resumes from Tune's storage, which may be shared or an object store. Resuming takes
-    whichever of the two is further along."""
+    full datasets. The checkpoint is the run directory's state file (write-then-rename). Inside a
+    Tune trial (``tune_trial=True``) each epoch is also reported to Tune, so ASHA sees every epoch.
+    With object storage, ``mirror`` (the run's URI there) receives the state file after every epoch:
+    a trial retried on another node, or after a driver restart, fetches it and resumes (the run
+    directory on a local or shared path is that record already). A state that Tune holds as a
+    checkpoint (studies of earlier versions) is read too; resuming takes whichever is further along."""
 
     rank, world = 0, 1
 
-    def __init__(self, source: ImageSource, run_dir: str, tune_trial: bool = False) -> None:
-        self.source, self.tune_trial = source, tune_trial
-        self.state_path = RunDir(run_dir).local_state
+    def __init__(self, source: ImageSource, run_dir: str, tune_trial: bool = False,
+                 mirror: str | None = None) -> None:
+        self.source, self.tune_trial, self.mirror = source, tune_trial, mirror
+        self.run = RunDir(run_dir)
+        self.state_path = self.run.local_state
 
     def dataset(self, name: str):
         return {"train_eval": self.source.train_eval, "test": self.source.test}[name]
@@ -90,7 +94,7 @@ class InProcessContext:
         # before Tune's next experiment snapshot restores the trial as unfinished, and the rerun
         # must find this file to return at once instead of training again.
         save_state(self.state_path, state)
+        if self.mirror:
+            mirror_run(self.run, self.mirror, [LOCAL_STATE_FILE, METRICS_FILE])
         if self.tune_trial:
-            with tempfile.TemporaryDirectory() as d:
-                torch.save(state.to_dict(), os.path.join(d, STATE_FILE))
-                ray.tune.report(scalars(metrics), checkpoint=ray.tune.Checkpoint.from_directory(d))
+            ray.tune.report(scalars(metrics))

@@ -24,16 +24,15 @@ from core.data.pipeline import quiet_ray_data
 from core.data.sources import ImageSource, as_dataset, load_source
 from core.errors import CheckpointError, DataError, ResourceError
 from core.eval.corrupted import check_corruptions
-from core.fs import is_uri
+from core.fs import is_uri, join
 from core.io import DirectoryLock, refuse_symlink, remove_paths, unlocked_entries, write_json_atomic
 from core.models import check_backbone
 from core.results import RunResult, RunStatus, scalars
 from core.runtime import check_fits, start_ray
-from core.train.checkpoint import RunDir
+from core.train.checkpoint import LOCAL_RUNS_DIR, RunDir, fetch_run, mirror_run
 from core.train.context import InProcessContext
 from core.train.loop import LoopOutcome, LoopSpec, train_loop, training_device
 
-LOCAL_RUNS_DIR = "~/.cache/contrastive-platform/runs"  # run logs when storage_path is a URI
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class FitOptions:
     max_failures: int = 0  # worker-group restarts from the last checkpoint
     torch_threads: int | None = None
     callbacks: tuple = ()  # Ray Train callbacks (e.g. Tune's report callback)
-    tune_trial: bool = False  # in-process inside a Tune trial: report every epoch to Tune
+    tune_trial: bool = False  # inside a Tune trial: every epoch reaches Tune (in process, or rank 0 of workers)
     placement_strategy: str = "PACK"  # SPREAD / STRICT_SPREAD put workers on different nodes
     overwrite: bool = False  # delete an existing run of this config first (local storage only)
     wait: bool = False  # wait for a run directory another process holds (trials sharing a training identity)
@@ -53,7 +52,7 @@ class FitOptions:
 def fit(cfg: RunConfig, source: ImageSource | None = None, **options) -> RunResult:
     """Pretrain + evaluate one config (options: :class:`FitOptions`); resumes if the run (named by
     config hash) has a checkpoint. ``cfg.storage_path`` may be a local/shared path or a URI
-    (``s3://``, ``gs://``); with a URI, the run's own log files go under ``LOCAL_RUNS_DIR``."""
+    (``s3://``, ``gs://``); with a URI, the run's working copy is under ``LOCAL_RUNS_DIR``, mirrored to the store."""
     opts = FitOptions(**options)
     if not ray.is_initialized():
         start_ray(log_to_driver=opts.verbose)
@@ -71,23 +70,37 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, **options) -> RunResu
     refuse_symlink(run_dir, "run directory")
     os.makedirs(run_dir, exist_ok=True)
     with DirectoryLock(run_dir, "run directory", wait=opts.wait):  # a second identical run refuses (or waits)
-        run = RunDir(run_dir)
-        run.check_identity(cfg)  # before --overwrite: another config's run is never deleted
-        if opts.overwrite:
-            if is_uri(storage):
-                raise DataError(f"--overwrite does not delete object storage; remove {storage}/{cfg.run_name} "
-                                f"yourself or choose another storage_path")
-            remove_paths(unlocked_entries(run_dir))  # all but the lock this process holds
-        elif (changed := _evaluation_changed(run, cfg)) is not None:
-            return _rescore(run, cfg, source, changed, opts.verbose)
-        write_json_atomic(RunDir(run_dir).config, {"config": cfg.to_dict(), "config_hash": cfg.config_hash()})
-        spec = LoopSpec(cfg, source.num_classes, source.train_size, run_dir, opts.verbose,
+        return _fit_held(cfg, source, storage, RunDir(run_dir), opts)
+
+
+def _fit_held(cfg: RunConfig, source: ImageSource, storage: str, run: RunDir, opts: FitOptions) -> RunResult:
+    """The run, its directory held: re-scored if only its evaluation changed, else trained (or resumed)
+    and evaluated. In process with object storage, the run directory is mirrored to the store (and
+    fetched from it first, so a run resumes or is found finished on another machine); a worker group's
+    checkpoints go there through Ray Train."""
+    mirror = join(storage, cfg.run_name) if is_uri(storage) else None
+    if mirror and not opts.overwrite:
+        fetch_run(mirror, run)
+    run.check_identity(cfg)  # before --overwrite: another config's run is never deleted
+    if opts.overwrite:
+        if is_uri(storage):
+            raise DataError(f"--overwrite does not delete object storage; remove {storage}/{cfg.run_name} "
+                            f"yourself or choose another storage_path")
+        remove_paths(unlocked_entries(str(run.path)))  # all but the lock this process holds
+    if not opts.overwrite and (changed := _evaluation_changed(run, cfg)) is not None:
+        result = _rescore(run, cfg, source, changed, opts.verbose)
+    else:
+        write_json_atomic(run.config, {"config": cfg.to_dict(), "config_hash": cfg.config_hash()})
+        spec = LoopSpec(cfg, source.num_classes, source.train_size, str(run.path), opts.verbose,
                         opts.torch_threads or torch.get_num_threads())
         if cfg.num_workers == 0:
-            outcome = train_loop({"spec": spec}, InProcessContext(source, run_dir, opts.tune_trial))
+            outcome = train_loop({"spec": spec}, InProcessContext(source, str(run.path), opts.tune_trial, mirror))
         else:
             outcome = _fit_worker_group(spec, source, storage, opts)
-        return _finish(run_dir, outcome)
+        result = _finish(str(run.path), outcome)
+    if mirror:
+        mirror_run(run, mirror)
+    return result
 
 
 def _evaluation_changed(run: RunDir, cfg: RunConfig) -> str | None:
@@ -124,6 +137,11 @@ def _fit_worker_group(spec: LoopSpec, source: ImageSource, storage: str, opts: F
     """A TorchTrainer worker group (DDP), restarted from its last checkpoint up to ``max_failures`` times;
     rank 0 builds and splits each epoch's stream."""
     cfg = spec.cfg
+    callbacks = list(opts.callbacks)
+    if opts.tune_trial:  # rank 0's epoch reports (metrics and checkpoint path) go on to Tune: ASHA reads them
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"spec": replace(spec, train_rows=source.train_rows)},
@@ -134,7 +152,7 @@ def _fit_worker_group(spec: LoopSpec, source: ImageSource, storage: str, opts: F
         run_config=ray.train.RunConfig(name=cfg.run_name, storage_path=storage,
                                        failure_config=FailureConfig(max_failures=opts.max_failures),
                                        checkpoint_config=CheckpointConfig(num_to_keep=2),
-                                       callbacks=list(opts.callbacks) or None),
+                                       callbacks=callbacks or None),
     )
     result = trainer.fit()
     if isinstance(result.return_value, LoopOutcome):
@@ -150,8 +168,13 @@ def run_location(cfg: RunConfig) -> tuple[str, str]:
 
 
 def finished_run(cfg: RunConfig) -> RunResult | None:
-    """The result of this config's run if it already finished (its ``summary.json``), else None."""
-    run = RunDir(run_location(cfg)[1])
+    """The result of this config's run if it already finished (its ``summary.json``, fetched from
+    object storage when the run is stored there), else None."""
+    storage, run_dir = run_location(cfg)
+    run = RunDir(run_dir)
+    if is_uri(storage):
+        os.makedirs(run_dir, exist_ok=True)
+        fetch_run(join(storage, cfg.run_name), run)
     run.check_identity(cfg)
     try:
         metrics = run.read_json(run.summary)

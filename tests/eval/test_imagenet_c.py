@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -69,3 +71,17 @@ def test_a_truncated_cache_file_is_computed_again(digits16, tmp_path):
         again = corrupted_split(digits16, ("contrast",), seed=0, cache_dir=str(tmp_path))
     assert all(np.array_equal(first[k], again[k]) for k in first)
     assert corrupted_split(digits16, ("contrast",), seed=0, cache_dir=str(tmp_path)).keys() == first.keys()
+
+
+def test_imagenet_size_test_sets_are_not_corrupted_image_by_image():
+    from core.config import RunConfig
+    from core.errors import EvaluationError
+    from core.eval.corrupted import GENERATED_LIMIT, check_corruptions
+
+    recipe = RunConfig.from_yaml(Path(__file__).resolve().parents[2] / "configs" / "imagenet_resnet50.yaml")
+    assert recipe.eval.robustness and recipe.eval.corruption_root  # the recipe reads the released ImageNet-C
+    generated = recipe.with_overrides(["eval.corruption_root=null"])
+    with pytest.raises(EvaluationError, match=r"50,000 test images .*point eval\.corruption_root at the released"):
+        check_corruptions(generated, 50_000)
+    check_corruptions(generated, GENERATED_LIMIT)  # up to the limit they are generated
+    check_corruptions(generated.with_overrides(["eval.corruption_suite=fast", "eval.reference_errors=null"]), 50_000)  # the fast suite is cheap

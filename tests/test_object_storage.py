@@ -1,0 +1,136 @@
+"""Object storage through a real S3 API: moto's server on 127.0.0.1, started here. The endpoint and the
+credentials reach the platform only through the standard AWS environment variables, in fresh processes
+(each starts its own Ray, whose workers inherit them), as on a cluster."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BUCKET = "platform-test"
+SMALL = ["optim.epochs=1", "optim.batch_size=64", "model.width=8", "data.image_size=32", "eval.probe_epochs=5",
+         "eval.online_knn=false", "eval.few_shot_episodes=10"]
+
+pytest.importorskip("moto")
+boto3 = pytest.importorskip("boto3")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_env(tmp_path_factory):
+    """An S3 API on loopback with one bucket; the environment that points the AWS SDKs at it."""
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    try:
+        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        for _ in range(100):
+            try:
+                client.create_bucket(Bucket=BUCKET)
+                break
+            except Exception:  # noqa: BLE001 - the server is still starting
+                time.sleep(0.1)
+        env["_client"] = client
+        yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        log.close()
+
+
+def _run(env: dict, *argv: str, timeout: int = 400) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in env.items() if not k.startswith("_")}
+    proc = subprocess.run([sys.executable, *argv], cwd=REPO, env=clean, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _objects(env: dict, prefix: str) -> dict[str, tuple]:
+    """key -> (ETag, LastModified) of every object under ``prefix``."""
+    pages = env["_client"].get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return {o["Key"]: (o["ETag"], o["LastModified"]) for page in pages for o in page.get("Contents", [])}
+
+
+def _keys(env: dict, prefix: str) -> list[str]:
+    return sorted(_objects(env, prefix))
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    from core.data.photos import make_photo_folder
+
+    return Path(make_photo_folder(str(tmp_path_factory.mktemp("photos")), 4, {"train": 40, "val": 10},
+                                  size=(48, 40)))
+
+
+@pytest.mark.slow
+def test_shards_written_to_s3_train_a_run_stored_in_s3(s3_env, photos, tmp_path):
+    dest = f"s3://{BUCKET}/shards"
+    _run(s3_env, "-m", "core.data.shard", str(photos), dest, "--shard-size", "50")
+    written = _objects(s3_env, "shards/")
+    assert "shards/train/manifest.json" in written and sum(k.startswith("shards/train/") and k.endswith(".parquet")
+                                                           for k in written) == 4, sorted(written)  # 160 in 50s
+    _run(s3_env, "-m", "core.data.shard", str(photos), dest, "--shard-size", "50")
+    again = _objects(s3_env, "shards/")
+    assert {k: v[0] for k, v in again.items()} == {k: v[0] for k, v in written.items()}  # the same contents
+    shards = [k for k in written if k.endswith(".parquet")]
+    assert [again[k] for k in shards] == [written[k] for k in shards]  # a rerun of the build rewrites no shard
+
+    home = {"HOME": str(tmp_path / "machine-a")}  # the working copies of runs stored in S3 go under ~/.cache
+    _run({**s3_env, **home}, "-m", "core.train", "data.source=parquet", f"data.root={dest}", *SMALL,
+         f"storage_path=s3://{BUCKET}/runs")
+    stored = _objects(s3_env, "runs/")
+    run = next(k.split("/")[1] for k in stored if k.endswith("/summary.json"))
+    assert {f"runs/{run}/{n}" for n in ("config.json", "metrics.jsonl", "summary.json", "latest_state.pt")} <= set(stored)
+    summary = json.loads(env_get(s3_env, f"runs/{run}/summary.json"))
+    assert summary["status"] == "finished" and summary["probe_top1"] > 30
+
+    # another machine (an empty ~/.cache) finds the run finished in the store: nothing is trained again
+    other = {**s3_env, "HOME": str(tmp_path / "machine-b")}
+    again = _run(other, "-m", "core.train", "data.source=parquet", f"data.root={dest}", *SMALL,
+                 f"storage_path=s3://{BUCKET}/runs")
+    assert "finished earlier" in again.stdout and _objects(s3_env, "runs/") == stored
+    # and re-scores it with another evaluation protocol, written back to the store
+    _run(other, "-m", "core.evaluate", f"s3://{BUCKET}/runs/{run}", "eval.knn_k=5")
+    evaluation = json.loads(env_get(s3_env, f"runs/{run}/evaluation.json"))
+    assert evaluation["eval_overrides"] == "eval.knn_k=5" and evaluation["run_status"] == "finished"
+    config = json.loads(env_get(s3_env, f"runs/{run}/config.json"))
+    assert config["config"]["eval"]["knn_k"] == 5  # the protocol it was last scored with
+
+
+def env_get(env: dict, key: str) -> bytes:
+    return env["_client"].get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+
+@pytest.mark.slow
+def test_an_image_folder_in_s3_is_listed_and_read_through_pyarrow(s3_env, photos, tmp_path):
+    client = s3_env["_client"]
+    for path in sorted(photos.rglob("*.jpg")):
+        client.upload_file(str(path), BUCKET, f"photos/{path.relative_to(photos)}")
+    client.put_object(Bucket=BUCKET, Key="photos/train/.ipynb_checkpoints/x.jpg", Body=b"not an image")  # hidden
+    s3_env = {**s3_env, "HOME": str(tmp_path / "home")}
+    local = _run(s3_env, "-m", "core.train", "data.source=imagefolder", f"data.root={photos}", *SMALL,
+                 f"storage_path={tmp_path / 'local'}")
+    remote = _run(s3_env, "-m", "core.train", "data.source=imagefolder", f"data.root=s3://{BUCKET}/photos", *SMALL,
+                  f"storage_path={tmp_path / 'remote'}")
+    summaries = [json.loads(next((tmp_path / d).glob("*/summary.json")).read_text()) for d in ("local", "remote")]
+    assert summaries[0]["status"] == summaries[1]["status"] == "finished", (local.stdout[-2000:], remote.stdout[-2000:])
+    # the same images, labels and ids, read from the store: the same run, to the last digit
+    for key in ("loss", "knn_top1", "probe_top1"):
+        assert summaries[0][key] == summaries[1][key], key
