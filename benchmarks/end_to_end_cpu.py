@@ -116,6 +116,9 @@ def main() -> int:
         results = {
             "ours, ImageFolder": measure([sys.executable, "-m", "core.train", "data.source=imagefolder",
                                           f"data.root={root}", *common], runs),
+            "ours, ImageFolder, photometric part in Ray Data tasks": measure(
+                [sys.executable, "-m", "core.train", "data.source=imagefolder", f"data.root={root}",
+                 "data.augment_in=ray_data", *common], runs),
             "ours, parquet shards": measure([sys.executable, "-m", "core.train", "data.source=parquet",
                                              f"data.root={os.path.join(tmp, 'shards')}", *common], runs),
             "baseline: ImageFolder + DataLoader(num_workers=2)": measure(

@@ -87,7 +87,10 @@ def _main_study_trial(tmp: str) -> float:
     import augmentation_robustness as study_module
     from core.study import trial_config
 
-    study = study_module.make_study(study_module.parser().parse_args([]))
+    parser = argparse.ArgumentParser()
+    add_study_args(parser)
+    study_module.extra_args(parser)
+    study = study_module.make_study(parser.parse_args([]))
     cfg = trial_config(study.base, study.points()[0]).with_(storage_path=f"{tmp}/main")
     fit(cfg, verbose=False, torch_threads=1)  # the corrupted split is built and cached once
     t = time.perf_counter()
