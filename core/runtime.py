@@ -88,23 +88,3 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None, num_gp
     return ray.init("local", num_cpus=num_cpus or 2 * (os.cpu_count() or 2), num_gpus=num_gpus, include_dashboard=dashboard,
                     dashboard_host=LOCAL_HOST, log_to_driver=log_to_driver, object_store_memory=object_store_memory)
 
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-LARGE_ALLOCATION = 1 << 20
-
-
-def return_large_allocations() -> bool:
-    """Serve allocations of 1 MiB and more (activation and batch tensors) from their own mappings,
-    returned to the system when freed. glibc's default raises that threshold as the process frees
-    large blocks, after which every step's activations come from the heap and stay there: the
-    process's memory then drifts up with the length of the run rather than its peak need.
-    Returns False where there is no glibc (macOS, musl)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, LARGE_ALLOCATION)) and bool(
-            libc.mallopt(M_TRIM_THRESHOLD, 2 * LARGE_ALLOCATION))
-    except (OSError, AttributeError):
-        return False

@@ -5,8 +5,8 @@
   stay mapped after the objects are freed, so memory grew with the data set). Every dataset the
   platform builds (training epochs, evaluation splits, corruption folders, shard reads) carries a
   budget of a few batches of what it yields (decoded views or evaluation images), and at least the
-  output of the decode tasks that run at once; ``data.object_store_mb`` sets it. The budget travels with the dataset, so it holds
-  on a cluster too.
+  output of the decode tasks that run at once; ``data.object_store_mb`` sets it. The budget travels
+  with the dataset, so it holds on a cluster too.
 - **Evaluation chunks.** Images are encoded ``chunk`` at a time, sized so that the largest
   activations of one chunk fit ``eval.batch_memory_mb`` (at most ``MAX_CHUNK`` images).
 """

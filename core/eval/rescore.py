@@ -23,7 +23,8 @@ import torch
 from core.config import RunConfig
 from core.errors import CheckpointError, ConfigError, EvaluationError, cli_main
 from core.io import DirectoryLock, write_json_atomic
-from core.train.checkpoint import CONFIG_FILE, EVALUATION_FILE, SUMMARY_FILE, RunDir, TrainState, load_state, local_copy, mirror_run
+from core.train.checkpoint import (CONFIG_FILE, EVALUATION_FILE, SUMMARY_FILE, RunDir, TrainState, load_state,
+                                   local_copy, mirror_run)
 
 
 def run_config(run_dir: str | Path, overrides: Iterable[str] = ()) -> RunConfig:

@@ -34,7 +34,8 @@ from core.results import RunStatus
 
 STATE_FILE = "state.pt"  # inside a Train/Tune checkpoint directory
 LOCAL_STATE_FILE = "latest_state.pt"  # the in-process checkpoint in the run directory
-CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, EVALUATION_FILE = "config.json", "metrics.jsonl", "summary.json", "evaluation.json"
+CONFIG_FILE, METRICS_FILE = "config.json", "metrics.jsonl"
+SUMMARY_FILE, EVALUATION_FILE = "summary.json", "evaluation.json"
 PREVIOUS = ".previous"  # suffix of the checkpoint a newer one replaced
 LOCAL_RUNS_DIR = "~/.cache/contrastive-platform/runs"  # working copies of runs whose storage is a URI
 

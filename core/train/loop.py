@@ -26,7 +26,6 @@ from core.losses import build_loss
 from core.losses.registry import loss_family
 from core.models import build_model
 from core.results import EpochStats, RunStatus, scalars
-from core.runtime import return_large_allocations
 from core.train.checkpoint import ResumePoint, RunDir, TrainState, epoch_dir_name, resume_point
 from core.train.context import InProcessContext, WorkerContext
 from core.train.distributed import gather_objects
@@ -171,7 +170,6 @@ class _Epochs:
 def _prepare_process(spec: LoopSpec) -> torch.device:
     """Threads, logging, seeds and determinism of this process; returns the training device."""
     torch.set_num_threads(max(1, spec.torch_threads))
-    return_large_allocations()
     quiet_ray_data()
     torch.manual_seed(spec.cfg.seed)
     device = training_device(spec.cfg)
