@@ -49,6 +49,14 @@ def list_files(root: str, suffixes: Iterable[str], what: str) -> tuple[pafs.File
     """(file system, sorted paths) of the regular files under ``root`` whose names end with one of
     ``suffixes``, recursively, skipping hidden and private files and directories; a missing root or
     no match is a :class:`DataError` naming ``what``."""
+    fs, files = find_files(root, suffixes, what)
+    if not files:
+        raise DataError(f"{what} {root!r}: no {'/'.join('*' + s for s in suffixes)} files")
+    return fs, files
+
+
+def find_files(root: str, suffixes: Iterable[str], what: str) -> tuple[pafs.FileSystem, list[str]]:
+    """:func:`list_files` that returns an empty list when nothing matches."""
     fs, base = filesystem(root)
     suffixes = tuple(s.lower() for s in suffixes)
     try:
@@ -58,8 +66,6 @@ def list_files(root: str, suffixes: Iterable[str], what: str) -> tuple[pafs.File
     prefix = base.rstrip("/") + "/"
     files = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.lower().endswith(suffixes)
                    and not any(hidden(part) for part in i.path[len(prefix):].split("/")))
-    if not files:
-        raise DataError(f"{what} {root!r}: no {'/'.join('*' + s for s in suffixes)} files")
     return fs, files
 
 

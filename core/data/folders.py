@@ -19,7 +19,7 @@ import numpy as np
 from core.errors import DataError
 import pyarrow.fs as pafs
 
-from core.fs import filesystem, hidden, is_uri
+from core.fs import filesystem, find_files, hidden, is_uri
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -40,19 +40,19 @@ class FolderListing:
     classes: list[str]
 
 
-def _uri_entries(root: str, recursive: bool) -> list[pafs.FileInfo]:
+def _subdirectories(root: str) -> list[str]:
     fs, base = filesystem(root)
     try:
-        return fs.get_file_info(pafs.FileSelector(base, recursive=recursive))
+        infos = fs.get_file_info(pafs.FileSelector(base))
     except (FileNotFoundError, OSError) as exc:
         raise DataError(f"image folder {root!r}: {exc}") from None
+    return [i.base_name for i in infos if i.type == pafs.FileType.Directory]
 
 
 def class_folders(root: str) -> list[str]:
     """The class names of an ImageFolder split: its visible sub-directories, sorted."""
     if is_uri(root):
-        classes = sorted(i.base_name for i in _uri_entries(root, False)
-                         if i.type == pafs.FileType.Directory and not hidden(i.base_name))
+        classes = sorted(d for d in _subdirectories(root) if not hidden(d))
     elif not os.path.isdir(root):
         raise DataError(f"image folder {root!r} does not exist")
     else:
@@ -62,18 +62,10 @@ def class_folders(root: str) -> list[str]:
     return classes
 
 
-def _images_in_store(folder: str) -> list[str]:
-    """The image files under an object-store prefix, as URIs, sorted."""
-    scheme, base = folder.split("://", 1)[0], filesystem(folder)[1].rstrip("/")
-    found = [i.path for i in _uri_entries(folder, True) if i.type == pafs.FileType.File
-             and i.path.lower().endswith(IMAGE_EXTENSIONS)
-             and not any(hidden(part) for part in i.path[len(base) + 1:].split("/"))]
-    return [f"{scheme}://{p}" for p in sorted(found)]
-
-
 def _images_under(folder: str) -> list[str]:
-    if is_uri(folder):
-        return _images_in_store(folder)
+    if is_uri(folder):  # the platform's listing rule (core.fs); the paths stay URIs
+        scheme = folder.split("://", 1)[0]
+        return [f"{scheme}://{p}" for p in find_files(folder, IMAGE_EXTENSIONS, "image folder")[1]]
     found = []
     for dirpath, dirnames, files in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not hidden(d))
