@@ -44,8 +44,9 @@ def _reachable(address: str, timeout: float = 5.0) -> None:
                             f"(ray status --address {address})") from None
 
 
-def node_shapes() -> list[dict[str, float]]:
-    """The resources of every node the cluster has, and of every node type its autoscaler can add."""
+def node_shapes() -> tuple[list[dict[str, float]], bool]:
+    """The resources of every node the cluster has and of every node type its autoscaler can add, and
+    whether an autoscaler runs whose node types are not published (Ray's v1 autoscaler keeps them to itself)."""
     import ray
 
     shapes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
@@ -53,25 +54,76 @@ def node_shapes() -> list[dict[str, float]]:
         from ray._private.state import state
 
         config = state.get_cluster_config()
-        shapes += [dict(g.resources) for g in (config.node_group_configs if config else ()) if g.max_count != 0]
-    except Exception:  # no autoscaler (a local instance), or an older GCS: the live nodes are all there is
+        if config and config.node_group_configs:
+            return shapes + [dict(g.resources) for g in config.node_group_configs if g.max_count != 0], False
+    except Exception:  # an older GCS: the live nodes are all it tells
         pass
-    return shapes
+    return shapes, _autoscaler_runs()
+
+
+def _autoscaler_runs() -> bool:
+    """An autoscaler with node types of its own runs (a local instance's monitor only mirrors its nodes,
+    each as a read-only type named after the node)."""
+    try:
+        import json
+
+        from ray._private import ray_constants
+        from ray.autoscaler._private.util import format_readonly_node_type
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        raw = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+        mapping = (json.loads(raw).get("autoscaler_report") or {}).get("node_type_mapping") or {} if raw else {}
+        return any(kind != format_readonly_node_type(node) for node, kind in mapping.items())
+    except Exception:
+        return False
 
 
 def check_fits(per_unit: dict[str, float], what: str, units: int = 1) -> None:
     """Refuse at once a request the cluster can never meet (Ray would wait for it forever): each unit
-    (a trial, a Train worker) must fit on one node, and ``units`` of them on the nodes there can be."""
+    (a trial, a Train worker) must fit on one node, and ``units`` of them on the nodes there can be.
+    Under an autoscaler whose node types are unknown, a request no live node meets is only announced."""
     request = {k: float(v) for k, v in per_unit.items() if v}
-    shapes = node_shapes()
+    shapes, unknown_types = node_shapes()
     fitting = [s for s in shapes if all(s.get(k, 0.0) >= v for k, v in request.items())]
     capacity = sum(min(s.get(k, 0.0) // v for k, v in request.items()) if request else units for s in fitting)
     if fitting and capacity >= units:
+        return
+    if unknown_types:
+        print(f"{what} asks for {units} x {request}, more than the live nodes offer: waiting for the autoscaler "
+              f"to add nodes (it does not publish its node types, so a request none of them meets would wait "
+              f"forever: check `ray status`)", flush=True)
         return
     offer = max(shapes, key=lambda s: (s.get("GPU", 0), s.get("CPU", 0)), default={})
     raise ResourceError(f"{what} asks for {units} x {request}, which this Ray cluster can never offer "
                         f"(its largest node: CPU {offer.get('CPU', 0):g}, GPU {offer.get('GPU', 0):g}"
                         f"{', in all ' + str(int(capacity)) + ' of them' if fitting else ''})")
+
+
+# Ray Data's cluster-wide detached actors, each created by the first process that needs it on that process's node
+_RAY_DATA_SINGLETONS = (
+    ("ray.data._internal.stats", "get_or_create_stats_actor"),
+    ("ray.data._internal.usage.actor", "get_or_create_usage_collection_actor"),
+    ("ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator", "get_or_create_autoscaling_coordinator"),
+    ("ray.data._internal.execution.autoscaling_requester", "get_or_create_autoscaling_requester_actor"),
+    ("ray.data._internal.execution.node_trackers.actor_location", "get_or_create_actor_location_tracker"),
+)
+
+
+def pin_ray_data_actors_here() -> list[str]:
+    """Create Ray Data's cluster-wide detached actors on this driver's node now (returns those created). Ray
+    puts each on the node of the first process that runs a dataset: a trial on a GPU node would keep that
+    node busy, so never scaled down, for the cluster's lifetime."""
+    import importlib
+
+    made = []
+    for module, name in _RAY_DATA_SINGLETONS:
+        try:
+            getter = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):  # another Ray version: its own placement applies
+            continue
+        getter()
+        made.append(name)
+    return made
 
 
 def start_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
@@ -84,7 +136,9 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None, num_gp
     _loopback_only(not address)
     if address:
         _reachable(address)
-        return ray.init(address=address, log_to_driver=log_to_driver)
+        context = ray.init(address=address, log_to_driver=log_to_driver)
+        pin_ray_data_actors_here()
+        return context
     return ray.init("local", num_cpus=num_cpus or 2 * (os.cpu_count() or 2), num_gpus=num_gpus, include_dashboard=dashboard,
                     dashboard_host=LOCAL_HOST, log_to_driver=log_to_driver, object_store_memory=object_store_memory)
 

@@ -69,3 +69,46 @@ def test_every_node_installs_the_ray_version_of_this_client(cluster):
     setup = " ".join(cluster["setup_commands"])
     pins = re.findall(r'"ray\[default\]==([^"]+)"', setup)
     assert pins == [ray.__version__], f"cluster.yaml pins Ray {pins}, this client runs {ray.__version__}"
+
+
+def test_local_cluster_keeps_cluster_yaml_node_types(cluster):
+    from ray.autoscaler._private.util import validate_config
+
+    from core.cluster import HEAD_TYPE, LOCAL_GPU, local_config
+
+    local = local_config(cluster, "127.0.0.1:26379", "/tmp/nodes", cores=2, max_workers=2)
+    validate_config(local)  # the autoscaler's own schema
+    types = local["available_node_types"]
+    assert set(types) == {HEAD_TYPE, "gpu_1x_a10g", "gpu_8x_a100"}  # the cloud's worker type names
+    assert types[HEAD_TYPE]["resources"] == {"CPU": 0}  # trials never on the head, as on the cloud
+    small, big = types["gpu_1x_a10g"], types["gpu_8x_a100"]
+    assert small["resources"][LOCAL_GPU] == 1 and big["resources"][LOCAL_GPU] == 8  # GPU counts kept
+    assert small["resources"]["accelerator_type:A10G"] == 1 and big["resources"]["accelerator_type:A100"] == 1
+    assert small["resources"]["CPU"] == 2 and big["resources"]["CPU"] == 2  # 4 and 96 vCPUs, capped at 2 cores
+    assert (small["min_workers"], small["max_workers"], big["max_workers"]) == (0, 2, 2)  # 8 and 2, capped at 2
+    assert local["idle_timeout_minutes"] == cluster["idle_timeout_minutes"]
+    assert local["provider"]["gcs_address"] == "127.0.0.1:26379"  # without it, workers look on port 6379
+    assert local_config(cluster, "h:1", "/tmp/n", 2, idle_timeout_minutes=0.25)["idle_timeout_minutes"] == 0.25
+
+
+def test_local_cluster_refuses_an_unknown_instance_shape(cluster):
+    from core.cluster import local_config
+    from core.errors import ConfigError
+
+    odd = copy.deepcopy(cluster)
+    odd["available_node_types"]["gpu_1x_a10g"]["node_config"]["InstanceType"] = "x9.huge"
+    with pytest.raises(ConfigError, match="gpu_1x_a10g.*x9.huge.*declare resources"):
+        local_config(odd, "h:1", "/tmp/n", 2)
+    odd["available_node_types"]["gpu_1x_a10g"]["resources"] = {"CPU": 4, "GPU": 1}
+    assert local_config(odd, "h:1", "/tmp/n", 2)["available_node_types"]["gpu_1x_a10g"]["resources"]["local_gpu"] == 1
+
+
+def test_trial_resources_parse_and_refuse_builtin_names():
+    import argparse
+
+    from core.study.cli import resource_amount
+
+    assert resource_amount("local_gpu=1") == ("local_gpu", 1.0)
+    for bad in ("local_gpu", "CPU=2", "x=0", "x=abc", "=1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="NAME=AMOUNT"):
+            resource_amount(bad)

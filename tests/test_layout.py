@@ -11,6 +11,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BUILDING_BLOCKS = {"core", "core.config", "core.errors", "core.results", "core.io", "core.fs", "core.runtime",
+                   "core.cluster",
                    "core.losses.registry"}  # the registry is a leaf table: it imports nothing from core
 ONE_RUN = ("core.data", "core.models", "core.losses", "core.train", "core.eval")
 STUDIES = ("core.study",)

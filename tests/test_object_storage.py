@@ -4,12 +4,14 @@ credentials reach the platform only through the standard AWS environment variabl
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,3 +136,36 @@ def test_an_image_folder_in_s3_is_listed_and_read_through_pyarrow(s3_env, photos
     # the same images, labels and ids, read from the store: the same run, to the last digit
     for key in ("loss", "knn_top1", "probe_top1"):
         assert summaries[0][key] == summaries[1][key], key
+
+
+TINY_STUDY = ["studies/augmentation_robustness.py", "--losses", "supcon", "cross_entropy", "--policies", "simaugment",
+              "--strengths", "1.0", "--seeds", "0", "1", "--epochs", "1", "eval.probe_epochs=5",
+              "data.train_limit=512", "optim.batch_size=128", "--max-concurrent", "1"]
+
+
+@pytest.mark.slow
+def test_a_study_stored_in_s3_killed_resumes_without_rerunning(s3_env, tmp_path):
+    """The driver (and its Ray) SIGKILLed once a trial has finished; ``--resume`` finds Tune's state and the
+    finished runs in the store and trains only what was left."""
+    clean = {k: v for k, v in s3_env.items() if not k.startswith("_")} | {"HOME": str(tmp_path / "home")}
+    cmd = [sys.executable, *TINY_STUDY, "--results-dir", str(tmp_path / "results"),
+           "--storage", f"s3://{BUCKET}/study"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=clean, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(k.endswith("/summary.json") for k in _keys(s3_env, "study/runs/")):
+        assert proc.poll() is None
+        time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = {k: v for k, v in _objects(s3_env, "study/runs/").items() if k.endswith(("/summary.json", "/metrics.jsonl"))}
+    assert 1 <= sum(k.endswith("/summary.json") for k in done) < 4
+    assert any(k.startswith("study/tune/") for k in _keys(s3_env, "study/tune/"))  # Tune's state is in the store
+    out = subprocess.run([*cmd, "--resume"], cwd=REPO, env=clean, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    df = pd.read_parquet(tmp_path / "results" / "trials.parquet")
+    assert len(df) == 4 and (df["status"] == "finished").all()
+    after = _objects(s3_env, "study/runs/")
+    assert sum(k.endswith("/summary.json") for k in after) == 4
+    for key, stamp in done.items():  # what had finished was not trained or written again
+        assert after[key] == stamp, key

@@ -31,3 +31,27 @@ def test_requests_no_node_can_hold_are_refused(ray_session):
         check_fits({"CPU": 1}, "a trial", units=5)
     with pytest.raises(ResourceError, match=r"GPU 0\)"):
         check_fits({"CPU": 1, "GPU": 0.25}, "a trial")
+
+
+def test_ray_data_cluster_actors_are_created_on_the_driver_node(ray_session):
+    """On a cluster they would otherwise land on (and keep busy, never scaled down) the first GPU node that
+    runs a dataset; every getter this Ray version has must still exist under its name."""
+    import ray
+    from ray._private.state import actors
+
+    from core.runtime import _RAY_DATA_SINGLETONS, pin_ray_data_actors_here
+
+    assert pin_ray_data_actors_here() == [name for _, name in _RAY_DATA_SINGLETONS]
+    here = ray.get_runtime_context().get_node_id()
+    import time
+
+    names = {"_StatsActor", "_UsageCollectionActor", "_AutoscalingCoordinatorActor", "AutoscalingRequester",
+             "ActorLocationTracker"}
+    deadline = time.time() + 60
+    while True:
+        pinned = {a["ActorClassName"]: a["Address"]["NodeID"] for a in actors().values() if a["State"] == "ALIVE"}
+        if names <= set(pinned) or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    for cls in names:
+        assert pinned.get(cls) == here, (cls, pinned)

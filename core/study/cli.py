@@ -30,6 +30,12 @@ def add_study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus-per-trial", type=float, default=1,
                         help="CPUs reserved per trial (its torch threads on a cluster)")
     parser.add_argument("--gpus-per-trial", type=float, default=0)
+    parser.add_argument("--trial-resource", action="append", default=[], type=resource_amount, metavar="NAME=AMOUNT",
+                        help="a custom Ray resource each trial (each Train worker with --workers-per-trial) "
+                             "reserves, e.g. local_gpu=1 on the local cluster (repeatable)")
+    parser.add_argument("--accelerator-type", default=None, metavar="NAME",
+                        help="trials only on nodes with this accelerator (Ray's accelerator_type:NAME resource, e.g. "
+                             "A10G): without it the autoscaler may start an 8-GPU node for 1-GPU trials")
     parser.add_argument("--workers-per-trial", type=int, default=0, help="Train workers per trial (0: local mode)")
     parser.add_argument("--max-concurrent", type=int, default=0, help="concurrent trials (0: CPU cores locally)")
     parser.add_argument("--resume", action="store_true", help="finish an interrupted study in --results-dir")
@@ -50,6 +56,19 @@ def add_study_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-config", action="store_true",
                         help="print the study's resolved base config as YAML and exit (starts nothing)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides of the base config")
+
+
+def resource_amount(text: str) -> tuple[str, float]:
+    """``NAME=AMOUNT`` of ``--trial-resource``."""
+    name, sep, amount = text.partition("=")
+    try:
+        value = float(amount)
+    except ValueError:
+        value = -1.0
+    if not sep or not name or value <= 0 or name in ("CPU", "GPU", "memory"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=AMOUNT with a custom resource name and an amount "
+                                         f"> 0 (CPUs and GPUs have --cpus-per-trial / --gpus-per-trial)")
+    return name, value
 
 
 def base_config(args: argparse.Namespace, default: RunConfig) -> RunConfig:

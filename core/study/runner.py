@@ -66,6 +66,7 @@ class TrialSetup:
     workers: int
     gpus: float
     per_epoch: bool  # trials report every epoch to Tune (schedulers read them), worker groups too
+    custom: tuple[tuple[str, float], ...] = ()  # --trial-resource: per trial, or per Train worker of a group
 
 
 def run_trial(params: dict, setup: TrialSetup) -> None:
@@ -75,7 +76,7 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
         cfg = trial_config(setup.base, trial_point(params), storage_path=setup.runs_dir,
                            num_workers=setup.workers, use_gpu=setup.gpus > 0)
         res = fit(cfg, verbose=False, torch_threads=setup.torch_threads,
-                  tune_trial=setup.per_epoch, max_failures=1,
+                  tune_trial=setup.per_epoch, max_failures=1, worker_resources=dict(setup.custom),
                   wait=True)  # trials that differ only in evaluation share a run: the second re-scores it
         row: dict[str, Any] = {**res.metrics, "status": res.status, "config_hash": cfg.config_hash(),
                                "node_id": ray.get_runtime_context().get_node_id(), "machine": socket.gethostname()}
@@ -148,13 +149,21 @@ def _claim_storage(dirs: StudyDirs):
         yield
 
 
+def custom_resources(args: argparse.Namespace) -> dict[str, float]:
+    """What a trial (each Train worker of a group) reserves besides CPUs and GPUs: ``--trial-resource`` and
+    ``--accelerator-type`` (Ray's own convention: a sliver of ``accelerator_type:NAME``)."""
+    accelerator = getattr(args, "accelerator_type", None)
+    return {**dict(getattr(args, "trial_resource", ())),
+            **({f"accelerator_type:{accelerator}": 0.001} if accelerator else {})}
+
+
 def _check_trial_resources(args: argparse.Namespace) -> None:
     """A trial (and its Train workers) must fit on the nodes the cluster has or can add."""
     if args.workers_per_trial:
-        check_fits({"CPU": 1, "GPU": 1 if args.gpus_per_trial else 0}, f"--workers-per-trial {args.workers_per_trial}",
-                   args.workers_per_trial)
+        check_fits({"CPU": 1, "GPU": 1 if args.gpus_per_trial else 0, **custom_resources(args)},
+                   f"--workers-per-trial {args.workers_per_trial}", args.workers_per_trial)
     else:
-        check_fits({"CPU": args.cpus_per_trial, "GPU": args.gpus_per_trial},
+        check_fits({"CPU": args.cpus_per_trial, "GPU": args.gpus_per_trial, **custom_resources(args)},
                    f"a trial (--cpus-per-trial {args.cpus_per_trial:g} --gpus-per-trial {args.gpus_per_trial:g})")
 
 
@@ -232,9 +241,11 @@ def _trainable(study: Study, args: argparse.Namespace, dirs: StudyDirs, concurre
                        args.workers_per_trial, args.gpus_per_trial,
                        # a searcher without a scheduler reads final metrics only (Tune's strict check
                        # rejects epoch reports that lack them)
-                       per_epoch=not (study.search and study.search.scheduler is None))
+                       per_epoch=not (study.search and study.search.scheduler is None),
+                       custom=tuple(custom_resources(args).items()))
     resources = {"CPU": args.cpus_per_trial if not args.workers_per_trial else 0.5,
-                 "GPU": args.gpus_per_trial if not args.workers_per_trial else 0}
+                 "GPU": args.gpus_per_trial if not args.workers_per_trial else 0,
+                 **({} if args.workers_per_trial else custom_resources(args))}
     return tune.with_resources(tune.with_parameters(run_trial, setup=setup), resources)
 
 

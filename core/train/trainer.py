@@ -10,7 +10,7 @@ the run directory's format in ``core.train.checkpoint``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import ray
 import ray.train
@@ -47,6 +47,7 @@ class FitOptions:
     placement_strategy: str = "PACK"  # SPREAD / STRICT_SPREAD put workers on different nodes
     overwrite: bool = False  # delete an existing run of this config first (local storage only)
     wait: bool = False  # wait for a run directory another process holds (trials sharing a training identity)
+    worker_resources: dict = field(default_factory=dict)  # custom Ray resources per Train worker (num_workers > 0)
 
 
 def fit(cfg: RunConfig, source: ImageSource | None = None, **options) -> RunResult:
@@ -57,7 +58,7 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, **options) -> RunResu
     if not ray.is_initialized():
         start_ray(log_to_driver=opts.verbose)
     quiet_ray_data()
-    _check_resources(cfg)
+    _check_resources(cfg, opts.worker_resources)
     check_backbone(cfg)  # builds, takes data.image_size, its weights fit: before any data is read
     source = source or load_source(cfg.data, cfg.seed)
     check_corruptions(cfg, source.test_size)  # an evaluation that cannot run fails before training
@@ -125,12 +126,13 @@ def _rescore(run: RunDir, cfg: RunConfig, source: ImageSource, changed: str, ver
     return RunResult(scalars(summary), str(run.path), RunStatus(summary.get("status", RunStatus.FINISHED)), records)
 
 
-def _check_resources(cfg: RunConfig) -> None:
+def _check_resources(cfg: RunConfig, custom: dict) -> None:
     """Never fall back to the CPU silently, nor wait forever for workers or a GPU that are not there."""
     if cfg.use_gpu and cfg.num_workers == 0 and not torch.cuda.is_available():
         raise ResourceError("use_gpu=true but torch sees no CUDA device here; set use_gpu=false or run on a GPU")
     if cfg.num_workers:
-        check_fits({"CPU": 1, "GPU": 1 if cfg.use_gpu else 0}, f"num_workers={cfg.num_workers}", cfg.num_workers)
+        check_fits({"CPU": 1, "GPU": 1 if cfg.use_gpu else 0, **custom}, f"num_workers={cfg.num_workers}",
+                   cfg.num_workers)
 
 
 def _fit_worker_group(spec: LoopSpec, source: ImageSource, storage: str, opts: FitOptions) -> LoopOutcome:
@@ -146,6 +148,8 @@ def _fit_worker_group(spec: LoopSpec, source: ImageSource, storage: str, opts: F
         train_loop,
         train_loop_config={"spec": replace(spec, train_rows=source.train_rows)},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker={"CPU": 1, **({"GPU": 1} if cfg.use_gpu else {}),
+                                                           **opts.worker_resources} if opts.worker_resources else None,
                                      placement_strategy=opts.placement_strategy),
         datasets={"train_eval": as_dataset(source.train_eval), "test": as_dataset(source.test)},
         dataset_config=DataConfig(datasets_to_split=[], execution_options=execution_options(cfg)),

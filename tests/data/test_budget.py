@@ -40,12 +40,15 @@ def _store_used_mib() -> float:
 
 
 def _peak_while_consuming(ds) -> float:
-    peak, done = [0.0], threading.Event()
+    peak, done, failed = [0.0], threading.Event(), []
 
     def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _store_used_mib())
-            time.sleep(0.05)
+        try:
+            while not done.is_set():
+                peak[0] = max(peak[0], _store_used_mib())
+                time.sleep(0.05)
+        except Exception as exc:  # a sampler that dies would read as an empty store
+            failed.append(exc)
 
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
@@ -53,6 +56,8 @@ def _peak_while_consuming(ds) -> float:
         time.sleep(0.15)  # a slow consumer: an unbounded pipeline runs ahead of it
     done.set()
     watcher.join()
+    if failed:
+        raise failed[0]
     return peak[0]
 
 
