@@ -36,6 +36,7 @@ from core.errors import ConfigError, ResourceError, cli_main
 LOCAL_GPU = "local_gpu"  # the GPUs of cluster.yaml's types, as a custom resource
 HEAD_TYPE = "ray.head.default"
 STATE_FILE = "cluster.json"
+RAY_CLI = (sys.executable, "-m", "ray.scripts.scripts")  # this interpreter's `ray`, on PATH or not
 # (CPUs, GPUs, accelerator) of instance types a node type may leave to detection (``resources: {}``); on AWS,
 # Ray adds the resource ``accelerator_type:<accelerator>`` to such nodes, which a trial can ask for
 INSTANCE_SHAPES = {
@@ -172,6 +173,8 @@ def up(cluster_yaml: str, state_dir: str, port: int = 26379, dashboard_port: int
     state = Path(state_dir).absolute()
     if (state / STATE_FILE).exists() and own_processes(read_state(str(state))):
         raise ConfigError(f"a local cluster is already up from {state}; python -m core.cluster local down first")
+    if not Path(cluster_yaml).is_file():
+        raise ConfigError(f"no cluster config at {cluster_yaml} (--cluster-yaml: the file `ray up` takes)")
     cluster = yaml.safe_load(Path(cluster_yaml).read_text())
     gcs = f"{_node_ip()}:{port}"
     temp = state / "ray"
@@ -180,26 +183,57 @@ def up(cluster_yaml: str, state_dir: str, port: int = 26379, dashboard_port: int
     temp.mkdir(parents=True)
     (state / "autoscaler.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     head = config["available_node_types"][HEAD_TYPE]["resources"]["CPU"]
-    cmd = ["ray", "start", "--head", f"--port={port}", f"--num-cpus={int(head)}", f"--temp-dir={temp}",
+    info = LocalCluster(str(state), str(temp), gcs, f"http://127.0.0.1:{dashboard_port}",
+                        tuple({"name": t.name, **{k: v for k, v in config["available_node_types"].get(
+                            HEAD_TYPE if t.head else t.name, {}).items() if k != "node_config"}}
+                              for t in node_types(cluster)))
+    (state / STATE_FILE).write_text(json.dumps(asdict(info), indent=2))  # first: down finds a half-started head
+    cmd = [*RAY_CLI, "start", "--head", f"--port={port}", f"--num-cpus={int(head)}", f"--temp-dir={temp}",
            f"--autoscaling-config={state / 'autoscaler.yaml'}", "--include-dashboard=true",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={port + 1}",
            "--object-store-memory=268435456"]
     proc = subprocess.run(cmd, env=cluster_env(), capture_output=True, text=True, timeout=180)
     if proc.returncode:
+        down(str(state))
         raise ResourceError(f"ray start failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    info = LocalCluster(str(state), str(temp), gcs, f"http://127.0.0.1:{dashboard_port}",
-                        tuple({"name": t.name, **{k: v for k, v in config["available_node_types"].get(
-                            HEAD_TYPE if t.head else t.name, {}).items() if k != "node_config"}}
-                              for t in node_types(cluster)))
-    (state / STATE_FILE).write_text(json.dumps(asdict(info), indent=2))
+    _wait_for_job_agent(gcs)
     return info
+
+
+# run with the cluster's environment (token auth): until the head's dashboard agent has registered, Ray's job
+# server answers every submission "No available agent to submit job"
+_JOB_AGENT_PROBE = """
+import sys, time
+from ray._raylet import GcsClient
+from ray._private.ray_constants import KV_NAMESPACE_DASHBOARD
+from ray.dashboard.consts import DASHBOARD_AGENT_ADDR_NODE_ID_PREFIX
+client = GcsClient(address=sys.argv[1])
+deadline = time.time() + float(sys.argv[2])
+while time.time() < deadline:
+    heads = [i for i, n in client.get_all_node_info().items() if n.is_head_node and n.state == 0]
+    if heads and client.internal_kv_get(f"{DASHBOARD_AGENT_ADDR_NODE_ID_PREFIX}{heads[0].hex()}".encode(),
+                                        KV_NAMESPACE_DASHBOARD):
+        sys.exit(0)
+    time.sleep(0.2)
+sys.exit(1)
+"""
+
+
+def _wait_for_job_agent(gcs_address: str, timeout_s: float = 60.0) -> None:
+    probe = subprocess.run([sys.executable, "-c", _JOB_AGENT_PROBE, gcs_address, str(timeout_s)], env=cluster_env(),
+                           capture_output=True, text=True, timeout=timeout_s + 30)
+    if probe.returncode:
+        raise ResourceError(f"the head's job agent did not come up within {timeout_s:.0f} s "
+                            f"({probe.stderr[-500:]}); see .../ray/session_latest/logs/dashboard_agent.log")
 
 
 def _require_dashboard() -> None:
     try:
         import aiohttp  # noqa: F401  (Ray's dashboard and job server need ray[default])
+        import psutil  # noqa: F401  (finding the cluster's own processes)
     except ImportError:
-        raise ConfigError("the local cluster runs Ray's dashboard and job server: pip install -e '.[cluster]'") from None
+        raise ConfigError("the local cluster runs Ray's dashboard and job server: "
+                          "pip install -e '.[cluster]'") from None
 
 
 def read_state(state_dir: str) -> LocalCluster:
@@ -256,7 +290,9 @@ def down(state_dir: str, grace_s: float = 10.0) -> int:
 def status(state_dir: str) -> str:
     """Ray's own autoscaler status of the cluster (nodes by type, pending demands)."""
     info = read_state(state_dir)
-    proc = subprocess.run(["ray", "status", f"--address={info.gcs_address}"], env=cluster_env(),
+    if not own_processes(info):
+        raise ConfigError(f"the local cluster recorded in {info.dir} is not running (python -m core.cluster local up)")
+    proc = subprocess.run([*RAY_CLI, "status", f"--address={info.gcs_address}"], env=cluster_env(),
                           capture_output=True, text=True, timeout=60)
     return proc.stdout + proc.stderr
 
@@ -284,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-workers", type=int, default=2, help="at most this many nodes of each type")
     parser.add_argument("--idle-timeout-minutes", type=float, default=None, help="default: cluster.yaml's")
     args = parser.parse_args(argv)
+    return cli_main(lambda: _act(args))
+
+
+def _act(args: argparse.Namespace) -> int:
     if args.action == "up":
         print(how_to_use(up(args.cluster_yaml, args.dir, args.port, args.dashboard_port, args.max_workers,
                             args.idle_timeout_minutes)), flush=True)
@@ -295,4 +335,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli_main(main))
+    sys.exit(main())

@@ -49,10 +49,12 @@ def free_port() -> int:
 
 
 class NodeWatch:
-    """Alive worker nodes sampled every 0.25 s from ``ray.nodes()``: (time, {node id: local_gpu count})."""
+    """Alive worker nodes sampled every 0.25 s from ``ray.nodes()``: (time, {node id: local_gpu count}), and
+    when the autoscaler first reported a resource demand (a trial queued)."""
 
     def __init__(self) -> None:
         self.samples: list[tuple[float, dict[str, float]]] = []
+        self.first_demand: float | None = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -62,7 +64,18 @@ class NodeWatch:
             nodes = {n["NodeID"]: n["Resources"].get(LOCAL_GPU, 0.0) for n in ray.nodes()
                      if n["Alive"] and n["Resources"].get("CPU", 0) > 0}
             self.samples.append((time.time(), nodes))
+            if self.first_demand is None and self._demand():
+                self.first_demand = time.time()
             time.sleep(0.25)
+
+    @staticmethod
+    def _demand() -> bool:
+        from ray._private import ray_constants
+
+        raw = ray._private.worker.global_worker.gcs_client.internal_kv_get(
+            ray_constants.DEBUG_AUTOSCALING_STATUS.encode(), None)
+        report = json.loads(raw).get("load_metrics_report", {}) if raw else {}
+        return bool(report.get("resource_demand") or report.get("pg_demand"))
 
     def first_time(self, predicate, after: float = 0.0) -> float | None:
         return next((t for t, nodes in self.samples if t >= after and predicate(nodes)), None)
@@ -121,15 +134,36 @@ def study_facts(results: Path, preempted: dict) -> dict:
 
 
 def trainer_across_nodes(out: Path) -> dict:
-    """A 2-worker TorchTrainer, one worker per node (STRICT_SPREAD), each worker on a 1-GPU node type."""
-    cfg = RunConfig().with_overrides([*SMALL, "data.train_limit=512", "num_workers=2", "optim.epochs=2",
+    """A 2-worker TorchTrainer on JPEGs, one worker per 1-GPU node (STRICT_SPREAD), each holding its node's
+    CPUs: Ray Data's read/decode/crop tasks can only run on (and bring up) the CPU-only type."""
+    from core.data.photos import make_photo_folder
+
+    root = make_photo_folder(str(out / "photos"), 4, {"train": 128, "val": 16}, size=(48, 40))
+    cfg = RunConfig().with_overrides([*SMALL, "data.source=imagefolder", f"data.root={root}", "data.image_size=32",
+                                      "optim.batch_size=64", "num_workers=2", "optim.epochs=2",
                                       f"storage_path={out / 'train'}"])
     res = fit(cfg, verbose=False, placement_strategy="STRICT_SPREAD",
-              worker_resources={LOCAL_GPU: 1, "accelerator_type:A10G": 0.001})
+              worker_resources={"CPU": 2, LOCAL_GPU: 1, "accelerator_type:A10G": 0.001})
     first = json.loads((Path(res.run_dir) / "metrics.jsonl").read_text().splitlines()[0])
     return {"status": res.status, "epoch": res.metrics.get("epoch"), "probe_top1": res.metrics.get("probe_top1"),
             "worker_nodes": first["worker_nodes"], "samples_per_rank": first["samples_per_rank"],
-            "shard_overlap": first["shard_overlap"]}
+            "shard_overlap": first["shard_overlap"], "data_tasks": data_task_nodes()}
+
+
+def data_task_nodes() -> dict[str, list[str]]:
+    """The node type (``gpu``: has local_gpu, ``cpu``, ``head``) of every Ray Data map task this driver ran."""
+    from ray.util.state import list_tasks
+
+    kinds = {n["NodeID"]: "gpu" if n["Resources"].get(LOCAL_GPU) else "cpu" if n["Resources"].get("CPU") else "head"
+             for n in ray.nodes()}
+    job = ray.get_runtime_context().get_job_id()
+    tasks = list_tasks(address=ray.get_runtime_context().gcs_address, filters=[("job_id", "=", job)], limit=10000,
+                       raise_on_missing_output=False)
+    out: dict[str, list[str]] = {}
+    for t in tasks:
+        if t.name.startswith("MapBatches(") and t.node_id:
+            out.setdefault(t.name, []).append(kinds.get(t.node_id, "unknown"))
+    return out
 
 
 def busy_reasons(gcs_address: str) -> dict:
@@ -165,7 +199,9 @@ def main(out: Path, preempt: bool = True) -> dict:
         facts["job_rc"], facts["job_tail"] = submit_study(info.dashboard_url, results)
         facts["job_s"] = time.time() - submitted
         first_node = watch.first_time(lambda n: len(n) > 0, submitted)
-        facts["scale_up_s"] = first_node - submitted if first_node else None
+        facts["scale_up_s"] = first_node - submitted if first_node else None  # job submitted -> a node alive
+        queued = watch.first_demand
+        facts["queued_to_node_s"] = first_node - queued if first_node and queued else None  # trial queued -> alive
         facts["study"] = study_facts(results, preempted)
         facts["trainer"] = trainer_across_nodes(out)
         watch.stop.set()

@@ -40,9 +40,11 @@ def test_cpu_head_and_gpu_workers_scale_from_zero(cluster):
     types = cluster["available_node_types"]
     head = types[cluster["head_node_type"]]
     assert head["resources"] == {"CPU": 0}  # no trials or Train workers on the head
-    gpu_types = {k: v for k, v in types.items() if k != cluster["head_node_type"]}
-    assert gpu_types and all(v["min_workers"] == 0 for v in gpu_types.values())
-    assert all(v["node_config"]["InstanceType"].startswith(("g5", "g6", "p4", "p5")) for v in gpu_types.values())
+    workers = {k: v for k, v in types.items() if k != cluster["head_node_type"]}
+    assert workers and all(v["min_workers"] == 0 for v in workers.values())
+    gpu_types = {k: v for k, v in workers.items()
+                 if v["node_config"]["InstanceType"].startswith(("g5", "g6", "p4", "p5"))}
+    assert set(workers) - set(gpu_types) == {"cpu_decode"}  # the only CPU-only type: Ray Data's decode tasks
     assert sum(v["max_workers"] for v in gpu_types.values()) >= cluster["max_workers"]
 
 
@@ -79,7 +81,8 @@ def test_local_cluster_keeps_cluster_yaml_node_types(cluster):
     local = local_config(cluster, "127.0.0.1:26379", "/tmp/nodes", cores=2, max_workers=2)
     validate_config(local)  # the autoscaler's own schema
     types = local["available_node_types"]
-    assert set(types) == {HEAD_TYPE, "gpu_1x_a10g", "gpu_8x_a100"}  # the cloud's worker type names
+    assert set(types) == {HEAD_TYPE, "gpu_1x_a10g", "gpu_8x_a100", "cpu_decode"}  # the cloud's worker type names
+    assert types["cpu_decode"]["resources"] == {"CPU": 2, "object_store_memory": 256 << 20}  # no GPU
     assert types[HEAD_TYPE]["resources"] == {"CPU": 0}  # trials never on the head, as on the cloud
     small, big = types["gpu_1x_a10g"], types["gpu_8x_a100"]
     assert small["resources"][LOCAL_GPU] == 1 and big["resources"][LOCAL_GPU] == 8  # GPU counts kept
@@ -112,3 +115,12 @@ def test_trial_resources_parse_and_refuse_builtin_names():
     for bad in ("local_gpu", "CPU=2", "x=0", "x=abc", "=1"):
         with pytest.raises(argparse.ArgumentTypeError, match="NAME=AMOUNT"):
             resource_amount(bad)
+
+
+def test_local_cluster_commands_explain_what_is_missing(tmp_path, capsys):
+    from core.cluster import main
+
+    assert main(["local", "status", "--dir", str(tmp_path)]) == 2
+    assert "no local cluster recorded in" in capsys.readouterr().err
+    assert main(["local", "up", "--dir", str(tmp_path), "--cluster-yaml", str(tmp_path / "nope.yaml")]) == 2
+    assert "no cluster config at" in capsys.readouterr().err

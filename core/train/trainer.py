@@ -27,7 +27,7 @@ from core.eval.corrupted import check_corruptions
 from core.fs import is_uri, join
 from core.io import DirectoryLock, refuse_symlink, remove_paths, unlocked_entries, write_json_atomic
 from core.models import check_backbone
-from core.results import RunResult, RunStatus, scalars
+from core.results import RECORD_KEYS, RunResult, RunStatus, scalars
 from core.runtime import check_fits, start_ray
 from core.train.checkpoint import LOCAL_RUNS_DIR, RunDir, fetch_run, mirror_run
 from core.train.context import InProcessContext
@@ -83,6 +83,8 @@ def _fit_held(cfg: RunConfig, source: ImageSource, storage: str, run: RunDir, op
     if mirror and not opts.overwrite:
         fetch_run(mirror, run)
     run.check_identity(cfg)  # before --overwrite: another config's run is never deleted
+    if not opts.overwrite and (done := _finished(run)) is not None and _evaluation_changed(run, cfg) is None:
+        return done  # nothing to train, score or write (a resumed study's finished trials land here)
     if opts.overwrite:
         if is_uri(storage):
             raise DataError(f"--overwrite does not delete object storage; remove {storage}/{cfg.run_name} "
@@ -102,6 +104,19 @@ def _fit_held(cfg: RunConfig, source: ImageSource, storage: str, run: RunDir, op
     if mirror:
         mirror_run(run, mirror)
     return result
+
+
+def _finished(run: RunDir) -> RunResult | None:
+    """A finished run's result as saved (its summary and evaluation records), else None."""
+    try:
+        metrics = run.read_json(run.summary)
+    except CheckpointError:  # a damaged summary: the run is not known to have finished
+        return None
+    if not metrics or metrics.get("status") != RunStatus.FINISHED:
+        return None
+    evaluation = run.read_json(run.evaluation) if os.path.exists(run.evaluation) else {}
+    records = {k: v for k, v in (evaluation or {}).items() if k in RECORD_KEYS}
+    return RunResult(metrics, str(run.path), RunStatus.FINISHED, records)
 
 
 def _evaluation_changed(run: RunDir, cfg: RunConfig) -> str | None:
@@ -180,13 +195,9 @@ def finished_run(cfg: RunConfig) -> RunResult | None:
         os.makedirs(run_dir, exist_ok=True)
         fetch_run(join(storage, cfg.run_name), run)
     run.check_identity(cfg)
-    try:
-        metrics = run.read_json(run.summary)
-    except CheckpointError:  # a damaged summary: the run is not known to have finished
-        return None
-    if not metrics or metrics.get("status") != RunStatus.FINISHED or _evaluation_changed(run, cfg) is not None:
-        return None  # unfinished, or to be re-scored with another evaluation protocol
-    return RunResult(metrics, str(run.path), RunStatus.FINISHED)
+    done = _finished(run)
+    # unfinished, or to be re-scored with another evaluation protocol: None
+    return done if done is not None and _evaluation_changed(run, cfg) is None else None
 
 
 def _finish(run_dir: str, outcome: LoopOutcome) -> RunResult:

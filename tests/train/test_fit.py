@@ -207,11 +207,14 @@ def test_evaluation_stage_rescores_a_finished_run_without_retraining(digits, tmp
 def test_truncated_checkpoint_falls_back_to_the_previous_one(digits, tmp_path):
     cfg = _cfg(tmp_path, "optim.epochs=2", "eval.probe_epochs=5")
     res = fit(cfg, digits, verbose=False)
-    state = Path(res.run_dir) / "latest_state.pt"
-    state.write_bytes(state.read_bytes()[:1000])  # torn write of the newest checkpoint
+    state, summary = Path(res.run_dir) / "latest_state.pt", Path(res.run_dir) / "summary.json"
+    state.write_bytes(state.read_bytes()[:1000])  # killed while writing its last checkpoint: a torn file,
+    summary.unlink()  # and no summary (a finished run is returned as saved, its checkpoint unread)
     with pytest.warns(UserWarning, match="unreadable checkpoint .*latest_state.pt"):
         again = fit(cfg, digits, verbose=False)  # the previous (epoch 0) state: one epoch retrained
     assert again.status == "finished" and again.metrics["resumed_from_epoch"] == 1
+    assert fit(cfg, digits, verbose=False).metrics == again.metrics  # finished: returned as saved
+    summary.unlink()
     for p in (state, Path(str(state) + ".previous")):
         p.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match=r"no readable checkpoint: .*latest_state.pt"):
