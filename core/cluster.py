@@ -155,6 +155,15 @@ class LocalNodeProvider(_fake_provider()):
             parameter.RayParams = original
 
 
+def free_port() -> int:
+    """A TCP port free on this machine now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _node_ip() -> str:
     from ray._private.services import get_node_ip_address
 
@@ -162,8 +171,14 @@ def _node_ip() -> str:
 
 
 def cluster_env() -> dict[str, str]:
-    """The environment a client of the local cluster needs (Ray 2.60 starts it with token auth)."""
-    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_FAKE_CLUSTER": "1"}
+    """The environment of the cluster's processes and clients: Ray 2.60 starts it with token auth, and an
+    inherited ``RAY_ADDRESS`` (a local instance, an earlier cluster) would send the head's processes and
+    every job's driver to another cluster."""
+    from core.runtime import CLUSTER_SWITCH
+
+    # and a local instance's loopback-only switch would bind the head's GCS to 127.0.0.1 behind a LAN address
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", CLUSTER_SWITCH)}
+    return {**env, "RAY_AUTH_MODE": "token", "RAY_FAKE_CLUSTER": "1"}
 
 
 def up(cluster_yaml: str, state_dir: str, port: int = 26379, dashboard_port: int = 28265,
@@ -191,12 +206,18 @@ def up(cluster_yaml: str, state_dir: str, port: int = 26379, dashboard_port: int
     cmd = [*RAY_CLI, "start", "--head", f"--port={port}", f"--num-cpus={int(head)}", f"--temp-dir={temp}",
            f"--autoscaling-config={state / 'autoscaler.yaml'}", "--include-dashboard=true",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={port + 1}",
-           "--object-store-memory=268435456"]
+           # not Ray's fixed default (52365): a local Ray instance on this machine may hold it, and the head's
+           # agent, without which no job can be submitted, would not start
+           f"--dashboard-agent-listen-port={free_port()}", "--object-store-memory=268435456"]
     proc = subprocess.run(cmd, env=cluster_env(), capture_output=True, text=True, timeout=180)
     if proc.returncode:
         down(str(state))
         raise ResourceError(f"ray start failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    _wait_for_job_agent(gcs)
+    try:
+        _wait_for_job_agent(gcs)
+    except ResourceError:
+        down(str(state))
+        raise
     return info
 
 

@@ -16,16 +16,16 @@ from core.errors import ResourceError
 LOCAL_HOST = "127.0.0.1"
 # Ray's switch for "this node is part of a cluster": off, a node's address is the loopback address and
 # its gRPC servers bind to it alone (read by Ray at call time and by the processes it starts).
-_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def _loopback_only(on: bool) -> None:
     from ray._private import ray_constants
 
     if on:
-        os.environ[_CLUSTER_SWITCH] = "0"
+        os.environ[CLUSTER_SWITCH] = "0"
     else:
-        os.environ.pop(_CLUSTER_SWITCH, None)
+        os.environ.pop(CLUSTER_SWITCH, None)
     ray_constants.ENABLE_RAY_CLUSTER = not on
 
 
@@ -121,7 +121,14 @@ def pin_ray_data_actors_here() -> list[str]:
             getter = getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError):  # another Ray version: its own placement applies
             continue
-        getter()
+        try:
+            getter()
+        except Exception as exc:  # e.g. under Ray Client: the study still runs, the node may stay up
+            import warnings
+
+            warnings.warn(f"could not create Ray Data's {name} on this node ({exc}); a worker node that "
+                          f"creates it will not scale down", stacklevel=2)
+            continue
         made.append(name)
     return made
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 os.environ["RAY_AUTH_MODE"] = "token"  # the local cluster starts with Ray 2.60's token auth
+for inherited in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):  # the test session's local Ray instance
+    os.environ.pop(inherited, None)
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -31,7 +32,7 @@ import pandas as pd  # noqa: E402
 import psutil  # noqa: E402
 import ray  # noqa: E402
 
-from core.cluster import LOCAL_GPU, cluster_env, down, own_processes, up  # noqa: E402
+from core.cluster import LOCAL_GPU, cluster_env, down, free_port, own_processes, up  # noqa: E402
 from core.config import RunConfig  # noqa: E402
 from core.runtime import pin_ray_data_actors_here  # noqa: E402
 from core.train import fit  # noqa: E402
@@ -40,12 +41,6 @@ SMALL = ["data.train_limit=1024", "optim.batch_size=128", "model.width=8", "eval
          "eval.online_knn=false"]
 EPOCHS = 4
 IDLE_MINUTES = 0.25
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class NodeWatch:

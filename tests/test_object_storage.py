@@ -86,6 +86,7 @@ def test_shards_written_to_s3_train_a_run_stored_in_s3(s3_env, photos, tmp_path)
     dest = f"s3://{BUCKET}/shards"
     _run(s3_env, "-m", "core.data.shard", str(photos), dest, "--shard-size", "50")
     written = _objects(s3_env, "shards/")
+    written_manifest = env_get(s3_env, "shards/train/manifest.json")
     assert "shards/train/manifest.json" in written and sum(k.startswith("shards/train/") and k.endswith(".parquet")
                                                            for k in written) == 4, sorted(written)  # 160 in 50s
     _run(s3_env, "-m", "core.data.shard", str(photos), dest, "--shard-size", "50")
@@ -93,6 +94,19 @@ def test_shards_written_to_s3_train_a_run_stored_in_s3(s3_env, photos, tmp_path)
     assert {k: v[0] for k, v in again.items()} == {k: v[0] for k, v in written.items()}  # the same contents
     shards = [k for k in written if k.endswith(".parquet")]
     assert [again[k] for k in shards] == [written[k] for k in shards]  # a rerun of the build rewrites no shard
+    # killed mid-build: the progress manifest lists the shards done so far, the next one is not in the store
+    client, key = s3_env["_client"], "shards/train/manifest.json"
+    progress = json.loads(env_get(s3_env, key))
+    lost = sorted(progress["shards"])[-1]
+    del progress["shards"][lost]
+    progress["class_counts"] = None
+    client.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(progress).encode())
+    client.delete_object(Bucket=BUCKET, Key=f"shards/train/{lost}")
+    _run(s3_env, "-m", "core.data.shard", str(photos), dest, "--shard-size", "50")
+    resumed = _objects(s3_env, "shards/")
+    assert all(resumed[k] == written[k] for k in shards if not k.endswith(lost))  # done shards not rewritten
+    assert resumed[f"shards/train/{lost}"][0] == written[f"shards/train/{lost}"][0]  # the lost one, same bytes
+    assert json.loads(env_get(s3_env, key))["class_counts"] == json.loads(written_manifest)["class_counts"]
 
     home = {"HOME": str(tmp_path / "machine-a")}  # the working copies of runs stored in S3 go under ~/.cache
     _run({**s3_env, **home}, "-m", "core.train", "data.source=parquet", f"data.root={dest}", *SMALL,
