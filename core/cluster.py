@@ -270,7 +270,7 @@ def own_processes(info: LocalCluster) -> list[int]:
     import psutil
 
     port = info.gcs_address.rpartition(":")[2]
-    marks = (info.temp_dir, info.gcs_address, f"--gcs-address={info.gcs_address}", f"127.0.0.1:{port}")
+    marks = (info.temp_dir, info.gcs_address, f"127.0.0.1:{port}")
     found: dict[int, psutil.Process] = {}
     for p in psutil.process_iter(["pid", "cmdline", "status"]):
         cmd = " ".join(p.info["cmdline"] or ())

@@ -5,7 +5,6 @@ credentials reach the platform only through the standard AWS environment variabl
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from core.cluster import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "platform-test"
@@ -23,16 +24,10 @@ pytest.importorskip("moto")
 boto3 = pytest.importorskip("boto3")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_env(tmp_path_factory):
     """An S3 API on loopback with one bucket; the environment that points the AWS SDKs at it."""
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=log, stderr=subprocess.STDOUT)

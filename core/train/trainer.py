@@ -83,7 +83,7 @@ def _fit_held(cfg: RunConfig, source: ImageSource, storage: str, run: RunDir, op
     if mirror and not opts.overwrite:
         fetch_run(mirror, run)
     run.check_identity(cfg)  # before --overwrite: another config's run is never deleted
-    if not opts.overwrite and (done := _finished(run)) is not None and _evaluation_changed(run, cfg) is None:
+    if not opts.overwrite and (done := _finished_as_asked(run, cfg)) is not None:
         return done  # nothing to train, score or write (a resumed study's finished trials land here)
     if opts.overwrite:
         if is_uri(storage):
@@ -117,6 +117,13 @@ def _finished(run: RunDir) -> RunResult | None:
     evaluation = run.read_json(run.evaluation) if os.path.exists(run.evaluation) else {}
     records = {k: v for k, v in (evaluation or {}).items() if k in RECORD_KEYS}
     return RunResult(metrics, str(run.path), RunStatus.FINISHED, records)
+
+
+def _finished_as_asked(run: RunDir, cfg: RunConfig) -> RunResult | None:
+    """The saved result of a finished run asked for with its own evaluation protocol; None when it is
+    unfinished or to be re-scored with another one."""
+    done = _finished(run)
+    return done if done is not None and _evaluation_changed(run, cfg) is None else None
 
 
 def _evaluation_changed(run: RunDir, cfg: RunConfig) -> str | None:
@@ -195,9 +202,7 @@ def finished_run(cfg: RunConfig) -> RunResult | None:
         os.makedirs(run_dir, exist_ok=True)
         fetch_run(join(storage, cfg.run_name), run)
     run.check_identity(cfg)
-    done = _finished(run)
-    # unfinished, or to be re-scored with another evaluation protocol: None
-    return done if done is not None and _evaluation_changed(run, cfg) is None else None
+    return _finished_as_asked(run, cfg)
 
 
 def _finish(run_dir: str, outcome: LoopOutcome) -> RunResult:
