@@ -7,9 +7,12 @@ ImageFolder and from parquet shards of it. The baseline: SupContrast's recipe, t
 ``DataLoader(num_workers=2)``, with the same model, loss, batch, image size and torch threads. Each
 runs in a fresh process for 2 epochs; the second epoch's time and views/s are compared (the first
 pays start-up), with the peak PSS of each whole process tree (Ray's processes or the DataLoader's
-workers included).
+workers included). Both run with torch's transparent huge pages for large CPU blocks (the platform
+sets ``THP_MEM_ALLOC_ENABLE=1``; the baseline imports ``core`` for the model and gets it too), and
+both again without them (torch's default).
 
-    python benchmarks/end_to_end_cpu.py               # ~6 minutes on 2 cores
+    python benchmarks/end_to_end_cpu.py               # ~20 minutes on 2 cores
+    python benchmarks/end_to_end_cpu.py --quick       # ImageFolder rows only, ~13 minutes
 """
 
 from __future__ import annotations
@@ -26,6 +29,12 @@ sys.path.insert(0, os.path.dirname(__file__))
 from memory_vs_size import tree_pss_mib  # noqa: E402
 
 SIZE, BATCH, WIDTH, EPOCHS = 112, 64, 32, 2
+BASELINE = "baseline: ImageFolder + DataLoader(num_workers=2)"
+# Reading a 2-3 GiB process's /proc/PID/smaps_rollup takes ~55 ms of kernel time (a page-table walk
+# under the process's mmap lock), a whole tree ~120 ms: sampled every 0.1 s it took most of a core from
+# the run it measured, Ray's 14-process tree more than the loop's 3. The peak here is the training
+# steady state, which once a second catches.
+SAMPLE_EVERY_S = 1.0
 
 
 def baseline(root: str) -> None:
@@ -71,14 +80,17 @@ def baseline(root: str) -> None:
         print(json.dumps({"epoch": epoch, "epoch_seconds": seconds, "views_per_s": views / seconds}), flush=True)
 
 
-def measure(cmd: list[str], epochs_from: str) -> dict:
+def measure(cmd: list[str], epochs_from: str, huge_pages: bool = True) -> dict:
+    """One fresh process: its second epoch's time and views/s, and the tree's peak PSS. ``huge_pages``:
+    torch's transparent huge pages for large CPU blocks (the platform's default, ``core/__init__.py``)."""
     peak = 0.0
     t0 = time.perf_counter()
+    env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1" if huge_pages else "0"}
     with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
         while proc.poll() is None:
             peak = max(peak, tree_pss_mib(proc.pid)[0])
-            time.sleep(0.1)
+            time.sleep(SAMPLE_EVERY_S)
         log.seek(0)
         text = log.read()
     if proc.returncode:
@@ -98,6 +110,7 @@ def measure(cmd: list[str], epochs_from: str) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images-per-class", type=int, default=64)
+    p.add_argument("--quick", action="store_true", help="ImageFolder rows only (ours and the baseline)")
     p.add_argument("--baseline", default=None, help=argparse.SUPPRESS)  # internal: run the plain loop on ROOT
     args = p.parse_args()
     if args.baseline:
@@ -113,22 +126,24 @@ def main() -> int:
         common = [f"data.image_size={SIZE}", f"optim.batch_size={BATCH}", f"model.width={WIDTH}",
                   f"optim.epochs={EPOCHS}", "eval.probe_epochs=1", "eval.online_knn=false", "eval.few_shot_episodes=0",
                   "augment.min_crop_area=0.2", f"storage_path={runs}"]
-        results = {
-            "ours, ImageFolder": measure([sys.executable, "-m", "core.train", "data.source=imagefolder",
-                                          f"data.root={root}", *common], runs),
-            "ours, ImageFolder, photometric part in Ray Data tasks": measure(
-                [sys.executable, "-m", "core.train", "data.source=imagefolder", f"data.root={root}",
-                 "data.augment_in=ray_data", *common], runs),
-            "ours, parquet shards": measure([sys.executable, "-m", "core.train", "data.source=parquet",
-                                             f"data.root={os.path.join(tmp, 'shards')}", *common], runs),
-            "baseline: ImageFolder + DataLoader(num_workers=2)": measure(
-                [sys.executable, __file__, "--baseline", root], "stdout")}
+        ours = [sys.executable, "-m", "core.train", "data.source=imagefolder", f"data.root={root}", *common]
+        plain = [sys.executable, __file__, "--baseline", root]
+        results = {"ours, ImageFolder": measure(ours, runs),
+                   BASELINE: measure(plain, "stdout"),
+                   "ours, ImageFolder, 4 KiB pages (THP_MEM_ALLOC_ENABLE=0)": measure(ours, runs, huge_pages=False),
+                   "baseline, 4 KiB pages (torch's default)": measure(plain, "stdout", huge_pages=False)}
+        if not args.quick:
+            results["ours, ImageFolder, photometric part in Ray Data tasks"] = measure(
+                [*ours, "data.augment_in=ray_data"], runs)
+            results["ours, parquet shards"] = measure(
+                [sys.executable, "-m", "core.train", "data.source=parquet", f"data.root={os.path.join(tmp, 'shards')}",
+                 *common], runs)
     n = 20 * args.images_per_class
     print(f"\n{n} real-photo JPEGs (500 x 375) -> 2 x {SIZE} px views, batch {BATCH}, small CNN width {WIDTH}, "
           f"SupCon; epoch {EPOCHS} of {EPOCHS}\n")
     print("| pipeline | epoch s | views/s | vs baseline | data wait s | peak tree PSS | process wall s |")
     print("|---|---|---|---|---|---|---|")
-    base = results["baseline: ImageFolder + DataLoader(num_workers=2)"]["views_per_s"]
+    base = results[BASELINE]["views_per_s"]
     for name, r in results.items():
         print(f"| {name} | {r['epoch_seconds']:.1f} | {r['views_per_s']:.0f} | {r['views_per_s'] / base:.2f}x | "
               f"{r['data_wait']:.1f} | {r['peak_pss']:.0f} MiB | {r['wall']:.0f} |")

@@ -7,6 +7,11 @@
   budget of a few batches of what it yields (decoded views or evaluation images), and at least the
   output of the decode tasks that run at once; ``data.object_store_mb`` sets it. The budget travels
   with the dataset, so it holds on a cluster too.
+- **A scheduler that waits while the budget is full.** Ray Data's scheduling loop does not block while an
+  operator's finished output is held back by the budget (``ray.wait`` returns at once on it), so behind
+  a slow consumer it turned about 400 times a second, 20-45% of a core on 2 cores; the training step's
+  threads lost that core share and more (an epoch took 1.3-1.7x as long). :class:`PauseWhileHeldBack`
+  rides along with every budget and makes each such turn wait (``core/data/pacing.py``).
 - **Evaluation chunks.** Images are encoded ``chunk`` at a time, sized so that the largest
   activations of one chunk fit ``eval.batch_memory_mb`` (at most ``MAX_CHUNK`` images).
 """
@@ -18,6 +23,7 @@ import torch
 from torch import nn
 
 from core.config import DataConfig, RunConfig
+from core.data.pacing import PauseWhileHeldBack
 from core.data.tasks import ROWS_PER_BLOCK
 
 MIN_MB = 16
@@ -51,10 +57,15 @@ def evaluation_budget(data: DataConfig) -> int:
 
 
 def bounded(ds: ray.data.Dataset, nbytes: int) -> ray.data.Dataset:
-    """``ds`` with its object-store budget set (its own context: other datasets are not affected)."""
-    options = ds.context.execution_options
-    options.resource_limits = options.resource_limits.copy(object_store_memory=nbytes)
+    """``ds`` with its object-store budget set and its scheduler paused while the budget holds it
+    back (its own context: other datasets are not affected)."""
+    context = ds.context
+    context.execution_options.resource_limits = context.execution_options.resource_limits.copy(
+        object_store_memory=nbytes)
+    if PauseWhileHeldBack is not None and PauseWhileHeldBack not in context.custom_execution_callback_classes:
+        context.custom_execution_callback_classes = [*context.custom_execution_callback_classes, PauseWhileHeldBack]
     return ds
+
 
 
 def execution_options(cfg: RunConfig):

@@ -28,7 +28,7 @@ from core.fs import is_uri, join
 from core.io import DirectoryLock, refuse_symlink, remove_paths, unlocked_entries, write_json_atomic
 from core.models import check_backbone
 from core.results import RECORD_KEYS, RunResult, RunStatus, scalars
-from core.runtime import check_fits, start_ray
+from core.runtime import check_fits, run_cpus, start_ray
 from core.train.checkpoint import LOCAL_RUNS_DIR, RunDir, fetch_run, mirror_run
 from core.train.context import InProcessContext
 from core.train.loop import LoopOutcome, LoopSpec, train_loop, training_device
@@ -56,7 +56,7 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, **options) -> RunResu
     (``s3://``, ``gs://``); with a URI, the run's working copy is under ``LOCAL_RUNS_DIR``, mirrored to the store."""
     opts = FitOptions(**options)
     if not ray.is_initialized():
-        start_ray(log_to_driver=opts.verbose)
+        start_ray(log_to_driver=opts.verbose, num_cpus=run_cpus(cfg.num_workers))
     quiet_ray_data()
     _check_resources(cfg, opts.worker_resources)
     check_backbone(cfg)  # builds, takes data.image_size, its weights fit: before any data is read

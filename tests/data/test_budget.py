@@ -79,3 +79,71 @@ def test_ray_data_stays_within_the_budget_behind_a_slow_consumer(ray_session, tm
     # the budget plus three task outputs: two tasks running on 2 CPUs and the block being consumed
     assert capped <= 16 + 3 * 6.3, capped  # measured: 30.5
     assert free > 2 * capped, (free, capped)  # measured: 71.3: without it the tasks run ahead into the store
+
+
+def _scheduler_turns_per_second(ds) -> tuple[float, float]:
+    """Ray Data's scheduling turns per second, and the share of a core its thread used, while ``ds`` is
+    consumed slowly."""
+    from ray.data._internal.execution.execution_callback import ExecutionCallback
+
+    turns: list[float] = []
+
+    class Turns(ExecutionCallback):
+        def on_execution_step(self, executor) -> None:
+            turns.append(time.thread_time())
+
+    ds.context.custom_execution_callback_classes = [*ds.context.custom_execution_callback_classes, Turns]
+    t0 = time.perf_counter()
+    for _ in ds.iter_batches(batch_size=32, batch_format="numpy"):
+        time.sleep(0.15)
+    wall = time.perf_counter() - t0
+    return len(turns) / wall, (turns[-1] - turns[0]) / wall
+
+
+def test_the_scheduler_waits_while_the_budget_holds_output_back(ray_session, tmp_path):
+    """Behind a slow consumer the budget is full most of the time; Ray Data's loop then spun (its wait
+    returns at once on output it may not read), taking a core's share from the training step."""
+    from core.data.pacing import PAUSE_S, PauseWhileHeldBack
+    from core.data.pipeline import epoch_dataset
+    from core.data.photos import make_photo_folder
+    from core.data.sources import load_source
+
+    root = make_photo_folder(str(tmp_path), 8, {"train": 120, "val": 2}, size=(80, 64))
+    cfg = RunConfig().with_overrides(["data.source=imagefolder", f"data.root={root}", "data.image_size=64",
+                                      "optim.batch_size=32", "data.object_store_mb=16"])
+    rows = load_source(cfg.data).train_rows  # 960 images: 4: 4 decode tasks of 6.3 MiB, the budget holds two
+    paused = epoch_dataset(rows, cfg, 0)
+    assert PauseWhileHeldBack in paused.context.custom_execution_callback_classes
+    spinning = epoch_dataset(rows, cfg, 1)
+    spinning.context.custom_execution_callback_classes = [
+        c for c in spinning.context.custom_execution_callback_classes if c is not PauseWhileHeldBack]
+    turns, core = _scheduler_turns_per_second(paused)
+    spun, spun_core = _scheduler_turns_per_second(spinning)
+    print(f"turns/s {turns:.0f} vs {spun:.0f}, core share {core:.3f} vs {spun_core:.3f}")
+    assert turns < 1 / PAUSE_S + 15 and core < 0.05, (turns, core)
+    assert spun > 5 * turns and spun_core > 3 * core, (spun, spun_core)
+
+
+def test_what_a_decode_task_unpickles_imports_no_torch(ray_session, tmp_path):
+    """Ray Data ships each task its function and the dataset's context (which carries the pause above):
+    unpickling them in a fresh process must not import torch, or every task worker grows by ~250 MiB."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    import ray.cloudpickle
+
+    from core.data.decode import decode_view_batch
+    from core.data.pipeline import epoch_dataset
+    from core.data.sources import FolderRows
+
+    rows = FolderRows(np.array(["a.jpg"] * 4), np.zeros(4, np.int64), np.arange(4))
+    ds = epoch_dataset(rows, RunConfig(), 0)
+    blob = tmp_path / "task.pkl"
+    blob.write_bytes(ray.cloudpickle.dumps((ds.context, decode_view_batch)))
+    code = ("import pickle, sys; pickle.load(open(sys.argv[1], 'rb')); "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('core.')))")
+    out = subprocess.run([sys.executable, "-c", code, str(blob)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    loaded = eval(out.stdout)
+    assert "torch" not in loaded and "core.data.pacing" in loaded, loaded
