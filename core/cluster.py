@@ -178,7 +178,9 @@ def cluster_env() -> dict[str, str]:
 
     # and a local instance's loopback-only switch would bind the head's GCS to 127.0.0.1 behind a LAN address
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", CLUSTER_SWITCH)}
-    return {**env, "RAY_AUTH_MODE": "token", "RAY_FAKE_CLUSTER": "1"}
+    # a job's `python` (and `ray`) are this Python's, also when its environment was not activated
+    path = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
+    return {**env, "PATH": path, "RAY_AUTH_MODE": "token", "RAY_FAKE_CLUSTER": "1"}
 
 
 def up(cluster_yaml: str, state_dir: str, port: int = 26379, dashboard_port: int = 28265,

@@ -32,7 +32,7 @@ import pandas as pd  # noqa: E402
 import psutil  # noqa: E402
 import ray  # noqa: E402
 
-from core.cluster import LOCAL_GPU, cluster_env, down, free_port, own_processes, up  # noqa: E402
+from core.cluster import LOCAL_GPU, RAY_CLI, cluster_env, down, free_port, own_processes, up  # noqa: E402
 from core.config import RunConfig  # noqa: E402
 from core.runtime import pin_ray_data_actors_here  # noqa: E402
 from core.train import fit  # noqa: E402
@@ -113,7 +113,7 @@ STUDY = ["studies/augmentation_robustness.py", "--losses", "supcon", "cross_entr
 
 def submit_study(dashboard: str, results: Path) -> tuple[int, str]:
     """The main study as a Ray Job, exactly as on the cloud (``ray job submit --working-dir .``)."""
-    cmd = ["ray", "job", "submit", f"--address={dashboard}", "--working-dir", str(REPO), "--",
+    cmd = [*RAY_CLI, "job", "submit", f"--address={dashboard}", "--working-dir", str(REPO), "--",
            "python", *STUDY, "--results-dir", str(results), "--cpus-per-trial", "1",
            "--trial-resource", f"{LOCAL_GPU}=1", "--accelerator-type", "A10G"]
     proc = subprocess.run(cmd, env=cluster_env(), capture_output=True, text=True, timeout=900)
