@@ -67,7 +67,6 @@ def bounded(ds: ray.data.Dataset, nbytes: int) -> ray.data.Dataset:
     return ds
 
 
-
 def execution_options(cfg: RunConfig):
     """Ray Data execution options for the evaluation splits handed to a Train worker group (Train sets
     these on the datasets it is given): ordered, within the budget."""

@@ -14,7 +14,7 @@ import ray
 from core.config import CONFIG_HELP, RunConfig, layered
 from core.errors import cli_main
 from core.results import RunResult, RunStatus
-from core.runtime import run_cpus, start_ray
+from core.runtime import start_ray
 from core.train.trainer import finished_run, fit
 
 SUMMARY_KEYS = ("status", "epoch", "loss", "knn_top1", "knn_top5", "probe_top1", "probe_top5", "views_per_s",
@@ -58,7 +58,8 @@ def _main(args: argparse.Namespace) -> int:
     if earlier is not None and not args.overwrite:
         print(f"finished earlier: {earlier.run_dir}; --overwrite to train again\n{format_summary(cfg, earlier)}")
         return 0
-    start_ray(args.address, log_to_driver=True, num_cpus=None if args.address else run_cpus(cfg.num_workers))
+    if args.address:  # without one, fit starts the run's private instance (core.runtime.run_cpus)
+        start_ray(args.address, log_to_driver=True)
     try:
         result = fit(cfg, overwrite=args.overwrite)
     finally:
