@@ -135,7 +135,7 @@ def trainer_across_nodes(out: Path) -> dict:
 
     root = make_photo_folder(str(out / "photos"), 4, {"train": 128, "val": 16}, size=(48, 40))
     cfg = RunConfig().with_overrides([*SMALL, "data.source=imagefolder", f"data.root={root}", "data.image_size=32",
-                                      "optim.batch_size=64", "num_workers=2", "optim.epochs=2",
+                                      "optim.batch_size=64", "num_workers=2", "optim.epochs=1",
                                       f"storage_path={out / 'train'}"])
     res = fit(cfg, verbose=False, placement_strategy="STRICT_SPREAD",
               worker_resources={"CPU": 2, LOCAL_GPU: 1, "accelerator_type:A10G": 0.001})

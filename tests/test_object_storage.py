@@ -148,7 +148,7 @@ def test_an_image_folder_in_s3_is_listed_and_read_through_pyarrow(s3_env, photos
 
 
 TINY_STUDY = ["studies/augmentation_robustness.py", "--losses", "supcon", "cross_entropy", "--policies", "simaugment",
-              "--strengths", "1.0", "--seeds", "0", "1", "--epochs", "1", "eval.probe_epochs=5",
+              "--strengths", "1.0", "--seeds", "0", "--epochs", "1", "eval.probe_epochs=5",
               "data.train_limit=512", "optim.batch_size=128", "--max-concurrent", "1"]
 
 
@@ -168,13 +168,13 @@ def test_a_study_stored_in_s3_killed_resumes_without_rerunning(s3_env, tmp_path)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = {k: v for k, v in _objects(s3_env, "study/runs/").items() if k.endswith(("/summary.json", "/metrics.jsonl"))}
-    assert 1 <= sum(k.endswith("/summary.json") for k in done) < 4
+    assert sum(k.endswith("/summary.json") for k in done) == 1  # of 2
     assert any(k.startswith("study/tune/") for k in _keys(s3_env, "study/tune/"))  # Tune's state is in the store
     out = subprocess.run([*cmd, "--resume"], cwd=REPO, env=clean, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     df = pd.read_parquet(tmp_path / "results" / "trials.parquet")
-    assert len(df) == 4 and (df["status"] == "finished").all()
+    assert len(df) == 2 and (df["status"] == "finished").all()
     after = _objects(s3_env, "study/runs/")
-    assert sum(k.endswith("/summary.json") for k in after) == 4
+    assert sum(k.endswith("/summary.json") for k in after) == 2
     for key, stamp in done.items():  # what had finished was not trained or written again
         assert after[key] == stamp, key

@@ -39,6 +39,15 @@ def _store_used_mib() -> float:
     return reply.store_stats.object_store_bytes_used / 2**20
 
 
+def _consume_slowly(ds) -> float:
+    """Read ``ds`` in 32-row batches, 0.15 s each (an unbounded pipeline runs ahead of such a consumer);
+    returns the seconds it took."""
+    t0 = time.perf_counter()
+    for _ in ds.iter_batches(batch_size=32, batch_format="numpy"):
+        time.sleep(0.15)
+    return time.perf_counter() - t0
+
+
 def _peak_while_consuming(ds) -> float:
     """The object store's peak use while ``ds`` is consumed slowly, above what it held before (the test
     session's other objects)."""
@@ -55,8 +64,7 @@ def _peak_while_consuming(ds) -> float:
 
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
-    for _ in ds.iter_batches(batch_size=32, batch_format="numpy"):
-        time.sleep(0.15)  # a slow consumer: an unbounded pipeline runs ahead of it
+    _consume_slowly(ds)
     done.set()
     watcher.join()
     if failed:
@@ -95,10 +103,7 @@ def _scheduler_turns_per_second(ds) -> tuple[float, float]:
             turns.append(time.thread_time())
 
     ds.context.custom_execution_callback_classes = [*ds.context.custom_execution_callback_classes, Turns]
-    t0 = time.perf_counter()
-    for _ in ds.iter_batches(batch_size=32, batch_format="numpy"):
-        time.sleep(0.15)
-    wall = time.perf_counter() - t0
+    wall = _consume_slowly(ds)
     return len(turns) / wall, (turns[-1] - turns[0]) / wall
 
 
