@@ -154,6 +154,24 @@ class LocalNodeProvider(_fake_provider()):
         finally:
             parameter.RayParams = original
 
+    def non_terminated_nodes(self, tag_filters):
+        self._forget_reclaimed()
+        return super().non_terminated_nodes(tag_filters)
+
+    def _forget_reclaimed(self) -> None:
+        """A worker node whose raylet has died is gone, as a reclaimed spot instance is from a cloud's list:
+        its other processes are ended and the autoscaler may launch another. Ray's fake provider kept such
+        a node listed (as pending, for ever), so a type at its node cap never got a replacement."""
+        from ray._private import ray_constants
+
+        with self.lock:
+            for node_id, entry in list(self._nodes.items()):
+                raylets = entry["node"].all_processes.get(ray_constants.PROCESS_TYPE_RAYLET, []) \
+                    if "node" in entry else []
+                if raylets and all(info.process.poll() is not None for info in raylets):
+                    self._nodes.pop(node_id)
+                    self._terminate_node(entry)
+
 
 def free_port() -> int:
     """A TCP port free on this machine now."""

@@ -229,5 +229,10 @@ def main(out: Path, preempt: bool = True) -> dict:
     return facts
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(f"terminated (signal {signum})")  # main's finally takes the cluster down
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     main(Path(sys.argv[1]), preempt="--no-preempt" not in sys.argv)

@@ -18,15 +18,24 @@ from core.train import fit
 REPO = Path(__file__).resolve().parents[1]
 
 
+SCENARIO_TIMEOUT_S = 840
+pytestmark = pytest.mark.timeout(SCENARIO_TIMEOUT_S + 300)  # the fixture's run counts to its first test
+
+
 @pytest.fixture(scope="module")
 def cluster_facts(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("cluster")
-    proc = subprocess.run([sys.executable, str(REPO / "tests" / "cluster_scenarios.py"), str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "cluster_scenarios.py"), str(out)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=SCENARIO_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # the scenario takes its cluster down on SIGTERM (a SIGKILL would leave it running)
+        stdout, stderr = proc.communicate(timeout=120)
     facts_file = out / "facts.json"
-    assert facts_file.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert facts_file.exists(), stdout[-3000:] + stderr[-3000:]
     facts = json.loads(facts_file.read_text())
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     return facts
 
 
