@@ -9,10 +9,12 @@ runs in a fresh process for 2 epochs; the second epoch's time and views/s are co
 pays start-up), with the peak PSS of each whole process tree (Ray's processes or the DataLoader's
 workers included). Both run with torch's transparent huge pages for large CPU blocks (the platform
 sets ``THP_MEM_ALLOC_ENABLE=1``; the baseline imports ``core`` for the model and gets it too), and
-both again without them (torch's default).
+both again without them (torch's default). Last, Ray's fixed cost: the tree of a driver that starts the
+same private instance and runs one small dataset, then idles; and each peak's PSS by process.
 
     python benchmarks/end_to_end_cpu.py               # ~20 minutes on 2 cores
     python benchmarks/end_to_end_cpu.py --quick       # ImageFolder rows only, ~13 minutes
+    python benchmarks/end_to_end_cpu.py --no-small-pages   # huge-page rows only, ~13 minutes
 """
 
 from __future__ import annotations
@@ -83,13 +85,15 @@ def baseline(root: str) -> None:
 def measure(cmd: list[str], epochs_from: str, huge_pages: bool = True) -> dict:
     """One fresh process: its second epoch's time and views/s, and the tree's peak PSS. ``huge_pages``:
     torch's transparent huge pages for large CPU blocks (the platform's default, ``core/__init__.py``)."""
-    peak = 0.0
+    peak, kinds = 0.0, {}
     t0 = time.perf_counter()
     env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1" if huge_pages else "0"}
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
         while proc.poll() is None:
-            peak = max(peak, tree_pss_mib(proc.pid)[0])
+            total, _, _, by_kind = tree_pss_mib(proc.pid)
+            if total > peak:
+                peak, kinds = total, by_kind
             time.sleep(SAMPLE_EVERY_S)
         log.seek(0)
         text = log.read()
@@ -103,14 +107,38 @@ def measure(cmd: list[str], epochs_from: str, huge_pages: bool = True) -> dict:
         subprocess.run(["rm", "-rf", run_dir])
     last = rows[-1]
     return {"wall": time.perf_counter() - t0, "epoch_seconds": last["epoch_seconds"],
-            "views_per_s": last["views_per_s"], "peak_pss": peak,
+            "views_per_s": last["views_per_s"], "peak_pss": peak, "by_kind": kinds,
             "data_wait": last.get("data_wait_seconds", float("nan"))}
+
+
+def ray_floor(seconds: float = 20.0) -> dict:
+    """Ray's fixed cost: the tree PSS of a driver that starts the private instance a run gets
+    (``run_cpus(0)`` logical CPUs) and runs one small Ray Data dataset (its stats and autoscaling
+    actors start then), then idles; no torch, no model, no images."""
+    code = ("import time, ray, core\nfrom core.runtime import start_ray, run_cpus\n"
+            "start_ray(num_cpus=run_cpus(0), log_to_driver=False)\n"
+            "ray.data.range(1000, override_num_blocks=4).map_batches(lambda b: b).materialize()\n"
+            f"print('ready', flush=True)\ntime.sleep({seconds})\nray.shutdown()\n")
+    peak, kinds = 0.0, {}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready", "the Ray floor's driver did not start"
+    while proc.poll() is None:
+        total, _, _, by_kind = tree_pss_mib(proc.pid)
+        if total > peak:
+            peak, kinds = total, by_kind
+        time.sleep(SAMPLE_EVERY_S)
+    return {"peak_pss": peak, "by_kind": kinds}
+
+
+def breakdown(kinds: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.0f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images-per-class", type=int, default=64)
     p.add_argument("--quick", action="store_true", help="ImageFolder rows only (ours and the baseline)")
+    p.add_argument("--no-small-pages", action="store_true", help="skip the rows without huge pages")
     p.add_argument("--baseline", default=None, help=argparse.SUPPRESS)  # internal: run the plain loop on ROOT
     args = p.parse_args()
     if args.baseline:
@@ -128,10 +156,10 @@ def main() -> int:
                   "augment.min_crop_area=0.2", f"storage_path={runs}"]
         ours = [sys.executable, "-m", "core.train", "data.source=imagefolder", f"data.root={root}", *common]
         plain = [sys.executable, __file__, "--baseline", root]
-        results = {"ours, ImageFolder": measure(ours, runs),
-                   BASELINE: measure(plain, "stdout"),
-                   "ours, ImageFolder, 4 KiB pages (THP_MEM_ALLOC_ENABLE=0)": measure(ours, runs, huge_pages=False),
-                   "baseline, 4 KiB pages (torch's default)": measure(plain, "stdout", huge_pages=False)}
+        results = {"ours, ImageFolder": measure(ours, runs), BASELINE: measure(plain, "stdout")}
+        if not args.no_small_pages:
+            results["ours, ImageFolder, 4 KiB pages (THP_MEM_ALLOC_ENABLE=0)"] = measure(ours, runs, huge_pages=False)
+            results["baseline, 4 KiB pages (torch's default)"] = measure(plain, "stdout", huge_pages=False)
         if not args.quick:
             results["ours, ImageFolder, photometric part in Ray Data tasks"] = measure(
                 [*ours, "data.augment_in=ray_data"], runs)
@@ -139,6 +167,7 @@ def main() -> int:
                 [sys.executable, "-m", "core.train", "data.source=parquet", f"data.root={os.path.join(tmp, 'shards')}",
                  *common], runs)
     n = 20 * args.images_per_class
+    floor = ray_floor()
     print(f"\n{n} real-photo JPEGs (500 x 375) -> 2 x {SIZE} px views, batch {BATCH}, small CNN width {WIDTH}, "
           f"SupCon; epoch {EPOCHS} of {EPOCHS}\n")
     print("| pipeline | epoch s | views/s | vs baseline | data wait s | peak tree PSS | process wall s |")
@@ -147,6 +176,11 @@ def main() -> int:
     for name, r in results.items():
         print(f"| {name} | {r['epoch_seconds']:.1f} | {r['views_per_s']:.0f} | {r['views_per_s'] / base:.2f}x | "
               f"{r['data_wait']:.1f} | {r['peak_pss']:.0f} MiB | {r['wall']:.0f} |")
+    print(f"| Ray alone: a private instance, one small dataset, an idle driver | - | - | - | - | "
+          f"{floor['peak_pss']:.0f} MiB | - |")
+    print("\nPSS by process at each peak (MiB):")
+    for name, r in [*results.items(), ("Ray alone", floor)]:
+        print(f"- {name}: {breakdown(r['by_kind'])}")
     return 0
 
 
