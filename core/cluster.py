@@ -166,8 +166,8 @@ class LocalNodeProvider(_fake_provider()):
 
         with self.lock:
             for node_id, entry in list(self._nodes.items()):
-                raylets = entry["node"].all_processes.get(ray_constants.PROCESS_TYPE_RAYLET, []) \
-                    if "node" in entry else []
+                node = entry.get("node")  # the head's entry has none: its processes are not the provider's
+                raylets = node.all_processes.get(ray_constants.PROCESS_TYPE_RAYLET, []) if node else []
                 if raylets and all(info.process.poll() is not None for info in raylets):
                     self._nodes.pop(node_id)
                     self._terminate_node(entry)

@@ -124,3 +124,35 @@ def test_local_cluster_commands_explain_what_is_missing(tmp_path, capsys):
     assert "no local cluster recorded in" in capsys.readouterr().err
     assert main(["local", "up", "--dir", str(tmp_path), "--cluster-yaml", str(tmp_path / "nope.yaml")]) == 2
     assert "no cluster config at" in capsys.readouterr().err
+
+
+def test_local_provider_forgets_a_node_whose_raylet_died():
+    """A reclaimed node leaves the provider's list (its other processes ended), so the autoscaler can
+    replace it; a live node and the head stay."""
+    import subprocess
+    import sys
+    import threading
+    from types import SimpleNamespace
+
+    from ray._private.services import ProcessInfo
+
+    from core.cluster import LocalNodeProvider
+
+    def node(command: str) -> SimpleNamespace:
+        raylet = subprocess.Popen([sys.executable, "-c", command])
+        if command == "pass":
+            raylet.wait()
+        info = ProcessInfo(raylet, *[None] * (len(ProcessInfo._fields) - 1))
+        fake = SimpleNamespace(all_processes={"raylet": [info]}, ended=False)
+        fake.kill_all_processes = lambda **_: setattr(fake, "ended", True)
+        return fake
+
+    provider = object.__new__(LocalNodeProvider)  # no fake cluster to start: only the node list is used
+    provider.lock = threading.RLock()
+    dead, alive = node("pass"), node("import time; time.sleep(60)")
+    provider._nodes = {"head": {"tags": {}}, "dead": {"tags": {}, "node": dead}, "alive": {"tags": {}, "node": alive}}
+    try:
+        assert provider.non_terminated_nodes({}) == ["head", "alive"]
+        assert dead.ended and not alive.ended
+    finally:
+        alive.all_processes["raylet"][0].process.kill()
