@@ -82,19 +82,26 @@ def baseline(root: str) -> None:
         print(json.dumps({"epoch": epoch, "epoch_seconds": seconds, "views_per_s": views / seconds}), flush=True)
 
 
+def peak_while_running(proc: subprocess.Popen) -> tuple[float, dict[str, float]]:
+    """The peak tree PSS of ``proc`` until it exits, sampled every ``SAMPLE_EVERY_S``, and its PSS by
+    process kind at that peak (MiB)."""
+    peak, kinds = 0.0, {}
+    while proc.poll() is None:
+        total, _, _, by_kind = tree_pss_mib(proc.pid)
+        if total > peak:
+            peak, kinds = total, by_kind
+        time.sleep(SAMPLE_EVERY_S)
+    return peak, kinds
+
+
 def measure(cmd: list[str], epochs_from: str, huge_pages: bool = True) -> dict:
     """One fresh process: its second epoch's time and views/s, and the tree's peak PSS. ``huge_pages``:
     torch's transparent huge pages for large CPU blocks (the platform's default, ``core/__init__.py``)."""
-    peak, kinds = 0.0, {}
     t0 = time.perf_counter()
     env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1" if huge_pages else "0"}
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
-        while proc.poll() is None:
-            total, _, _, by_kind = tree_pss_mib(proc.pid)
-            if total > peak:
-                peak, kinds = total, by_kind
-            time.sleep(SAMPLE_EVERY_S)
+        peak, kinds = peak_while_running(proc)
         log.seek(0)
         text = log.read()
     if proc.returncode:
@@ -119,14 +126,9 @@ def ray_floor(seconds: float = 20.0) -> dict:
             "start_ray(num_cpus=run_cpus(0), log_to_driver=False)\n"
             "ray.data.range(1000, override_num_blocks=4).map_batches(lambda b: b).materialize()\n"
             f"print('ready', flush=True)\ntime.sleep({seconds})\nray.shutdown()\n")
-    peak, kinds = 0.0, {}
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready", "the Ray floor's driver did not start"
-    while proc.poll() is None:
-        total, _, _, by_kind = tree_pss_mib(proc.pid)
-        if total > peak:
-            peak, kinds = total, by_kind
-        time.sleep(SAMPLE_EVERY_S)
+    peak, kinds = peak_while_running(proc)
     return {"peak_pss": peak, "by_kind": kinds}
 
 
