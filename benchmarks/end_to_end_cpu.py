@@ -5,16 +5,19 @@ crops cut at decode time, the photometric part on the training device, SupCon, S
 ImageFolder and from parquet shards of it. The baseline: SupContrast's recipe, torchvision
 ``ImageFolder`` + ``TwoCropTransform`` (RandomResizedCrop, flip, colour jitter, grayscale) +
 ``DataLoader(num_workers=2)``, with the same model, loss, batch, image size and torch threads. Each
-runs in a fresh process for 2 epochs; the second epoch's time and views/s are compared (the first
-pays start-up), with the peak PSS of each whole process tree (Ray's processes or the DataLoader's
-workers included). Both run with torch's transparent huge pages for large CPU blocks (the platform
-sets ``THP_MEM_ALLOC_ENABLE=1``; the baseline imports ``core`` for the model and gets it too), and
-both again without them (torch's default). Last, Ray's fixed cost: the tree of a driver that starts the
-same private instance and runs one small dataset, then idles; and each peak's PSS by process.
+runs in a fresh process for 3 epochs; the middle epoch (after start-up, before the platform's final
+evaluation, which the loop does not have) is compared: its time and views/s, the CPU seconds the whole
+process tree spent in it per 1,000 views, and the tree's peak PSS in it (Ray's processes or the
+DataLoader's workers included), besides the whole run's peak. The ImageFolder pair runs ``--pairs``
+times back to back, the order alternating, and the ratios' median is printed: on this machine one
+configuration's epoch time moves 1.5-2.7x between identical runs. Both run with torch's transparent
+huge pages for large CPU blocks (the platform sets ``THP_MEM_ALLOC_ENABLE=1``; the baseline imports
+``core`` for the model and gets it too), and both again without them (torch's default). Last, Ray's
+fixed cost: the tree of a driver that starts the same private instance and runs one small dataset,
+then idles; and each epoch peak's PSS by process.
 
-    python benchmarks/end_to_end_cpu.py               # ~20 minutes on 2 cores
-    python benchmarks/end_to_end_cpu.py --quick       # ImageFolder rows only, ~13 minutes
-    python benchmarks/end_to_end_cpu.py --no-small-pages   # huge-page rows only, ~13 minutes
+    python benchmarks/end_to_end_cpu.py               # ~35 minutes on 2 cores
+    python benchmarks/end_to_end_cpu.py --quick --pairs 5   # 5 ImageFolder pairs only, ~30 minutes
 """
 
 from __future__ import annotations
@@ -22,15 +25,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import psutil
 
 sys.path.insert(0, os.path.dirname(__file__))
-from memory_vs_size import tree_pss_mib  # noqa: E402
+from memory_vs_size import process_kind, tree_pss_mib  # noqa: E402
 
-SIZE, BATCH, WIDTH, EPOCHS = 112, 64, 32, 2
+SIZE, BATCH, WIDTH, EPOCHS = 112, 64, 32, 3
 BASELINE = "baseline: ImageFolder + DataLoader(num_workers=2)"
 # Reading a 2-3 GiB process's /proc/PID/smaps_rollup takes ~55 ms of kernel time (a page-table walk
 # under the process's mmap lock), a whole tree ~120 ms: sampled every 0.1 s it took most of a core from
@@ -94,55 +103,175 @@ def peak_while_running(proc: subprocess.Popen) -> tuple[float, dict[str, float]]
     return peak, kinds
 
 
+def tree_cpu_seconds(pid: int, with_process: bool = False):
+    """User + system CPU seconds of ``pid`` and each of its descendants: {pid: seconds}, or
+    [(process, seconds)] ``with_process``."""
+    rows = []
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        procs = []
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            rows.append((p, t.user + t.system))
+        except psutil.Error:
+            pass
+    return rows if with_process else {p.pid: seconds for p, seconds in rows}
+
+
+@dataclass
+class Watch:
+    """What a run's tree did: its peak PSS over the whole run and over the measured epoch (epoch 1,
+    between the rows of epochs 0 and 1), and the CPU seconds the tree spent in that epoch."""
+
+    peak_run: float = 0.0
+    peak_epoch: float = 0.0
+    kinds: dict = field(default_factory=dict)
+    cpu_at_row0: dict = field(default_factory=dict)
+    cpu_epoch: float = float("nan")
+
+
+def watch(proc: subprocess.Popen, rows_so_far: Callable[[], int]) -> Watch:
+    """Sample ``proc``'s tree every ``SAMPLE_EVERY_S`` until it exits; ``rows_so_far()`` is how many
+    epoch rows it has written."""
+    w = Watch()
+    while proc.poll() is None:
+        rows = rows_so_far()
+        total, _, _, by_kind = tree_pss_mib(proc.pid)
+        w.peak_run = max(w.peak_run, total)
+        if rows == 1 and total > w.peak_epoch:
+            w.peak_epoch, w.kinds = total, by_kind
+        if rows >= 1 and not w.cpu_at_row0:
+            w.cpu_at_row0 = tree_cpu_seconds(proc.pid)
+        if rows >= 2 and w.cpu_epoch != w.cpu_epoch:  # nan: not taken yet
+            now = tree_cpu_seconds(proc.pid)
+            w.cpu_epoch = sum(v - w.cpu_at_row0.get(pid, 0.0) for pid, v in now.items())
+        time.sleep(SAMPLE_EVERY_S if rows == 1 else SAMPLE_EVERY_S / 5)
+    return w
+
+
+def _stdout_rows(log) -> list[dict]:
+    log.flush()
+    with open(log.name) as f:
+        return [json.loads(line) for line in f if line.startswith('{"epoch"')]
+
+
+def _metrics_rows(runs: str) -> list[dict]:
+    for d in os.listdir(runs) if os.path.isdir(runs) else ():
+        path = os.path.join(runs, d, "metrics.jsonl")
+        if os.path.exists(path):
+            with open(path) as f:
+                return [json.loads(line) for line in f if line.strip()]
+    return []
+
+
 def measure(cmd: list[str], epochs_from: str, huge_pages: bool = True) -> dict:
-    """One fresh process: its second epoch's time and views/s, and the tree's peak PSS. ``huge_pages``:
-    torch's transparent huge pages for large CPU blocks (the platform's default, ``core/__init__.py``)."""
+    """One fresh process: epoch 1's time, views/s, peak tree PSS and tree CPU seconds, and the whole
+    run's peak PSS. ``epochs_from``: ``stdout`` or the runs folder whose metrics.jsonl has the rows.
+    ``huge_pages``: torch's transparent huge pages for large CPU blocks (``core/__init__.py``)."""
     t0 = time.perf_counter()
     env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1" if huge_pages else "0"}
-    with tempfile.TemporaryFile("w+") as log:
+    with tempfile.NamedTemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
-        peak, kinds = peak_while_running(proc)
+        rows_of = (lambda: _stdout_rows(log)) if epochs_from == "stdout" else (lambda: _metrics_rows(epochs_from))
+        w = watch(proc, lambda: len(rows_of()))
+        rows = rows_of()
         log.seek(0)
         text = log.read()
-    if proc.returncode:
+    if proc.returncode or len(rows) < 2:
         raise SystemExit(f"{cmd} failed:\n{text[-3000:]}")
-    if epochs_from == "stdout":
-        rows = [json.loads(line) for line in text.splitlines() if line.startswith('{"epoch"')]
-    else:
-        run_dir = next(os.path.join(epochs_from, d) for d in os.listdir(epochs_from))
-        rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
-        subprocess.run(["rm", "-rf", run_dir])
-    last = rows[-1]
-    return {"wall": time.perf_counter() - t0, "epoch_seconds": last["epoch_seconds"],
-            "views_per_s": last["views_per_s"], "peak_pss": peak, "by_kind": kinds,
-            "data_wait": last.get("data_wait_seconds", float("nan"))}
+    if epochs_from != "stdout":
+        subprocess.run(["rm", "-rf", *[os.path.join(epochs_from, d) for d in os.listdir(epochs_from)]])
+    row = rows[1]
+    views = row["views_per_s"] * row["epoch_seconds"]
+    return {"wall": time.perf_counter() - t0, "epoch_seconds": row["epoch_seconds"], "views_per_s": row["views_per_s"],
+            "peak_pss": w.peak_epoch, "peak_run": w.peak_run, "by_kind": w.kinds,
+            "cpu_per_kview": 1000 * w.cpu_epoch / views, "data_wait": row.get("data_wait_seconds", float("nan"))}
 
 
-def ray_floor(seconds: float = 20.0) -> dict:
-    """Ray's fixed cost: the tree PSS of a driver that starts the private instance a run gets
-    (``run_cpus(0)`` logical CPUs) and runs one small Ray Data dataset (its stats and autoscaling
-    actors start then), then idles; no torch, no model, no images."""
-    code = ("import time, ray, core\nfrom core.runtime import start_ray, run_cpus\n"
+def ray_floor(seconds: float = 40.0) -> dict:
+    """Ray's fixed cost: the tree of a driver that starts the private instance a run gets
+    (``run_cpus(0)`` logical CPUs) and reads a small Ray Data dataset at a training step's pace (its
+    stats and autoscaling actors start then), no torch, no model, no images. Its peak PSS, and the CPU
+    seconds per second each process spends over 30 s of that reading (the driver's own share is the
+    dataset's iteration, which a training driver also pays)."""
+    code = ("import time, numpy as np, ray, core\nfrom core.runtime import start_ray, run_cpus\n"
             "start_ray(num_cpus=run_cpus(0), log_to_driver=False)\n"
-            "ray.data.range(1000, override_num_blocks=4).map_batches(lambda b: b).materialize()\n"
-            f"print('ready', flush=True)\ntime.sleep({seconds})\nray.shutdown()\n")
+            "ds = ray.data.range(4000, override_num_blocks=40).map_batches(\n"
+            "    lambda b: {'x': np.repeat(b['id'][:, None], 20000, 1).astype(np.uint8)})\n"
+            "print('ready', flush=True)\nt0 = time.time()\n"
+            "for _ in ds.iter_batches(batch_size=64):\n"
+            f"    time.sleep(0.6)\n    if time.time() - t0 > {seconds}: break\nray.shutdown()\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready", "the Ray floor's driver did not start"
+    cpu: dict[str, float] = {}
+
+    def cpu_window() -> None:
+        time.sleep(5)
+        t0, before = time.perf_counter(), _cpu_by_kind(proc.pid)
+        time.sleep(30)
+        after, wall = _cpu_by_kind(proc.pid), time.perf_counter() - t0
+        cpu.update({k: (v - before.get(k, 0.0)) / wall for k, v in after.items()})
+
+    window = threading.Thread(target=cpu_window, daemon=True)
+    window.start()
     peak, kinds = peak_while_running(proc)
-    return {"peak_pss": peak, "by_kind": kinds}
+    window.join()
+    return {"peak_pss": peak, "by_kind": kinds, "cpu_per_s": cpu}
+
+
+def _cpu_by_kind(pid: int) -> dict[str, float]:
+    """CPU seconds of ``pid``'s tree by process kind (the root as "root: ...")."""
+    out: dict[str, float] = {}
+    for p, seconds in tree_cpu_seconds(pid, with_process=True):
+        try:
+            name = ("root: " if p.pid == pid else "") + process_kind(p)
+        except psutil.Error:
+            continue
+        out[name] = out.get(name, 0.0) + seconds
+    return out
 
 
 def breakdown(kinds: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.0f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))
 
 
+def print_table(results: dict[str, dict], floor: dict, pairs: list[float], n: int) -> None:
+    print(f"\n{n} real-photo JPEGs (500 x 375) -> 2 x {SIZE} px views, batch {BATCH}, small CNN width {WIDTH}, "
+          f"SupCon; epoch 1 of 0-{EPOCHS - 1} (after start-up, before the final evaluation)\n")
+    print("| pipeline | epoch s | views/s | vs baseline | tree CPU s per 1k views | data wait s | peak tree PSS, epoch "
+          "| peak tree PSS, run | process wall s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    base = statistics.median(r["views_per_s"] for name, r in results.items() if name.startswith(BASELINE))
+    for name, r in results.items():
+        print(f"| {name} | {r['epoch_seconds']:.1f} | {r['views_per_s']:.0f} | {r['views_per_s'] / base:.2f}x | "
+              f"{r['cpu_per_kview']:.1f} | {r['data_wait']:.1f} | {r['peak_pss']:.0f} MiB | {r['peak_run']:.0f} MiB | "
+              f"{r['wall']:.0f} |")
+    print("| Ray alone: a private instance, a driver reading a small dataset at a step's pace | - | - | - | - | - | - "
+          f"| {floor['peak_pss']:.0f} MiB | - |")
+    if pairs:
+        print(f"\nImageFolder pairs, ours / baseline views/s (each pair back to back, order alternating): "
+              f"{', '.join(f'{x:.2f}x' for x in pairs)}; median {statistics.median(pairs):.2f}x")
+    busy = floor["cpu_per_s"]
+    print(f"\nRay alone, CPU while its driver reads a dataset at a step's pace: {sum(busy.values()):.3f} CPU s per s "
+          f"({100 * sum(busy.values()) / (os.cpu_count() or 1):.1f}% of this machine's {os.cpu_count()} cores): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in sorted(busy.items(), key=lambda kv: -kv[1]) if v >= 0.001))
+    print("\nPSS by process at each epoch's peak (MiB):")
+    for name, r in [*results.items(), ("Ray alone", floor)]:
+        print(f"- {name}: {breakdown(r['by_kind'])}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images-per-class", type=int, default=64)
-    p.add_argument("--quick", action="store_true", help="ImageFolder rows only (ours and the baseline)")
+    p.add_argument("--pairs", type=int, default=3, help="ImageFolder pairs (ours, baseline), order alternating")
+    p.add_argument("--quick", action="store_true", help="ImageFolder pairs only")
     p.add_argument("--no-small-pages", action="store_true", help="skip the rows without huge pages")
     p.add_argument("--baseline", default=None, help=argparse.SUPPRESS)  # internal: run the plain loop on ROOT
     args = p.parse_args()
+    if args.pairs < 1:
+        p.error("--pairs must be at least 1 (the baseline's views/s is every row's reference)")
     if args.baseline:
         baseline(args.baseline)
         return 0
@@ -158,31 +287,25 @@ def main() -> int:
                   "augment.min_crop_area=0.2", f"storage_path={runs}"]
         ours = [sys.executable, "-m", "core.train", "data.source=imagefolder", f"data.root={root}", *common]
         plain = [sys.executable, __file__, "--baseline", root]
-        results = {"ours, ImageFolder": measure(ours, runs), BASELINE: measure(plain, "stdout")}
+        results, pairs = {}, []
+        for i in range(args.pairs):
+            order = [("ours, ImageFolder", ours, runs), (BASELINE, plain, "stdout")]
+            for name, cmd, source in order if i % 2 == 0 else order[::-1]:
+                results[f"{name} (pair {i + 1})"] = measure(cmd, source)
+                print(f"{name} (pair {i + 1}): {results[f'{name} (pair {i + 1})']['views_per_s']:.1f} views/s",
+                      file=sys.stderr, flush=True)
+            pairs.append(results[f"ours, ImageFolder (pair {i + 1})"]["views_per_s"]
+                         / results[f"{BASELINE} (pair {i + 1})"]["views_per_s"])
         if not args.no_small_pages:
             results["ours, ImageFolder, 4 KiB pages (THP_MEM_ALLOC_ENABLE=0)"] = measure(ours, runs, huge_pages=False)
-            results["baseline, 4 KiB pages (torch's default)"] = measure(plain, "stdout", huge_pages=False)
+            results[f"{BASELINE}, 4 KiB pages (torch's default)"] = measure(plain, "stdout", huge_pages=False)
         if not args.quick:
             results["ours, ImageFolder, photometric part in Ray Data tasks"] = measure(
                 [*ours, "data.augment_in=ray_data"], runs)
             results["ours, parquet shards"] = measure(
                 [sys.executable, "-m", "core.train", "data.source=parquet", f"data.root={os.path.join(tmp, 'shards')}",
                  *common], runs)
-    n = 20 * args.images_per_class
-    floor = ray_floor()
-    print(f"\n{n} real-photo JPEGs (500 x 375) -> 2 x {SIZE} px views, batch {BATCH}, small CNN width {WIDTH}, "
-          f"SupCon; epoch {EPOCHS} of {EPOCHS}\n")
-    print("| pipeline | epoch s | views/s | vs baseline | data wait s | peak tree PSS | process wall s |")
-    print("|---|---|---|---|---|---|---|")
-    base = results[BASELINE]["views_per_s"]
-    for name, r in results.items():
-        print(f"| {name} | {r['epoch_seconds']:.1f} | {r['views_per_s']:.0f} | {r['views_per_s'] / base:.2f}x | "
-              f"{r['data_wait']:.1f} | {r['peak_pss']:.0f} MiB | {r['wall']:.0f} |")
-    print(f"| Ray alone: a private instance, one small dataset, an idle driver | - | - | - | - | "
-          f"{floor['peak_pss']:.0f} MiB | - |")
-    print("\nPSS by process at each peak (MiB):")
-    for name, r in [*results.items(), ("Ray alone", floor)]:
-        print(f"- {name}: {breakdown(r['by_kind'])}")
+    print_table(results, ray_floor(), pairs, 20 * args.images_per_class)
     return 0
 
 

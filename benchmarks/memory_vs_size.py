@@ -42,7 +42,8 @@ def _pss_kib(pid: int) -> dict[str, int]:
         return {}
 
 
-def _name(p: psutil.Process) -> str:
+def process_kind(p: psutil.Process) -> str:
+    """A short name for a process of a run's tree (what it runs, not its pid)."""
     try:
         cmd = p.cmdline()
     except psutil.Error:
@@ -64,7 +65,8 @@ def tree_pss_mib(pid: int, skip_root: bool = False) -> tuple[float, float, int, 
     rows = [_pss_kib(p.pid) for p in procs]
     kinds: dict[str, float] = {}
     for p, r in zip(procs, rows):
-        name = ("root: " if p.pid == pid else "") + _name(p)  # the loop's main process apart from its loader workers
+        # the loop's main process apart from its loader workers
+        name = ("root: " if p.pid == pid else "") + process_kind(p)
         kinds[name] = kinds.get(name, 0) + r.get("Pss", 0) / 1024
     return (sum(r.get("Pss", 0) for r in rows) / 1024, sum(r.get("Pss_Shmem", 0) for r in rows) / 1024, len(procs),
             kinds)
@@ -124,7 +126,8 @@ def main() -> int:
         per_class = -(-max(args.sizes) // 20)
         t0 = time.perf_counter()
         make_photo_folder(root, 20, {"train": per_class, "val": 10}, size=(200, 150), quality=90)
-        print(f"made {20 * per_class} train + 200 val JPEGs (200 x 150) in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"made {20 * per_class} train + 200 val JPEGs (200 x 150) in {time.perf_counter() - t0:.0f} s",
+              flush=True)
     peaks: dict[int, list[float]] = {n: [] for n in args.sizes}
     with tempfile.TemporaryDirectory() as out:
         for rep in range(args.repeats):
