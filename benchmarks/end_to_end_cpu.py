@@ -13,8 +13,8 @@ times back to back, the order alternating, and the ratios' median is printed: on
 configuration's epoch time moves 1.5-2.7x between identical runs. Both run with torch's transparent
 huge pages for large CPU blocks (the platform sets ``THP_MEM_ALLOC_ENABLE=1``; the baseline imports
 ``core`` for the model and gets it too), and both again without them (torch's default). Last, Ray's
-fixed cost: the tree of a driver that starts the same private instance and runs one small dataset,
-then idles; and each epoch peak's PSS by process.
+fixed cost: the tree of a driver that starts the same private instance and reads a small dataset at
+a training step's pace, its peak PSS and its CPU by process; and each epoch peak's PSS by process.
 
     python benchmarks/end_to_end_cpu.py               # ~35 minutes on 2 cores
     python benchmarks/end_to_end_cpu.py --quick --pairs 5   # 5 ImageFolder pairs only, ~30 minutes
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -37,7 +38,7 @@ from typing import Callable
 import psutil
 
 sys.path.insert(0, os.path.dirname(__file__))
-from memory_vs_size import process_kind, tree_pss_mib  # noqa: E402
+from memory_vs_size import process_kind, tree_processes, tree_pss_mib  # noqa: E402
 
 SIZE, BATCH, WIDTH, EPOCHS = 112, 64, 32, 3
 BASELINE = "baseline: ImageFolder + DataLoader(num_workers=2)"
@@ -103,21 +104,16 @@ def peak_while_running(proc: subprocess.Popen) -> tuple[float, dict[str, float]]
     return peak, kinds
 
 
-def tree_cpu_seconds(pid: int, with_process: bool = False):
-    """User + system CPU seconds of ``pid`` and each of its descendants: {pid: seconds}, or
-    [(process, seconds)] ``with_process``."""
+def tree_cpu_seconds(pid: int) -> list[tuple[psutil.Process, float]]:
+    """User + system CPU seconds of ``pid`` and each of its descendants."""
     rows = []
-    try:
-        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        procs = []
-    for p in procs:
+    for p in tree_processes(pid):
         try:
             t = p.cpu_times()
             rows.append((p, t.user + t.system))
         except psutil.Error:
             pass
-    return rows if with_process else {p.pid: seconds for p, seconds in rows}
+    return rows
 
 
 @dataclass
@@ -143,10 +139,9 @@ def watch(proc: subprocess.Popen, rows_so_far: Callable[[], int]) -> Watch:
         if rows == 1 and total > w.peak_epoch:
             w.peak_epoch, w.kinds = total, by_kind
         if rows >= 1 and not w.cpu_at_row0:
-            w.cpu_at_row0 = tree_cpu_seconds(proc.pid)
-        if rows >= 2 and w.cpu_epoch != w.cpu_epoch:  # nan: not taken yet
-            now = tree_cpu_seconds(proc.pid)
-            w.cpu_epoch = sum(v - w.cpu_at_row0.get(pid, 0.0) for pid, v in now.items())
+            w.cpu_at_row0 = {p.pid: seconds for p, seconds in tree_cpu_seconds(proc.pid)}
+        if rows >= 2 and math.isnan(w.cpu_epoch):  # not taken yet
+            w.cpu_epoch = sum(seconds - w.cpu_at_row0.get(p.pid, 0.0) for p, seconds in tree_cpu_seconds(proc.pid))
         time.sleep(SAMPLE_EVERY_S if rows == 1 else SAMPLE_EVERY_S / 5)
     return w
 
@@ -224,7 +219,7 @@ def ray_floor(seconds: float = 40.0) -> dict:
 def _cpu_by_kind(pid: int) -> dict[str, float]:
     """CPU seconds of ``pid``'s tree by process kind (the root as "root: ...")."""
     out: dict[str, float] = {}
-    for p, seconds in tree_cpu_seconds(pid, with_process=True):
+    for p, seconds in tree_cpu_seconds(pid):
         try:
             name = ("root: " if p.pid == pid else "") + process_kind(p)
         except psutil.Error:

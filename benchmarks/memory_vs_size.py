@@ -55,12 +55,19 @@ def process_kind(p: psutil.Process) -> str:
     return "ray::" + (p.name().split("::")[-1] or "worker") if text.startswith("ray::") else p.name()
 
 
+def tree_processes(pid: int, skip_root: bool = False) -> list[psutil.Process]:
+    """``pid`` and all its descendants (or the descendants only); empty once ``pid`` has exited."""
+    try:
+        return [*([] if skip_root else [psutil.Process(pid)]), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
 def tree_pss_mib(pid: int, skip_root: bool = False) -> tuple[float, float, int, dict[str, float]]:
     """(total PSS, shared-memory PSS, processes, PSS by process kind) of ``pid`` and all its
     descendants (or the descendants only), MiB."""
-    try:
-        procs = [*([] if skip_root else [psutil.Process(pid)]), *psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
+    procs = tree_processes(pid, skip_root)
+    if not procs:
         return 0.0, 0.0, 0, {}
     rows = [_pss_kib(p.pid) for p in procs]
     kinds: dict[str, float] = {}

@@ -156,3 +156,4 @@ def test_local_provider_forgets_a_node_whose_raylet_died():
         assert dead.ended and not alive.ended
     finally:
         alive.all_processes["raylet"][0].process.kill()
+        alive.all_processes["raylet"][0].process.wait()
