@@ -270,7 +270,7 @@ def main() -> int:
     if args.baseline:
         baseline(args.baseline)
         return 0
-    from core.data.photos import make_photo_folder
+    from core.tools.photos import make_photo_folder
     from core.data.shard import shard_dataset
 
     with tempfile.TemporaryDirectory() as tmp:

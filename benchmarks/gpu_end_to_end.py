@@ -40,7 +40,7 @@ def make_cifar_folder(root: str, n_train: int = 20000, n_test: int = 1000) -> st
     """CIFAR-10's on-disk python format (``cifar-10-batches-py``) filled with 32 px crops of the photographs."""
     from PIL import Image
 
-    from core.data.photos import sample_photos
+    from core.tools.photos import sample_photos
 
     photos = [Image.fromarray(p) for p in sample_photos()]
     rng = np.random.default_rng(0)
@@ -70,7 +70,7 @@ def make_cifar_folder(root: str, n_train: int = 20000, n_test: int = 1000) -> st
 
 
 def make_jpeg_shards(root: str, per_class: int = 150) -> str:
-    from core.data.photos import make_photo_folder
+    from core.tools.photos import make_photo_folder
     from core.data.shard import shard_dataset
 
     make_photo_folder(os.path.join(root, "jpegs"), 20, {"train": per_class, "val": 5}, size=(500, 375), quality=90)

@@ -3,7 +3,7 @@ per CPU core, ours against torchvision's ``ImageFolder`` + ``DataLoader`` with t
 RandomResizedCrop(224) recipe, measured in the same run on the same files.
 
 The JPEGs are made from real photographs shipped inside scikit-learn and scikit-image
-(``core.data.photos``), cropped and resized to 500 x 375, quality 90 (ImageNet's typical size).
+(``core.tools.photos``), cropped and resized to 500 x 375, quality 90 (ImageNet's typical size).
 
 - **baseline** (SupContrast style): ``ImageFolder`` + a ``TwoCropTransform`` of
   RandomResizedCrop(224, scale 0.08-1) -> flip -> ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8 ->
@@ -126,7 +126,7 @@ def main() -> int:
     p.add_argument("--root", default=None, help="reuse a folder made earlier (default: a temporary one)")
     args = p.parse_args()
     torch.set_num_threads(1)
-    from core.data.photos import make_photo_folder
+    from core.tools.photos import make_photo_folder
 
     root = args.root or tempfile.mkdtemp(prefix="jpegs-")
     if not os.path.isdir(os.path.join(root, "train")):

@@ -1,5 +1,5 @@
 """The cluster flow's costs on one machine: the main study (4 trials, 2 at a time) submitted as a Ray Job
-to the local autoscaled cluster made from cluster.yaml (``python -m core.cluster local``), against the
+to the local autoscaled cluster made from cluster.yaml (``python -m core.tools.cluster local``), against the
 same study on one local Ray instance, in the same run; plus the autoscaler's scale-up and scale-down times.
 
     python benchmarks/local_cluster.py [--out DIR]

@@ -1,6 +1,6 @@
 """Peak memory of one training run against the size of the training set, as the whole process tree's
 PSS: ``python -m core.train`` on an ImageFolder of realistic JPEGs (real photographs,
-``core.data.photos``) at 112 px, 1 epoch, ``model.width=16``, with 1,000 and 8,000 training images,
+``core.tools.photos``) at 112 px, 1 epoch, ``model.width=16``, with 1,000 and 8,000 training images,
 in fresh processes. Every 10 ms (the driver) and 100 ms (every process under it) the proportional set
 size of the driver and its children (Ray's GCS, raylet, workers and Data actors, whose object-store
 pages are shared memory) is summed from ``/proc/PID/smaps_rollup``; the peak is reported, with the
@@ -25,7 +25,7 @@ import time
 
 import psutil
 
-from core.data.photos import make_photo_folder
+from core.tools.photos import make_photo_folder
 
 
 def _pss_kib(pid: int) -> dict[str, int]:

@@ -1,43 +1,31 @@
-"""One typed, validated configuration for a run.
+"""One typed, validated configuration for a run: the schema.
 
 Every section is a frozen dataclass validated in ``__post_init__``; a bad value raises
 :class:`ConfigError` naming the field (``loss.temperature must be > 0, got -1``) before any
-Ray work starts. :meth:`RunConfig.config_hash` is a stable identity of the resolved config,
-used to name runs and to key checkpoints so a run never resumes another config's state.
+Ray work starts. Names of components (loss family, data source, backbone, augmentation policy,
+corruption suite) are checked against the tables of :mod:`core.registry`, which the components'
+own modules fill; what a run is called and how it is identified lives with the run directory
+(:mod:`core.runs.identity`); files and ``key=value`` texts are read by :mod:`core.config_loader`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import math
 import typing
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import yaml
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from core.config_loader import dump_yaml, load_yaml, parse_value
 from core.errors import ConfigError
-from core.losses.registry import (  # a leaf table; importing it registers every family (core/losses/)
-    LOSS_FAMILIES,
-)
+from core.registry import AUGMENTATIONS, BACKBONES, CORRUPTION_SUITES, LOSSES, SOURCES
 
-AUGMENTATIONS = ("simaugment", "autoaugment", "randaugment", "stacked_randaugment", "none")
-BACKBONES = ("small_cnn", "resnet18", "resnet50")
-BACKBONE_PREFIXES = ("torchvision:", "timm:")
-SOURCES = ("digits", "cifar10", "cifar100", "imagefolder", "parquet", "webdataset")
 OPTIMIZERS = ("sgd", "lars", "adamw")
 LR_SCALING = ("none", "linear", "sqrt")
-# corruption suites (names only; the implementations live in core.eval)
-IMAGENET_C_CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
-                          "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform",
-                          "pixelate", "jpeg_compression")
-FAST_CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "gaussian_blur", "contrast", "brightness",
-                    "pixelate")
 
 
 def _short(value: Any, limit: int = 120) -> str:
@@ -79,7 +67,7 @@ class DataConfig:
     object_store_mb: int | None = None
 
     def __post_init__(self) -> None:
-        _choice(self.source, "data.source", SOURCES)
+        source = SOURCES.get(self.source)
         _choice(self.augment_in, "data.augment_in", ("trainer", "ray_data"))
         _check(self.image_size >= 8, "data.image_size", "must be >= 8", self.image_size)
         _check(0.0 < self.eval_crop <= 1.0, "data.eval_crop", "must be in (0, 1]", self.eval_crop)
@@ -91,7 +79,7 @@ class DataConfig:
         _check(all(v > 0 for v in self.std), "data.std", "must be > 0", self.std)
         if self.object_store_mb is not None:
             _check(self.object_store_mb >= 16, "data.object_store_mb", "must be >= 16", self.object_store_mb)
-        if self.source != "digits":
+        if source.needs_root:
             _check(bool(self.root), "data.root", f"is required for source {self.source!r}", self.root)
         if self.num_classes is not None:
             _check(self.num_classes >= 2, "data.num_classes", "must be >= 2", self.num_classes)
@@ -110,7 +98,7 @@ class AugmentConfig:
     min_crop_area: float = 0.2  # crop area fraction at strength 1 (0.2: SupContrast CIFAR; 0.08: ImageNet)
 
     def __post_init__(self) -> None:
-        _choice(self.policy, "augment.policy", AUGMENTATIONS)
+        AUGMENTATIONS.get(self.policy)
         _check(0.0 <= self.strength <= 1.0, "augment.strength", "must be in [0, 1]", self.strength)
         _check(self.views >= 1, "augment.views", "must be >= 1", self.views)
         _check(0.0 < self.min_crop_area <= 1.0, "augment.min_crop_area", "must be in (0, 1]", self.min_crop_area)
@@ -131,10 +119,7 @@ class ModelConfig:
     sync_bn: bool = False  # SyncBatchNorm across the Train workers (num_workers >= 2)
 
     def __post_init__(self) -> None:
-        _check(self.backbone in BACKBONES or (self.backbone.startswith(BACKBONE_PREFIXES)
-                                              and len(self.backbone.split(":", 1)[1]) > 0),
-               "model.backbone", f"must be one of {list(BACKBONES)} or torchvision:<name> / timm:<name>",
-               self.backbone)
+        BACKBONES.get(self.backbone)
         _choice(self.stem, "model.stem", ("cifar", "imagenet"))
         _check(self.width >= 4, "model.width", "must be >= 4", self.width)
         _check(self.proj_dim >= 2, "model.proj_dim", "must be >= 2", self.proj_dim)
@@ -158,7 +143,7 @@ class LossConfig:
     beta: float = 1e-3  # VCL KL weight
 
     def __post_init__(self) -> None:
-        _choice(self.name, "loss.name", LOSS_FAMILIES)
+        LOSSES.get(self.name)
         _check(math.isfinite(self.temperature) and self.temperature > 0, "loss.temperature", "must be > 0", self.temperature)
         if self.base_temperature is not None:
             _check(math.isfinite(self.base_temperature) and self.base_temperature > 0, "loss.base_temperature",
@@ -241,11 +226,13 @@ class EvalConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "corruptions", tuple(self.corruptions))
         object.__setattr__(self, "label_budgets", tuple(self.label_budgets))
-        _choice(self.corruption_suite, "eval.corruption_suite", ("imagenet_c", "fast"))
+        CORRUPTION_SUITES.get(self.corruption_suite)
         if self.reference_errors is not None:
-            _choice(self.reference_errors, "eval.reference_errors", ("alexnet",))
-            _check(self.corruption_suite == "imagenet_c", "eval.reference_errors", "needs eval.corruption_suite="
-                   "imagenet_c (the reference errors are ImageNet-C's)", self.reference_errors)
+            owners = [n for n, s in CORRUPTION_SUITES.items() if self.reference_errors in s.references]
+            _choice(self.reference_errors, "eval.reference_errors",
+                    [ref for _, s in CORRUPTION_SUITES.items() for ref in s.references])
+            _check(self.corruption_suite in owners, "eval.reference_errors", f"needs eval.corruption_suite="
+                   f"{' or '.join(owners)} (the reference errors are that suite's)", self.reference_errors)
         for name in self.corruptions:
             _choice(name, "eval.corruptions", self.suite_names())
         _check(self.few_shot_episodes >= 0, "eval.few_shot_episodes", "must be >= 0", self.few_shot_episodes)
@@ -261,7 +248,7 @@ class EvalConfig:
 
     def suite_names(self) -> tuple[str, ...]:
         """Every corruption type of the chosen suite."""
-        return IMAGENET_C_CORRUPTIONS if self.corruption_suite == "imagenet_c" else FAST_CORRUPTIONS
+        return tuple(CORRUPTION_SUITES.get(self.corruption_suite).corruptions)
 
     def corruption_names(self) -> tuple[str, ...]:
         """The corruption types evaluated: the chosen subset, else every type of the suite."""
@@ -269,15 +256,6 @@ class EvalConfig:
 
 
 MAX_NAME = 128  # a run name becomes a directory name (file systems allow 255 bytes)
-# Fields that do not change the trained weights: the evaluation protocol (a finished run is re-scored
-# with another one) and where the run is placed or what it is called. Excluded from the hash.
-_UNHASHED = frozenset({"storage_path", "name", "eval"})
-HASH_VERSION = 2  # 1 (sessions 1-4): the whole config but storage_path and name, evaluation included
-# fields added since hash version 1, at their defaults: dropped when checking a version-1 hash
-_ADDED_SINCE_V1 = {("data", "mean"): (0.5,), ("data", "std"): (0.25,), ("data", "object_store_mb"): None,
-                   ("eval", "batch_memory_mb"): 256, ("model", "weights"): None,
-                   ("model", "sync_bn"): False, ("optim", "exclude_norm_bias_decay"): False,
-                   ("eval", "reference_errors"): None}
 
 
 @dataclass(frozen=True)
@@ -311,7 +289,7 @@ class RunConfig:
                f"must be divisible by num_workers={world}", self.optim.batch_size)
         if self.model.sync_bn and not self.use_gpu:
             raise ConfigError("model.sync_bn needs use_gpu=true: torch's SyncBatchNorm runs on GPU modules only")
-        family = LOSS_FAMILIES[self.loss.name]
+        family = LOSSES.get(self.loss.name)
         if self.augment.views < family.min_views:
             raise ConfigError(f"augment.views must be >= {family.min_views} for loss {self.loss.name!r} "
                               f"(an instance needs a second view as its positive), got {self.augment.views}")
@@ -321,27 +299,6 @@ class RunConfig:
     # -- identity -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def config_hash(self) -> str:
-        """Stable 12-hex-digit identity of what trains the weights: data, augmentation, model, loss,
-        optimiser, seed, workers and precision; not the evaluation protocol nor the placement."""
-        payload = {k: v for k, v in self.to_dict().items() if k not in _UNHASHED}
-        del payload["data"]["object_store_mb"]  # how much memory the data path holds changes no weight
-        return _digest(payload)
-
-    def legacy_hash(self) -> str:
-        """The hash version 1 gave this config (evaluation included), for run directories written before
-        version 2; None-equivalent for a config using fields version 1 did not have."""
-        payload = {k: v for k, v in self.to_dict().items() if k not in ("storage_path", "name")}
-        for (section, key), default in _ADDED_SINCE_V1.items():
-            value = payload[section].pop(key)
-            if (tuple(value) if isinstance(value, list) else value) != default:
-                return "(uses fields added after hash version 1)"
-        return _digest(payload)
-
-    @property
-    def run_name(self) -> str:
-        return self.name or f"{self.loss.name}-{self.config_hash()}"
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -375,7 +332,7 @@ class RunConfig:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} must look like section.key=value")
             key, value = (part.strip() for part in item.split("=", 1))
-            updates[key] = _parse_override(key, value)
+            updates[key] = parse_value(value, _is_sequence(field_hint(key)))
         return self.with_(**updates) if updates else self
 
     def with_(self, **dotted: Any) -> "RunConfig":
@@ -394,7 +351,7 @@ class RunConfig:
 
     def to_yaml(self) -> str:
         """The resolved config as YAML (loadable with ``--config``)."""
-        return yaml.safe_dump(_plain(self.to_dict()), sort_keys=False)
+        return dump_yaml(_plain(self.to_dict()))
 
 
 SECTIONS = ("data", "augment", "model", "loss", "optim", "eval")
@@ -402,11 +359,6 @@ CONFIG_HELP = (f"config: sections {', '.join(SECTIONS)} plus top-level seed, num
                "storage_path, name. Set a field with section.key=value (lists: key=a,b or key=[a,b]); "
                "--config files layer in order. Every field and its value: --print-config; their meaning: "
                "core/config.py. Every metric (meaning, unit, better side): python -m core.eval.glossary.")
-
-
-def _digest(payload: dict) -> str:
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def layered(base: RunConfig, config_files: Iterable[str | Path] = (), overrides: Iterable[str] = ()) -> RunConfig:
@@ -448,88 +400,6 @@ def _plain(value: Any) -> Any:
     return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a key given twice in one mapping (YAML would keep the last silently)."""
-
-    def construct_mapping(self, node, deep=False):  # type: ignore[override]
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-MAX_YAML_BYTES = 1 << 20  # a config file is a few KB; anything near this is not a config
-MAX_YAML_NODES = 100_000  # values after expanding aliases (a "billion laughs" file expands to ~10^9)
-
-
-def expanded_size(value: Any, limit: int = MAX_YAML_NODES) -> int:
-    """How many values ``value`` holds once YAML aliases are expanded (shared sub-trees counted each
-    time they appear), computed without expanding them; stops counting past ``limit``."""
-    memo: dict[int, int] = {}
-
-    def size(v: Any) -> int:
-        if id(v) in memo:
-            return memo[id(v)]
-        children = list(v.keys()) + list(v.values()) if isinstance(v, dict) else v if isinstance(v, list) else ()
-        total = 1
-        for child in children:
-            total = min(total + size(child), limit + 1)
-        memo[id(v)] = total
-        return total
-
-    return size(value)
-
-
-def _load_bounded(text: str, what: str) -> Any:
-    """YAML text with unique keys, refused when it is too large or expands (through aliases) beyond
-    ``MAX_YAML_NODES`` values."""
-    if len(text) > MAX_YAML_BYTES:
-        raise ConfigError(f"{what} is {len(text):,} characters; a config is refused above {MAX_YAML_BYTES:,}")
-    try:
-        value = yaml.load(text, Loader=_UniqueKeyLoader)
-        too_big = expanded_size(value) > MAX_YAML_NODES
-    except RecursionError:
-        raise ConfigError(f"{what} nests too deeply to be a config") from None
-    if too_big:
-        raise ConfigError(f"{what} expands to more than {MAX_YAML_NODES:,} values through YAML aliases "
-                          f"(an alias bomb?); refusing it")
-    return value
-
-
-def load_yaml(path: str | Path) -> Any:
-    """A YAML file (UTF-8, unique keys, bounded size); any problem is a ConfigError naming the file and line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        return _load_bounded(text, f"config file {str(path)!r}") or {}
-    except ConfigError as exc:
-        raise ConfigError(f"config file {str(path)!r}: {exc}" if str(path) not in str(exc) else str(exc)) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]} "
-                          f"{getattr(exc, 'problem_mark', '') or ''}".strip()) from None
-
-
-def _parse_scalar(text: str) -> Any:
-    """A YAML scalar, except that numeric literals YAML 1.1 leaves as strings (``1e30``) are numbers."""
-    try:
-        value = _load_bounded(text, f"override value {text[:40]!r}")
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, str):
-        for cast in (int, float):
-            try:
-                return cast(value)
-            except ValueError:
-                pass
-    return value
-
-
 def _is_sequence(hint: Any) -> bool:
     return typing.get_origin(hint) in (tuple, list)
 
@@ -544,17 +414,6 @@ def field_hint(dotted: str) -> Any:
             return None
         hint = cls = hints[part]
     return hint
-
-
-def _parse_override(key: str, text: str) -> Any:
-    if not _is_sequence(field_hint(key)):
-        return _parse_scalar(text)
-    value = _parse_scalar(text) if text.startswith("[") else None
-    if isinstance(value, list):
-        return value
-    if text.lower() in ("", "[]", "null", "none"):
-        return []
-    return [_parse_scalar(part.strip()) for part in text.split(",")]
 
 
 @functools.cache

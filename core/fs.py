@@ -5,6 +5,10 @@ A string with ``://`` (``s3://bucket/prefix``, ``gs://...``, ``file:///...``) is
 come only from the standard environment (``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``,
 ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``), never from the code.
 Listings skip hidden entries (``.name``) and private ones (``_name``), as torchvision's ImageFolder does.
+A path inside an object store (what ``pyarrow.fs`` lists: ``bucket/key``) becomes a URI again with
+:func:`as_uri` and back with :func:`inner_path`, so a listing of ``s3://...`` gives ``s3://...`` paths that
+every reader opens with :func:`open_input`. A root that does not exist is a :class:`DataError`; a store
+that cannot be reached, read or written is a :class:`StorageError`.
 """
 
 from __future__ import annotations
@@ -14,11 +18,27 @@ from typing import Iterable
 
 import pyarrow.fs as pafs
 
-from core.errors import DataError
+from core.errors import DataError, StorageError
 
 
 def is_uri(path: str) -> bool:
     return "://" in str(path)
+
+
+def scheme(path: str) -> str | None:
+    """``s3`` of ``s3://bucket/key``; None for a local path."""
+    return str(path).split("://", 1)[0] if is_uri(path) else None
+
+
+def inner_path(path: str) -> str:
+    """The path inside its file system: ``bucket/key`` of ``s3://bucket/key``; a local path as it is."""
+    return str(path).split("://", 1)[1] if is_uri(path) else str(path)
+
+
+def as_uri(root: str, inner: str) -> str:
+    """A listed path (inside the file system of ``root``) as the kind of path ``root`` is: a URI of the
+    same scheme, or a local path."""
+    return f"{scheme(root)}://{inner}" if is_uri(root) else inner
 
 
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
@@ -29,7 +49,33 @@ def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     try:
         return pafs.FileSystem.from_uri(path)
     except (ValueError, OSError) as exc:
-        raise DataError(f"{path!r}: {exc}") from None
+        raise StorageError(f"{path!r}: {exc}") from None
+
+
+def open_input(path: str, store: pafs.FileSystem | None = None):
+    """A local path or a URI opened for reading (``store``: its file system, when the caller has it)."""
+    if not is_uri(path):
+        return open(path, "rb")
+    return (store or filesystem(path)[0]).open_input_stream(inner_path(path))
+
+
+def exists(path: str) -> bool:
+    """Whether a file or directory (an object or a prefix of objects) is there."""
+    fs, base = filesystem(path)
+    try:
+        return fs.get_file_info(base).type != pafs.FileType.NotFound
+    except OSError as exc:
+        raise StorageError(f"cannot read {path!r}: {exc}") from None
+
+
+def list_dir(path: str, what: str = "directory", recursive: bool = False) -> list[pafs.FileInfo]:
+    """The entries of a directory (local path or URI; all levels with ``recursive``), hidden ones
+    included; a directory that does not exist has none. A store that cannot be listed is a StorageError."""
+    fs, base = filesystem(path)
+    try:
+        return fs.get_file_info(pafs.FileSelector(base, recursive=recursive, allow_not_found=True))
+    except OSError as exc:
+        raise StorageError(f"cannot list {what} {path!r}: {exc}") from None
 
 
 def join(base: str, *names: str) -> str:
@@ -56,15 +102,14 @@ def list_files(root: str, suffixes: Iterable[str], what: str) -> tuple[pafs.File
 
 
 def find_files(root: str, suffixes: Iterable[str], what: str) -> tuple[pafs.FileSystem, list[str]]:
-    """:func:`list_files` that returns an empty list when nothing matches."""
+    """:func:`list_files` that returns an empty list when nothing matches (paths inside the file system)."""
     fs, base = filesystem(root)
     suffixes = tuple(s.lower() for s in suffixes)
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
-    except (FileNotFoundError, OSError) as exc:
-        raise DataError(f"{what} {root!r}: {exc}") from None
+    if not exists(root):
+        raise DataError(f"{what} {root!r} does not exist")
     prefix = base.rstrip("/") + "/"
-    files = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.lower().endswith(suffixes)
+    files = sorted(i.path for i in list_dir(root, what, recursive=True)
+                   if i.type == pafs.FileType.File and i.path.lower().endswith(suffixes)
                    and not any(hidden(part) for part in i.path[len(prefix):].split("/")))
     return fs, files
 

@@ -118,7 +118,7 @@ def pin_ray_data_actors_here() -> list[str]:
     made = []
     for module, name in _RAY_DATA_SINGLETONS:
         try:
-            getter = getattr(importlib.import_module(module), name)
+            getter = getattr(importlib.import_module(module), name)  # external module: Ray's own
         except (ImportError, AttributeError):  # another Ray version: its own placement applies
             continue
         try:

@@ -24,6 +24,8 @@ from typing import Callable
 
 import numpy as np
 
+from core.runs.identity import run_name
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 SMALL = ["optim.epochs=1", "eval.probe_epochs=2", "data.train_limit=256", "model.width=8", "eval.online_knn=false",
@@ -189,7 +191,7 @@ def symlink_family(tmp: Path) -> None:
 
     cfg = RunConfig().with_overrides([*SMALL, f"storage_path={runs}"])
     runs.mkdir()
-    (runs / cfg.run_name).symlink_to(precious)
+    (runs / run_name(cfg)).symlink_to(precious)
     case("symlinks", "train --overwrite through a symlinked run dir",
          [*train(f"storage_path={runs}"), "--overwrite"], want_error=True)
     (tmp / "results-link").symlink_to(precious)
@@ -198,7 +200,7 @@ def symlink_family(tmp: Path) -> None:
           "--overwrite"], want_error=True)
     photos = tmp / "photos"
     sys.path.insert(0, str(REPO))
-    from core.data.photos import make_photo_folder
+    from core.tools.photos import make_photo_folder
 
     make_photo_folder(str(photos), 2, {"train": 4, "val": 2}, size=(60, 45))
     (tmp / "photos-link").symlink_to(photos)

@@ -1,5 +1,5 @@
 """The cluster flow on one machine, run in its own process by ``test_cluster.py`` (the test session's
-Ray instance is untouched): ``core.cluster``'s local autoscaled cluster made from ``cluster.yaml``, the
+Ray instance is untouched): ``core.tools.cluster``'s local autoscaled cluster made from ``cluster.yaml``, the
 main study submitted to it as a Ray Job, a worker node preempted mid-study, a 2-worker TorchTrainer
 spread over two nodes, the nodes' return to 0, and ``down``.
 
@@ -32,9 +32,9 @@ import pandas as pd  # noqa: E402
 import psutil  # noqa: E402
 import ray  # noqa: E402
 
-from core.cluster import LOCAL_GPU, RAY_CLI, cluster_env, down, free_port, own_processes, up  # noqa: E402
 from core.config import RunConfig  # noqa: E402
 from core.runtime import pin_ray_data_actors_here  # noqa: E402
+from core.tools.cluster import LOCAL_GPU, RAY_CLI, cluster_env, down, free_port, own_processes, up  # noqa: E402
 from core.train import fit  # noqa: E402
 
 SMALL = ["data.train_limit=1024", "optim.batch_size=128", "model.width=8", "eval.probe_epochs=5",
@@ -131,7 +131,7 @@ def study_facts(results: Path, preempted: dict) -> dict:
 def trainer_across_nodes(out: Path) -> dict:
     """A 2-worker TorchTrainer on JPEGs, one worker per 1-GPU node (STRICT_SPREAD), each holding its node's
     CPUs: Ray Data's read/decode/crop tasks can only run on (and bring up) the CPU-only type."""
-    from core.data.photos import make_photo_folder
+    from core.tools.photos import make_photo_folder
 
     root = make_photo_folder(str(out / "photos"), 4, {"train": 128, "val": 16}, size=(48, 40))
     cfg = RunConfig().with_overrides([*SMALL, "data.source=imagefolder", f"data.root={root}", "data.image_size=32",

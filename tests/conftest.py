@@ -21,3 +21,13 @@ def ray_session():
     start_ray(num_cpus=4, log_to_driver=False, object_store_memory=512 * 1024 * 1024)
     yield ray
     ray.shutdown()
+
+
+# A config names its loss family, source, backbone, augmentation policy and corruption suite; the
+# modules that implement them register them when imported (core/registry.py). Every entry point imports
+# them; so does the test session, whichever test module runs first.
+import core.data.augment  # noqa: E402, F401
+import core.data.sources  # noqa: E402, F401
+import core.eval.corrupted  # noqa: E402, F401
+import core.losses  # noqa: E402, F401
+import core.models  # noqa: E402, F401

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.config import RunConfig
+from core.runs.identity import run_name
 from core.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +86,7 @@ def test_killed_train_worker_restarts_from_checkpoint(ray_session, tmp_path):
     cfg = RunConfig().with_overrides(["num_workers=2", "optim.epochs=4", "data.train_limit=1024", "optim.batch_size=64",
                                       "model.width=8", "eval.probe_epochs=5", "eval.online_knn=false",
                                       f"storage_path={tmp_path}"])
-    log = tmp_path / cfg.run_name / "metrics.jsonl"
+    log = tmp_path / run_name(cfg) / "metrics.jsonl"
     killed: dict = {}
 
     def kill_rank1_after_second_epoch() -> None:

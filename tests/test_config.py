@@ -1,6 +1,7 @@
 import pytest
 
 from core.config import ConfigError, RunConfig
+from core.runs.identity import config_hash, legacy_hash
 
 
 @pytest.mark.parametrize("override, field", [
@@ -44,17 +45,17 @@ def test_simclr_needs_two_views():
 def test_hash_is_stable_and_identifies_the_resolved_config():
     a, b = RunConfig(), RunConfig()
     # pinned: changing it orphans checkpoints (hash version 2, session 5: evaluation excluded)
-    assert a.config_hash() == b.config_hash() == "7c980ad2ddf5"
-    assert a.legacy_hash() == "c89b7e7cd07c"  # what hash version 1 (sessions 1-4) called the same config
-    assert a.with_overrides(["loss.temperature=0.2"]).config_hash() != a.config_hash()
+    assert config_hash(a) == config_hash(b) == "7c980ad2ddf5"
+    assert legacy_hash(a) == "c89b7e7cd07c"  # what hash version 1 (sessions 1-4) called the same config
+    assert config_hash(a.with_overrides(["loss.temperature=0.2"])) != config_hash(a)
     # placement fields and the evaluation protocol do not change identity (they do not change the weights)
-    assert a.with_overrides(["storage_path=/elsewhere"]).config_hash() == a.config_hash()
-    assert a.with_overrides(["eval.knn_k=20", "eval.robustness=true"]).config_hash() == a.config_hash()
+    assert config_hash(a.with_overrides(["storage_path=/elsewhere"])) == config_hash(a)
+    assert config_hash(a.with_overrides(["eval.knn_k=20", "eval.robustness=true"])) == config_hash(a)
     for weights in ("data.image_size=24", "augment.strength=0.1", "model.width=8", "optim.lr=0.2", "seed=1",
                     "num_workers=2", "precision=bf16", "data.mean=[0.4]"):
-        assert a.with_overrides([weights]).config_hash() != a.config_hash(), weights
+        assert config_hash(a.with_overrides([weights])) != config_hash(a), weights
     # int vs float spelling of the same value resolves identically
-    assert a.with_overrides(["optim.lr=1"]).config_hash() == a.with_overrides(["optim.lr=1.0"]).config_hash()
+    assert config_hash(a.with_overrides(["optim.lr=1"])) == config_hash(a.with_overrides(["optim.lr=1.0"]))
 
 
 def test_yaml_round_trip(tmp_path):

@@ -18,6 +18,7 @@ from core.data.shard import shard_dataset
 from core.data.sources import DataError, load_source
 from core.eval.probe import knn_accuracy
 from core.io import DirectoryLock, LockedError, remove_paths, unlocked_entries
+from core.runs.identity import run_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,11 +132,11 @@ def test_a_run_directory_is_locked_while_written(ray_session, tmp_path):
     from core.train import fit
 
     cfg = RunConfig().with_overrides([f"storage_path={tmp_path}", "optim.epochs=1", "data.train_limit=256"])
-    with DirectoryLock(tmp_path / cfg.run_name, "run directory"):  # another writer holds it
-        with pytest.raises(LockedError, match=f"run directory .*{cfg.run_name}.* is being written by another process"):
+    with DirectoryLock(tmp_path / run_name(cfg), "run directory"):  # another writer holds it
+        with pytest.raises(LockedError, match=f"run directory .*{run_name(cfg)}.* is being written by another process"):
             fit(cfg, verbose=False)
     # and from another process: the CLI refuses with exit 2 while the lock is held here
-    lock = DirectoryLock(tmp_path / cfg.run_name).acquire()
+    lock = DirectoryLock(tmp_path / run_name(cfg)).acquire()
     try:
         out = subprocess.run([sys.executable, "-m", "core.train", f"storage_path={tmp_path}", "optim.epochs=1",
                               "data.train_limit=256"], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.cluster import free_port
+from core.tools.cluster import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "platform-test"
@@ -70,7 +70,7 @@ def _keys(env: dict, prefix: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
-    from core.data.photos import make_photo_folder
+    from core.tools.photos import make_photo_folder
 
     return Path(make_photo_folder(str(tmp_path_factory.mktemp("photos")), 4, {"train": 40, "val": 10},
                                   size=(48, 40)))
@@ -118,7 +118,7 @@ def test_shards_written_to_s3_train_a_run_stored_in_s3(s3_env, photos, tmp_path)
                  f"storage_path=s3://{BUCKET}/runs")
     assert "finished earlier" in again.stdout and _objects(s3_env, "runs/") == stored
     # and re-scores it with another evaluation protocol, written back to the store
-    _run(other, "-m", "core.evaluate", f"s3://{BUCKET}/runs/{run}", "eval.knn_k=5")
+    _run(other, "-m", "core.eval", f"s3://{BUCKET}/runs/{run}", "eval.knn_k=5")
     evaluation = json.loads(env_get(s3_env, f"runs/{run}/evaluation.json"))
     assert evaluation["eval_overrides"] == "eval.knn_k=5" and evaluation["run_status"] == "finished"
     config = json.loads(env_get(s3_env, f"runs/{run}/config.json"))

@@ -24,6 +24,8 @@ Policies (s = strength; s = 0 is the identity crop for every policy; ``augment.m
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,8 +34,8 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from core.config import AUGMENTATIONS
-from core.data.draws import crop_boxes, sample_uniform  # noqa: F401  (re-exported)
+from core.data.seeded_draws import crop_boxes, sample_uniform  # noqa: F401  (re-exported)
+from core.registry import AUGMENTATIONS
 
 
 def to_float(images: Tensor) -> Tensor:
@@ -216,21 +218,37 @@ def _randaugment(x: Tensor, u, strength: float, num_ops: int = 2, bins: int = 31
     return res[:, :1] if gray else res
 
 
+@dataclass(frozen=True)
+class AugmentPolicy:
+    """A policy ``augment.policy`` can name: its photometric part on float ``[B, C, H, W]`` in [0, 1]
+    (the crop and flip are every policy's); ``identity``: no augmentation at all."""
+
+    name: str
+    photometric: Callable[[Tensor, Callable, float], Tensor]
+    identity: bool = False
+
+
+def _autoaugment(y: Tensor, u, strength: float) -> Tensor:
+    seeds = (u(11) * (1 << 62)).astype(np.int64)
+    return _per_image(y, v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10), seeds, u(12) < strength)
+
+
+for _policy in (AugmentPolicy("simaugment", lambda y, u, s: _color(y, u, s)),
+                AugmentPolicy("autoaugment", _autoaugment),
+                AugmentPolicy("randaugment", lambda y, u, s: _randaugment(y, u, s)),
+                AugmentPolicy("stacked_randaugment", lambda y, u, s: _randaugment(_color(y, u, s), u, s)),
+                AugmentPolicy("none", lambda y, u, s: y, identity=True)):
+    AUGMENTATIONS.register(_policy.name, _policy)
+
+
 def _photometric(y: Tensor, u, policy: str, strength: float) -> Tensor:
     """The colour/RandAugment/AutoAugment part of a policy on float ``[B, C, H, W]`` in [0, 1]."""
-    if policy in ("simaugment", "stacked_randaugment"):
-        y = _color(y, u, strength)
-    if policy == "autoaugment":
-        seeds = (u(11) * (1 << 62)).astype(np.int64)
-        y = _per_image(y, v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10), seeds, u(12) < strength)
-    elif policy in ("randaugment", "stacked_randaugment"):
-        y = _randaugment(y, u, strength)
-    return y
+    return AUGMENTATIONS.get(policy).photometric(y, u, strength)
 
 
 def _check(policy: str, strength: float, images: Tensor, idx: np.ndarray) -> None:
     if policy not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation policy {policy!r} (known: {list(AUGMENTATIONS)})")
+        raise ValueError(f"unknown augmentation policy {policy!r} (known: {list(AUGMENTATIONS.names())})")
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
     if idx.shape != (images.shape[0],):
@@ -254,7 +272,7 @@ def augment_views(
     idx = indices.cpu().numpy() if isinstance(indices, Tensor) else np.asarray(indices)
     _check(policy, strength, images, idx)
     x = to_float(images)
-    identity = policy == "none" or strength == 0.0
+    identity = AUGMENTATIONS.get(policy).identity or strength == 0.0
     if not identity:
         boxes, flips = crop_boxes(idx, x.shape[-1], x.shape[-2], views=views, strength=strength, seed=seed,
                                   epoch=epoch, min_area=min_area)
@@ -275,7 +293,7 @@ def augment_cropped(views_uint8: Tensor, indices: Tensor | np.ndarray, *, policy
     if views_uint8.dim() != 5:
         raise ValueError(f"views must be [B, V, S, S, C], got shape {tuple(views_uint8.shape)}")
     _check(policy, strength, views_uint8, idx)
-    identity = policy == "none" or strength == 0.0
+    identity = AUGMENTATIONS.get(policy).identity or strength == 0.0
     b, nv, h, w, c = views_uint8.shape
     out = torch.empty((b, nv, c, h, w), dtype=torch.float32, device=views_uint8.device)
     for v in range(nv):

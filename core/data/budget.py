@@ -11,7 +11,7 @@
   operator's finished output is held back by the budget (``ray.wait`` returns at once on it), so behind
   a slow consumer it turned about 400 times a second, 20-45% of a core on 2 cores; the training step's
   threads lost that core share and more (an epoch took 1.3-1.7x as long). :class:`PauseWhileHeldBack`
-  rides along with every budget and makes each such turn wait (``core/data/pacing.py``).
+  rides along with every budget and makes each such turn wait (``core/data/scheduler_pause.py``).
 - **Evaluation chunks.** Images are encoded ``chunk`` at a time, sized so that the largest
   activations of one chunk fit ``eval.batch_memory_mb`` (at most ``MAX_CHUNK`` images).
 """
@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from core.config import DataConfig, RunConfig
-from core.data.pacing import PauseWhileHeldBack
-from core.data.tasks import ROWS_PER_BLOCK
+from core.data.block_ops import ROWS_PER_BLOCK
+from core.data.scheduler_pause import PauseWhileHeldBack
 
 MIN_MB = 16
 BATCHES_IN_FLIGHT = 4  # training batches the pipeline may hold ahead of its consumer

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from core.data.draws import crop_boxes
+from core.data.seeded_draws import crop_boxes
 
 
 def _decoder_errors() -> tuple[type[BaseException], ...]:

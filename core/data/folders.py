@@ -15,11 +15,10 @@ import stat
 from dataclasses import dataclass
 
 import numpy as np
-
-from core.errors import DataError
 import pyarrow.fs as pafs
 
-from core.fs import filesystem, find_files, hidden, is_uri
+from core.errors import DataError
+from core.fs import as_uri, exists, find_files, hidden, is_uri, list_dir
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -41,12 +40,9 @@ class FolderListing:
 
 
 def _subdirectories(root: str) -> list[str]:
-    fs, base = filesystem(root)
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(base))
-    except (FileNotFoundError, OSError) as exc:
-        raise DataError(f"image folder {root!r}: {exc}") from None
-    return [i.base_name for i in infos if i.type == pafs.FileType.Directory]
+    if not exists(root):
+        raise DataError(f"image folder {root!r} does not exist")
+    return [i.base_name for i in list_dir(root, "image folder") if i.type == pafs.FileType.Directory]
 
 
 def class_folders(root: str) -> list[str]:
@@ -64,8 +60,7 @@ def class_folders(root: str) -> list[str]:
 
 def _images_under(folder: str) -> list[str]:
     if is_uri(folder):  # the platform's listing rule (core.fs); the paths stay URIs
-        scheme = folder.split("://", 1)[0]
-        return [f"{scheme}://{p}" for p in find_files(folder, IMAGE_EXTENSIONS, "image folder")[1]]
+        return [as_uri(folder, p) for p in find_files(folder, IMAGE_EXTENSIONS, "image folder")[1]]
     found = []
     for dirpath, dirnames, files in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not hidden(d))

@@ -27,6 +27,7 @@ from core.data.augment import augment_cropped, augment_views
 from core.data.budget import bounded, training_budget
 from core.data.decode import decode_view_batch
 from core.data.sources import TrainRows, in_order
+from core.registry import AUGMENTATIONS
 
 AUGMENT_BATCH = 128  # images per map_batches call
 DECODE_BATCH = 64  # encoded images per decode task call
@@ -89,7 +90,7 @@ def _epoch_stages(rows: TrainRows, cfg: RunConfig, epoch: int) -> ray.data.Datas
         ds = ds.map_batches(decode_view_batch, batch_size=DECODE_BATCH, batch_format="numpy", num_cpus=1,
                             fn_kwargs={"size": cfg.data.image_size, "views": a.views, "seed": cfg.seed,
                                        "epoch": epoch, "min_area": a.min_crop_area,
-                                       "strength": 0.0 if a.policy == "none" else a.strength})
+                                       "strength": 0.0 if AUGMENTATIONS.get(a.policy).identity else a.strength})
         if cfg.data.augment_in == "ray_data":
             ds = ds.map_batches(photometric_batch, batch_size=AUGMENT_BATCH, batch_format="numpy", num_cpus=1,
                                 fn_kwargs={"policy": a.policy, "strength": a.strength, "seed": cfg.seed,

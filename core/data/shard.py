@@ -43,7 +43,7 @@ from core.data.arrays import load_cifar
 from core.data.folders import list_image_folder, stable_index
 from core.data.manifest import Manifest, ShardEntry, read_manifest, write_manifest
 from core.errors import DataError, cli_main
-from core.fs import filesystem, join, read_bytes, write_bytes_atomic
+from core.fs import filesystem, join, list_dir, read_bytes, write_bytes_atomic
 
 SCHEMA = pa.schema([("image", pa.binary()), ("label", pa.int64()), ("index", pa.int64()), ("path", pa.string())])
 
@@ -127,7 +127,7 @@ def write_shards(source: ShardSource, dest: str, shard_size: int, seed: int = 0,
     records = [source.records[i] for i in order]
     chunks = [records[s:s + shard_size] for s in range(0, len(records), shard_size)]
     names = [f"shard-{s:05d}.parquet" for s in range(len(chunks))]
-    _remove_stale(fs, base, keep=set(names) if manifest.same_build(old) else set())
+    _remove_stale(fs, dest, keep=set(names) if manifest.same_build(old) else set())
     if manifest.same_build(old):
         manifest.shards = {n: e for n, e in old.shards.items()
                            if n in names and _intact(fs, base, n, e, len(chunks[names.index(n)]))}
@@ -171,9 +171,9 @@ def _written(todo: list[int], chunks: list, encode: Callable, dest: str, names: 
         yield pending.pop(ready[0]), ray.get(ready[0])
 
 
-def _remove_stale(fs: pafs.FileSystem, base: str, keep: set[str]) -> None:
+def _remove_stale(fs: pafs.FileSystem, dest: str, keep: set[str]) -> None:
     """Delete shard files of an earlier build that this build does not keep."""
-    for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
+    for info in list_dir(dest, "shard directory"):
         name = os.path.basename(info.path)
         if info.is_file and name.startswith("shard-") and name.endswith(".parquet") and name not in keep:
             fs.delete_file(info.path)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -36,14 +37,14 @@ from core.data.arrays import (  # noqa: F401  (re-exported: the names sources we
     load_cifar,
     resize_uint8,
 )
+from core.data.block_ops import ROWS_PER_BLOCK, permute_rows, read_files, webdataset_rows
 from core.data.budget import bounded, evaluation_budget
 from core.data.decode import decode_eval_batch
 from core.data.folders import FolderListing, list_image_folder
 from core.data.manifest import read_manifest
-from core.data.tasks import ROWS_PER_BLOCK, permute_rows, read_files, webdataset_rows
 from core.errors import DataError  # noqa: F401  (re-exported)
 from core.fs import filesystem, is_uri, join, list_files
-
+from core.registry import SOURCES
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -303,23 +304,43 @@ def _parquet_labels(fs, files: list[str], root: str) -> np.ndarray:
     return labels
 
 
+@dataclass(frozen=True)
+class SourceKind:
+    """A data source ``data.source`` can name: how its rows and evaluation views are made."""
+
+    name: str
+    load: Callable[[DataConfig], ImageSource]
+    needs_root: bool = True  # data.root is required (every source but the embedded one)
+    summary: str = ""
+
+
+def register_source(kind: SourceKind) -> SourceKind:
+    return SOURCES.register(kind.name, kind)
+
+
 def load_source(cfg: DataConfig, seed: int = 0) -> ImageSource:
     """The training rows and evaluation views a DataConfig names; fails early with the offending path."""
-    if cfg.source == "digits":
-        arrays = digits_arrays(cfg.image_size)
-        num_classes, names, desc = 10, [str(i) for i in range(10)], "scikit-learn digits (embedded)"
-    elif cfg.source in ("cifar10", "cifar100"):
-        arrays = load_cifar(cfg.root, cfg.source, cfg.image_size)  # type: ignore[arg-type]
-        num_classes, names, desc = (10 if cfg.source == "cifar10" else 100), [], f"{cfg.source} at {cfg.root}"
-    else:
-        return _load_file_source(cfg)
+    return SOURCES.get(cfg.source).load(cfg)
+
+
+def _array_source(cfg: DataConfig, arrays: dict, num_classes: int, names: list[str], desc: str) -> ImageSource:
     if cfg.num_classes is not None and cfg.num_classes != num_classes:
         raise DataError(f"data.num_classes={cfg.num_classes} but {desc} has {num_classes} classes "
                         f"(leave data.num_classes unset)")
     if cfg.train_limit:
-        arrays["train"] = tuple(a[: cfg.train_limit] for a in arrays["train"])  # type: ignore[assignment]
+        arrays["train"] = tuple(a[: cfg.train_limit] for a in arrays["train"])
     return ImageSource(ArrayRows(*arrays["train"]), ArraySplit(*arrays["train"]),
                        ArraySplit(*arrays["test"]), num_classes, names, desc, test_size=len(arrays["test"][1]))
+
+
+def _digits(cfg: DataConfig) -> ImageSource:
+    return _array_source(cfg, digits_arrays(cfg.image_size), 10, [str(i) for i in range(10)],
+                         "scikit-learn digits (embedded)")
+
+
+def _cifar(cfg: DataConfig) -> ImageSource:
+    arrays = load_cifar(cfg.root, cfg.source, cfg.image_size)  # type: ignore[arg-type]
+    return _array_source(cfg, arrays, 10 if cfg.source == "cifar10" else 100, [], f"{cfg.source} at {cfg.root}")
 
 
 def _split_roots(cfg: DataConfig) -> dict[str, str]:
@@ -335,38 +356,54 @@ def _split_roots(cfg: DataConfig) -> dict[str, str]:
     return splits
 
 
-def _load_file_source(cfg: DataConfig) -> ImageSource:
-    """ImageFolder / parquet / WebDataset: ``root/train`` and ``root/val`` (or ``root/test``)."""
-    splits = _split_roots(cfg)
-    names: list[str] = []
-    if cfg.source == "imagefolder":
-        train, names = image_folder_rows(splits["train"])
-        test, test_names = image_folder_rows(splits["test"])
-        if test_names != names:
-            raise DataError(f"class folders differ between {splits['train']!r} and {splits['test']!r}")
-        num_classes = len(names)
-        if cfg.num_classes is not None and cfg.num_classes != num_classes:
-            raise DataError(f"data.num_classes={cfg.num_classes} but {splits['train']!r} has {num_classes} class "
-                            f"folders {names[:5]}{'...' if num_classes > 5 else ''}")
-        if cfg.train_limit:
-            train = train.subset(cfg.train_limit)
-    elif cfg.source == "parquet":
-        train, num_classes, train_classes = parquet_rows(splits["train"], cfg.num_classes)
-        test, _, test_classes = parquet_rows(splits["test"], num_classes, split="test")
-        if train_classes and test_classes and train_classes != test_classes:
-            raise DataError(f"the manifests of {splits['train']!r} and {splits['test']!r} list different classes "
-                            f"({len(train_classes)} vs {len(test_classes)}): their labels mean different things; "
-                            f"rewrite the shards with python -m core.data.shard")
-    else:
-        if cfg.num_classes is None:
-            raise DataError("data.num_classes is required for webdataset sources")
-        train = WebDatasetRows(*list_files(splits["train"], (".tar",), "webdataset shards"))
-        test = WebDatasetRows(*list_files(splits["test"], (".tar",), "webdataset shards"))
-        for rows in (train, test):
-            check_webdataset(rows.fs, rows.files[0])
-        num_classes = cfg.num_classes
-    if cfg.train_limit and not isinstance(train, FolderRows):
-        train = LimitedRows(train, cfg.train_limit)
+def _file_source(cfg: DataConfig, train: TrainRows, test: TrainRows, num_classes: int,
+                 names: list[str] | None = None) -> ImageSource:
+    """A file source's training rows (``data.train_limit`` applied) and evaluation views of both splits."""
+    if cfg.train_limit:
+        train = train.subset(cfg.train_limit) if isinstance(train, FolderRows) else LimitedRows(train, cfg.train_limit)
     return ImageSource(train, _eval_views(train.ordered(), cfg), _eval_views(test.ordered(), cfg),
-                       cfg.num_classes or num_classes, names, f"{cfg.source} at {cfg.root}",
+                       cfg.num_classes or num_classes, names or [], f"{cfg.source} at {cfg.root}",
                        test_size=test.count() if not isinstance(test, WebDatasetRows) else None)
+
+
+def _image_folder(cfg: DataConfig) -> ImageSource:
+    splits = _split_roots(cfg)
+    train, names = image_folder_rows(splits["train"])
+    test, test_names = image_folder_rows(splits["test"])
+    if test_names != names:
+        raise DataError(f"class folders differ between {splits['train']!r} and {splits['test']!r}")
+    if cfg.num_classes is not None and cfg.num_classes != len(names):
+        raise DataError(f"data.num_classes={cfg.num_classes} but {splits['train']!r} has {len(names)} class "
+                        f"folders {names[:5]}{'...' if len(names) > 5 else ''}")
+    return _file_source(cfg, train, test, len(names), names)
+
+
+def _parquet(cfg: DataConfig) -> ImageSource:
+    splits = _split_roots(cfg)
+    train, num_classes, train_classes = parquet_rows(splits["train"], cfg.num_classes)
+    test, _, test_classes = parquet_rows(splits["test"], num_classes, split="test")
+    if train_classes and test_classes and train_classes != test_classes:
+        raise DataError(f"the manifests of {splits['train']!r} and {splits['test']!r} list different classes "
+                        f"({len(train_classes)} vs {len(test_classes)}): their labels mean different things; "
+                        f"rewrite the shards with python -m core.data.shard")
+    return _file_source(cfg, train, test, num_classes)
+
+
+def _webdataset(cfg: DataConfig) -> ImageSource:
+    if cfg.num_classes is None:
+        raise DataError("data.num_classes is required for webdataset sources")
+    splits = _split_roots(cfg)
+    train = WebDatasetRows(*list_files(splits["train"], (".tar",), "webdataset shards"))
+    test = WebDatasetRows(*list_files(splits["test"], (".tar",), "webdataset shards"))
+    for rows in (train, test):
+        check_webdataset(rows.fs, rows.files[0])
+    return _file_source(cfg, train, test, cfg.num_classes)
+
+
+for _kind in (SourceKind("digits", _digits, needs_root=False, summary="scikit-learn's 8x8 digits, embedded"),
+              SourceKind("cifar10", _cifar, summary="CIFAR-10 in torchvision's on-disk layout"),
+              SourceKind("cifar100", _cifar, summary="CIFAR-100 in torchvision's on-disk layout"),
+              SourceKind("imagefolder", _image_folder, summary="root/{train,val}/<class>/*.jpg, local or s3://"),
+              SourceKind("parquet", _parquet, summary="shards of python -m core.data.shard, local or s3://"),
+              SourceKind("webdataset", _webdataset, summary="WebDataset tars (jpg/png + cls)")):
+    register_source(_kind)

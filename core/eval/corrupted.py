@@ -2,8 +2,9 @@
 
 Corrupted versions of the evaluation images are either read from an on-disk ImageNet-C style folder
 (``eval.corruption_root``: ``root/<corruption>/<severity>/<class>/*``) or made batch by batch from
-each clean batch (the 15 ImageNet-C types through ``imagecorruptions``, cached; the fast suite in
-torch). Per corrupted set only two numbers per image are kept (confidence, correct).
+each clean batch by the chosen suite (``core.registry.CORRUPTION_SUITES``: the 15 ImageNet-C types
+through ``imagecorruptions``, cached, in ``imagenet_c``; the fast suite in torch, in ``robustness``).
+Per corrupted set only two numbers per image are kept (confidence, correct).
 """
 
 from __future__ import annotations
@@ -19,26 +20,31 @@ from torch import Tensor, nn
 
 from core.config import RunConfig
 from core.data.bad_images import BadImages
+from core.data.budget import eval_chunk
+from core.data.sources import eval_folder_dataset, load_source
 from core.errors import EvaluationError
+from core.eval import imagenet_c  # noqa: F401  (registers the imagenet_c suite)
 from core.eval.calibration import ece_from_confidence
 from core.eval.features import Features, extract, iter_numpy
-from core.eval.robustness import corrupt, mean_corruption_error, prototype_accuracy, reference_mce
+from core.eval.robustness import mean_corruption_error, prototype_accuracy, reference_mce
 from core.eval.uncertainty import centroid_distance, misclassification_auroc, severity_correlation
 from core.fs import filesystem, join
 from core.losses import posterior_log_det
+from core.models import build_model
+from core.registry import CORRUPTION_SUITES
 from core.results import CorruptionScore, Evaluation
 
 CorruptedBatches = Iterator[tuple[tuple[str, int], dict]]  # ((corruption, severity), batch)
-GENERATED_LIMIT = 10_000  # test images above which ImageNet-C types must come from eval.corruption_root
 
 
 def check_corruptions(cfg: RunConfig, test_size: int | None) -> None:
     """Before any training: an ``eval.corruption_root`` holds every ``<corruption>/<severity>`` folder the
-    config asks for, and the 15 ImageNet-C types are not generated image by image for a large test set
-    (the library takes ~75 ms per image for all of them on one core)."""
+    config asks for, and a suite made image by image (ImageNet-C: ~75 ms per image for all 15 types on
+    one core) is not generated for a test set above its limit."""
     if not cfg.eval.robustness:
         return
     root = cfg.eval.corruption_root
+    limit = CORRUPTION_SUITES.get(cfg.eval.corruption_suite).generated_limit
     if root:
         fs, base = filesystem(root)
         wanted = [f"{n}/{s}" for n in cfg.eval.corruption_names() for s in range(1, 6)]
@@ -47,43 +53,47 @@ def check_corruptions(cfg: RunConfig, test_size: int | None) -> None:
         if missing:
             raise EvaluationError(f"eval.corruption_root={root!r} lacks {len(missing)} of {len(wanted)} folders "
                                   f"(e.g. {missing[:3]}; expected root/<corruption>/<severity>/<class>/*)")
-    elif cfg.eval.corruption_suite == "imagenet_c" and test_size and test_size > GENERATED_LIMIT:
-        raise EvaluationError(f"eval.robustness would generate the ImageNet-C corruptions for {test_size:,} test "
-                              f"images one by one (over {GENERATED_LIMIT:,}); point eval.corruption_root at the "
-                              f"released ImageNet-C folder, or pick eval.corruptions / eval.corruption_suite=fast")
+    elif limit is not None and test_size and test_size > limit:
+        raise EvaluationError(f"eval.robustness would generate the {cfg.eval.corruption_suite} corruptions for "
+                              f"{test_size:,} test images one by one (over {limit:,}); point eval.corruption_root "
+                              f"at the released ImageNet-C folder, or pick eval.corruptions / "
+                              f"eval.corruption_suite=fast")
+
+
+def prepare_corruptions(cfg: RunConfig) -> None:
+    """Before a study's trials start: a suite that is cached (ImageNet-C) corrupts the evaluation split
+    once, batch by batch as the evaluation stage reads it, in parallel Ray tasks; the trials read the cache."""
+    if not (cfg.eval.robustness and CORRUPTION_SUITES.get(cfg.eval.corruption_suite).cached) \
+            or cfg.eval.corruption_root:
+        return
+    source = load_source(cfg.data)
+    check_corruptions(cfg, source.test_size)
+    chunk = eval_chunk(build_model(cfg, source.num_classes), cfg.data.image_size, cfg.eval.batch_memory_mb)
+    for _ in generated_corruptions(iter_numpy(source.test, chunk), cfg, parallel=True, progress=True):
+        pass  # each batch's corrupted sets are computed and cached as the generator reaches them
 
 
 def corrupted_sets(cfg: RunConfig, test: Any, chunk: int = 512) -> CorruptedBatches:
     """The corrupted versions of the test split the config asks for: read from ``eval.corruption_root``
     or generated from the clean batches."""
     if cfg.eval.corruption_root:
-        from core.data.sources import eval_folder_dataset
-
         return folder_corruptions(cfg, lambda path: eval_folder_dataset(path, cfg.data.image_size))
     return generated_corruptions(iter_numpy(test, chunk), cfg)
 
 
 def generated_corruptions(batches: Iterator[dict], cfg: RunConfig, parallel: bool = False,
                           progress: bool = False) -> CorruptedBatches:
-    """Every corrupted version of every clean batch, made batch by batch (ImageNet-C types cached on
-    disk per batch, in parallel Ray tasks with ``parallel``; the fast suite in torch). The corruption
-    seed is fixed, so every run of a study is scored on the same corrupted images."""
-    from core.eval.imagenet_c import corrupted_split
-
-    names = cfg.eval.corruption_names()
+    """Every corrupted version of every clean batch, made batch by batch by the config's suite (in
+    parallel Ray tasks with ``parallel`` where the suite can). The corruption seed is fixed, so every run
+    of a study is scored on the same corrupted images."""
+    names, suite = cfg.eval.corruption_names(), CORRUPTION_SUITES.get(cfg.eval.corruption_suite)
     bad = BadImages(warn=False)  # the clean pass already warned about each undecodable image
     for batch in batches:
         batch = bad.keep(batch)
         if len(batch["label"]) == 0:
             continue
         images = np.require(batch["image"], requirements="W")
-        if cfg.eval.corruption_suite == "imagenet_c":
-            sets = corrupted_split(images, names, seed=0, index=np.asarray(batch["index"]), parallel=parallel,
-                                   progress=progress)
-        else:
-            sets = {(n, s): corrupt(torch.from_numpy(images), n, s, seed=0, index=np.asarray(batch["index"])).numpy()
-                    for n in names for s in range(1, 6)}
-        for key, imgs in sets.items():
+        for key, imgs in suite.make(images, names, np.asarray(batch["index"]), parallel, progress).items():
             yield key, {"image": imgs, "label": batch["label"], "index": batch["index"]}
 
 

@@ -24,10 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.config import IMAGENET_C_CORRUPTIONS
+from core.eval.robustness import REFERENCE_ERRORS, CorruptionSuite
 from core.io import write_atomic
+from core.registry import CORRUPTION_SUITES
 
-IMAGENET_C = IMAGENET_C_CORRUPTIONS
+IMAGENET_C = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
+              "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform",
+              "pixelate", "jpeg_compression")
+GENERATED_LIMIT = 10_000  # test images above which the types must come from eval.corruption_root (~75 ms per image)
 MIN_SIZE = 32  # the library refuses smaller images
 CACHE_DIR = os.environ.get("CONTRASTIVE_CACHE", os.path.expanduser("~/.cache/contrastive-platform"))
 
@@ -139,3 +143,12 @@ def _compute(images: np.ndarray, pairs: list[tuple[str, int]], seed: int, progre
             bar.update()
     bar.close()
     return {k: out[k] for k in pairs}
+
+
+def _make(images: np.ndarray, names: tuple[str, ...], index: np.ndarray, parallel: bool = False,
+          progress: bool = False) -> dict[tuple[str, int], np.ndarray]:
+    return corrupted_split(images, names, seed=0, index=index, parallel=parallel, progress=progress)
+
+
+CORRUPTION_SUITES.register("imagenet_c", CorruptionSuite(
+    "imagenet_c", IMAGENET_C, _make, references=tuple(REFERENCE_ERRORS), cached=True, generated_limit=GENERATED_LIMIT))

@@ -18,51 +18,26 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
+import ray
 import torch
 
 from core.config import RunConfig
-from core.errors import CheckpointError, ConfigError, EvaluationError, cli_main
+from core.data.sources import load_source
+from core.errors import CheckpointError, ConfigError, cli_main
+from core.eval.stage import evaluate
 from core.io import DirectoryLock, write_json_atomic
-from core.train.checkpoint import (CONFIG_FILE, EVALUATION_FILE, SUMMARY_FILE, RunDir, TrainState, load_state,
-                                   local_copy, mirror_run)
+from core.models import build_model
+from core.runs.checkpoint import model_checkpoint
+from core.runs.rundir import CONFIG_FILE, EVALUATION_FILE, SUMMARY_FILE, RunDir
+from core.runs.storage import local_copy, mirror_run
+from core.runtime import start_ray
 
 
 def run_config(run_dir: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
     """A run directory's config with ``eval.*`` overrides (the only fields re-scoring may change). A
     config.json edited after the run (its config no longer hashes to the recorded hash) is refused; a
     run written before hash version 2 is checked against the hash it was given then."""
-    run = RunDir(run_dir)
-    saved = run.read_json(run.config)
-    if saved is None:
-        raise CheckpointError(f"{run_dir}: not a run directory (no config.json)")
-    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
-        raise CheckpointError(f"{run.config}: expected {{config: ..., config_hash: ...}}")
-    for o in overrides:
-        if not o.startswith("eval."):
-            raise ConfigError(f"override {o!r}: only eval.* fields can change when re-scoring a trained model")
-    try:
-        cfg = RunConfig.from_dict(saved["config"])
-    except ConfigError as exc:
-        raise CheckpointError(f"{run.config}: {exc}") from None
-    if saved.get("config_hash") not in (cfg.config_hash(), cfg.legacy_hash()):
-        raise CheckpointError(f"{run.config} was edited after the run: its config hashes to {cfg.config_hash()}, "
-                              f"the run was {saved.get('config_hash')}; refusing to score the weights with it")
-    return cfg.with_overrides(overrides)
-
-
-def _checkpoint(run: RunDir, device: torch.device) -> TrainState:
-    """The run's newest readable checkpoint, refused unless it was written by this run's config."""
-    files = run.state_files()
-    if not files:
-        raise CheckpointError(f"{run.path}: no checkpoint ({run.local_state.name} or epoch=*/state.pt)")
-    state = load_state(files, device)
-    saved = run.read_json(run.config) or {}
-    if state.config_hash != saved.get("config_hash"):
-        raise CheckpointError(f"{run.path}: the checkpoint belongs to config {state.config_hash}, the run directory "
-                              f"to {saved.get('config_hash')}; refusing to score another run's weights")
-    if not state.model:
-        raise EvaluationError(f"{run.path}: the last checkpoint holds no model (status {state.status!r})")
-    return state
+    return RunDir(run_dir).run_config(overrides)
 
 
 def rescore(run: RunDir, cfg: RunConfig, source: Any = None, device: torch.device | None = None,
@@ -70,12 +45,8 @@ def rescore(run: RunDir, cfg: RunConfig, source: Any = None, device: torch.devic
     """(metrics, records) of the run's checkpoint scored with ``cfg``'s evaluation protocol, written to
     ``evaluation.json``; a finished run's ``summary.json`` (and config.json's eval section) take them, an
     unfinished run's are left alone and the metrics say which epoch was scored. The caller holds the lock."""
-    from core.data.sources import load_source
-    from core.eval.stage import evaluate
-    from core.models import build_model
-
     dev = device or _device(None, cfg)
-    state = _checkpoint(run, dev)
+    state = model_checkpoint(run, dev)
     source = source or load_source(cfg.data)
     model = build_model(cfg, source.num_classes).to(dev)
     model.load_state_dict(state.model)
@@ -86,9 +57,7 @@ def rescore(run: RunDir, cfg: RunConfig, source: Any = None, device: torch.devic
     write_json_atomic(run.evaluation, {**metrics, **result.records()})
     if finished:
         write_json_atomic(run.summary, {**(run.read_json(run.summary) or {}), **metrics})
-        saved = run.read_json(run.config)
-        if saved.get("config_hash") == cfg.config_hash():  # the protocol it was last scored with
-            write_json_atomic(run.config, {**saved, "config": {**saved["config"], "eval": cfg.to_dict()["eval"]}})
+        run.record_protocol(cfg)
     else:
         warnings.warn(f"{run.path} is unfinished: scored its checkpoint of epoch {state.epoch + 1} of "
                       f"{cfg.optim.epochs}; summary.json left as it was")
@@ -125,10 +94,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    import ray
-
-    from core.runtime import start_ray
-
     args.run_dir, remote = local_copy(args.run_dir)  # a run in object storage is scored from a local copy
     cfg = run_config(args.run_dir, args.overrides)  # bad input fails before Ray starts
     _device(args.device, cfg)

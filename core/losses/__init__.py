@@ -9,16 +9,10 @@ import pkgutil
 
 from torch import nn
 
-from core.losses.registry import (
-    LOSS_FAMILIES,
-    LossFamily,
-    family_names,
-    loss_family,
-    register,
-)
+from core.losses.registry import LossFamily, family_names, loss_family, register
 
 for _mod in pkgutil.iter_modules(__path__):
-    if _mod.name != "registry":
+    if _mod.name not in ("registry", "dist"):
         importlib.import_module(f"{__name__}.{_mod.name}")
 
 from core.losses.cross_entropy import CrossEntropyLoss, cross_entropy_loss  # noqa: E402
@@ -27,7 +21,7 @@ from core.losses.varcon import VarConLoss, varcon_loss, varcon_loss_views  # noq
 from core.losses.vcl import VCLLoss, normalized_gaussian_kl, posterior_log_det, vcl_loss  # noqa: E402
 
 __all__ = [
-    "build_loss", "loss_family", "family_names", "register", "LossFamily", "LOSS_FAMILIES",
+    "build_loss", "loss_family", "family_names", "register", "LossFamily",
     "supcon_loss", "simclr_loss", "varcon_loss", "varcon_loss_views", "vcl_loss",
     "cross_entropy_loss", "normalized_gaussian_kl", "posterior_log_det",
     "SupConLoss", "SimCLRLoss", "VarConLoss", "VCLLoss", "CrossEntropyLoss",

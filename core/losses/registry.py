@@ -6,14 +6,16 @@ A family owns: the head its model needs (``projection``, ``variational`` or ``li
 model output (gathering the global batch across workers where it needs one), extra validation of
 a run config, and its own search-space knobs for ``studies/search.py``.
 
-This module is a leaf (it imports nothing from ``core``), so the config, the models and the
-studies can consult it without importing the losses themselves.
+The table itself is :data:`core.registry.LOSSES` (a building block, so the config checks
+``loss.name`` without importing any loss); this module gives its entries their type.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
+
+from core.registry import LOSSES
 
 if TYPE_CHECKING:  # type names only
     from torch import Tensor, nn
@@ -45,24 +47,15 @@ class LossFamily:
         return self.head == "variational"
 
 
-LOSS_FAMILIES: dict[str, LossFamily] = {}
-
-
 def register(family: LossFamily) -> LossFamily:
     """Add a family (its defining module calls this once, at import)."""
-    if family.name in LOSS_FAMILIES and LOSS_FAMILIES[family.name] is not family:
-        raise ValueError(f"loss family {family.name!r} is registered twice")
-    LOSS_FAMILIES[family.name] = family
-    return family
+    return LOSSES.register(family.name, family)
 
 
 def loss_family(name: str) -> LossFamily:
-    """The registered family called ``name``."""
-    try:
-        return LOSS_FAMILIES[name]
-    except KeyError:
-        raise ValueError(f"unknown loss family {name!r} (registered: {sorted(LOSS_FAMILIES)})") from None
+    """The registered family called ``name`` (a ConfigError naming ``loss.name`` otherwise)."""
+    return LOSSES.get(name)
 
 
 def family_names() -> tuple[str, ...]:
-    return tuple(LOSS_FAMILIES)
+    return LOSSES.names()

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from core.losses.dist import global_batch
 from core.losses.registry import LossFamily, register
-from core.train.distributed import global_batch
 
 
 def upcast(x: Tensor) -> Tensor:

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.errors import ConfigError
+from core.losses.dist import global_batch
 from core.losses.registry import LossFamily, register
 from core.losses.supcon import upcast
-from core.train.distributed import global_batch
 
 
 def varcon_loss(

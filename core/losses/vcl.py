@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from core.losses.dist import global_batch
 from core.losses.registry import LossFamily, register
 from core.losses.supcon import simclr_loss, supcon_loss, upcast
-from core.train.distributed import global_batch
 
 
 def normalized_gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:

@@ -11,13 +11,16 @@ exported state_dict loads into the constructor with only those missing.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torchvision
 from torch import nn
 
-from core.errors import ConfigError
+from core.errors import ConfigError, DataError
 from core.models.encoders import SmallCNN
+from core.registry import BACKBONES
 
 RESNET_FAMILY = re.compile(r"(resnet|resnext|wide_resnet)\d")  # torchvision models whose stem the CIFAR stem replaces
 
@@ -88,19 +91,34 @@ def _builtin_resnet(name: str, stem: str) -> nn.Module:
     return _declare(net, dim, dropped=("fc.weight", "fc.bias"))
 
 
+@dataclass(frozen=True)
+class BackboneKind:
+    """A backbone ``model.backbone`` can name (``torchvision:`` and ``timm:`` stand for every model of
+    their library): ``build(name, stem, width)`` gives the module with its declared needs."""
+
+    name: str
+    build: Callable[[str, str, int], nn.Module]
+    summary: str = ""
+
+
+def _small_cnn(name: str, stem: str, width: int) -> nn.Module:
+    net = SmallCNN(3, width)
+    return _declare(net, net.feature_dim)
+
+
+for _kind in (BackboneKind("small_cnn", _small_cnn, "the platform's small CNN (model.width channels)"),
+              BackboneKind("resnet18", lambda n, s, w: _builtin_resnet(n, s), "ResNet-18 (model.stem cifar/imagenet)"),
+              BackboneKind("resnet50", lambda n, s, w: _builtin_resnet(n, s), "ResNet-50 (model.stem cifar/imagenet)"),
+              BackboneKind("torchvision:", lambda n, s, w: _torchvision(n.split(":", 1)[1], s),
+                           "any torchvision classification model, its classifier the identity"),
+              BackboneKind("timm:", lambda n, s, w: _timm(n.split(":", 1)[1], s),
+                           "any timm model, num_classes=0 (pip install -e '.[models]')")):
+    BACKBONES.register(_kind.name, _kind)
+
+
 def build_backbone(name: str, stem: str = "cifar", width: int = 32) -> nn.Module:
     """The backbone ``name`` names (see the module docstring), with its declared needs as attributes."""
-    if name == "small_cnn":
-        net = SmallCNN(3, width)
-        return _declare(net, net.feature_dim)
-    if name in ("resnet18", "resnet50"):
-        return _builtin_resnet(name, stem)
-    if name.startswith("torchvision:"):
-        return _torchvision(name.split(":", 1)[1], stem)
-    if name.startswith("timm:"):
-        return _timm(name.split(":", 1)[1], stem)
-    raise ConfigError(f"unknown backbone {name!r} (known: small_cnn, resnet18, resnet50, torchvision:<name>, "
-                      f"timm:<name>)")
+    return BACKBONES.get(name).build(name, stem, width)
 
 
 def check_input(backbone: nn.Module, name: str, image_size: int) -> None:
@@ -127,8 +145,6 @@ def check_input(backbone: nn.Module, name: str, image_size: int) -> None:
 def load_weights(backbone: nn.Module, path: str, name: str) -> None:
     """Load a local state_dict into the backbone, strictly; the constructor's classifier keys (which this
     backbone lacks) are dropped if the file has them. Missing and unexpected keys are listed."""
-    from core.errors import DataError
-
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -1,7 +1,7 @@
 """Run a declarative ablation: a base config plus named one-factor variations, each compared
 with the first (reference) variant, through the same study machinery.
 
-    python -m core.ablate ablations/varcon_components.yaml [--seeds 0 1] [--epochs 5] [study flags]
+    python -m core.study.ablate ablations/varcon_components.yaml [--seeds 0 1] [--epochs 5] [study flags]
 
 Spec (YAML): ``name``, ``question``, ``base`` (a RunConfig mapping), ``seeds``, ``metrics``
 (summary columns; each becomes a "higher is better" claim unless listed under ``lower_is_better``)
@@ -15,13 +15,15 @@ import re
 import sys
 from pathlib import Path
 
-from core.config import CONFIG_HELP, ConfigError, RunConfig, load_yaml
+from core.config import CONFIG_HELP, RunConfig
+from core.config_loader import load_yaml
+from core.errors import ConfigError
 from core.eval.glossary import require
 from core.study.claims import Claim
 from core.study.cli import base_config, main_for
 from core.study.spec import Study, Variants
 
-USAGE = "usage: python -m core.ablate SPEC.yaml [study flags]"
+USAGE = "usage: python -m core.study.ablate SPEC.yaml [study flags]"
 
 
 RESERVED = ("seed", "storage_path", "name", "num_workers", "use_gpu")  # set by seeds: and the study's flags

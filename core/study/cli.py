@@ -12,6 +12,7 @@ from core.errors import ConfigError, cli_main
 from core.eval.corrupted import check_corruptions
 from core.models import check_backbone
 from core.results import RunStatus
+from core.runs.identity import config_hash
 from core.study.loggers import LOGGERS
 from core.study.spec import Study, trial_config
 
@@ -103,7 +104,7 @@ def validate_trials(study: Study, args: argparse.Namespace) -> None:
     seen: dict[tuple[str, str], dict] = {}
     for point in study.points():
         cfg = trial_config(study.base, point)
-        key = (cfg.config_hash(), json.dumps(cfg.to_dict()["eval"], sort_keys=True))  # what it trains and scores
+        key = (config_hash(cfg), json.dumps(cfg.to_dict()["eval"], sort_keys=True))  # what it trains and scores
         if key in seen and seen[key] != point:
             raise ConfigError(f"trials {seen[key]} and {point} are the same config; remove the repeat")
         if key in seen:

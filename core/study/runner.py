@@ -25,10 +25,12 @@ from ray import tune
 
 from core.config import RunConfig, config_differences
 from core.errors import ConfigError, platform_cause
+from core.eval.corrupted import prepare_corruptions
 from core.eval.glossary import metric
 from core.fs import is_uri
 from core.io import DirectoryLock, refuse_symlink, remove_paths, unlocked_entries, write_json_atomic
 from core.results import RunStatus, scalars
+from core.runs.identity import config_hash
 from core.runtime import check_fits, start_ray
 from core.study.loggers import Progress, logger_callbacks
 from core.study.report import config_columns, write_report, write_table
@@ -78,7 +80,7 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
         res = fit(cfg, verbose=False, torch_threads=setup.torch_threads,
                   tune_trial=setup.per_epoch, max_failures=1, worker_resources=dict(setup.custom),
                   wait=True)  # trials that differ only in evaluation share a run: the second re-scores it
-        row: dict[str, Any] = {**res.metrics, "status": res.status, "config_hash": cfg.config_hash(),
+        row: dict[str, Any] = {**res.metrics, "status": res.status, "config_hash": config_hash(cfg),
                                "node_id": ray.get_runtime_context().get_node_id(), "machine": socket.gethostname()}
         records = res.records
     except Exception as exc:  # recorded in the table; the study goes on
@@ -100,7 +102,7 @@ def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Pat
         _record_spec(study, args, results)
         start_study_ray(args)
         _check_trial_resources(args)
-        _prepare_corruptions(study.base)
+        prepare_corruptions(study.base)
         total = study.total()
         concurrent = args.max_concurrent or (1 if args.workers_per_trial else os.cpu_count() or 2)
         print(f"study {study.name}: {total} trials, {concurrent} at a time -> {results}", flush=True)
@@ -216,24 +218,6 @@ def _spec_difference(old: dict, new: dict) -> list[str]:
     return diff
 
 
-def _prepare_corruptions(base: RunConfig) -> None:
-    """Corrupt the evaluation split once, batch by batch as the evaluation stage reads it, in
-    parallel Ray tasks, before the trials start (they read the cache)."""
-    if not (base.eval.robustness and base.eval.corruption_suite == "imagenet_c") or base.eval.corruption_root:
-        return
-    from core.data.budget import eval_chunk
-    from core.data.sources import load_source
-    from core.eval.corrupted import check_corruptions, generated_corruptions
-    from core.eval.features import iter_numpy
-    from core.models import build_model
-
-    source = load_source(base.data)
-    check_corruptions(base, source.test_size)
-    chunk = eval_chunk(build_model(base, source.num_classes), base.data.image_size, base.eval.batch_memory_mb)
-    for _ in generated_corruptions(iter_numpy(source.test, chunk), base, parallel=True, progress=True):
-        pass  # each batch's corrupted sets are computed and cached as the generator reaches them
-
-
 def _trainable(study: Study, args: argparse.Namespace, dirs: StudyDirs, concurrent: int):
     cores = os.cpu_count() or 2
     setup = TrialSetup(study.base, dirs.runs,
@@ -285,7 +269,7 @@ def interleaved(study: Study) -> list[dict]:
     without such points keeps its order."""
     groups: dict[str, list[dict]] = {}
     for point in study.points():
-        groups.setdefault(trial_config(study.base, point).config_hash(), []).append(point)
+        groups.setdefault(config_hash(trial_config(study.base, point)), []).append(point)
     rounds = max((len(g) for g in groups.values()), default=0)
     return [g[i] for i in range(rounds) for g in groups.values() if i < len(g)]
 

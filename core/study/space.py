@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import RunConfig, field_hint, load_yaml
+from core.config import RunConfig, field_hint
+from core.config_loader import load_yaml
 from core.errors import ConfigError
 from core.eval.glossary import metric
 from core.losses.registry import loss_family

@@ -1,20 +1,10 @@
-"""One run's training: ``fit`` (in-process and worker-group paths), the loop, checkpoints, optimisers
-and the distributed helpers. ``python -m core.train`` is the command line (``core/train/cli.py``).
-
-Light on import (the losses use ``core.train.distributed``): ``fit`` and friends load on first use.
+"""One run's training: ``fit`` (in-process and worker-group paths), the loop, optimisers and the
+divergence guard. ``python -m core.train`` is the command line (``core/train/cli.py``). The run
+directory and checkpoint format are one layer below, in :mod:`core.runs`; the evaluation the run ends
+with in :mod:`core.eval`.
 """
 
-from __future__ import annotations
+from core.train.cli import format_summary, main
+from core.train.trainer import FitOptions, finished_run, fit
 
-from typing import Any
-
-_LAZY = {"fit": "core.train.trainer", "finished_run": "core.train.trainer", "FitOptions": "core.train.trainer",
-         "main": "core.train.cli", "format_summary": "core.train.cli"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'core.train' has no attribute {name!r}")
+__all__ = ["fit", "finished_run", "FitOptions", "main", "format_summary"]

@@ -14,6 +14,7 @@ import ray
 from core.config import CONFIG_HELP, RunConfig, layered
 from core.errors import cli_main
 from core.results import RunResult, RunStatus
+from core.runs.identity import run_name
 from core.runtime import start_ray
 from core.train.trainer import finished_run, fit
 
@@ -24,7 +25,7 @@ SUMMARY_KEYS = ("status", "epoch", "loss", "knn_top1", "knn_top5", "probe_top1",
 def format_summary(cfg: RunConfig, result: RunResult) -> str:
     rows = [(k, result.metrics[k]) for k in SUMMARY_KEYS if k in result.metrics]
     width = max(len(k) for k, _ in rows) if rows else 10
-    lines = [f"run {cfg.run_name}  ({result.run_dir})"]
+    lines = [f"run {run_name(cfg)}  ({result.run_dir})"]
     lines += [f"  {k:<{width}}  {v:.4g}" if isinstance(v, float) else f"  {k:<{width}}  {v}" for k, v in rows]
     if "diverged_at" in result.metrics:
         lines.append(f"  {result.metrics['diverged_at']}")

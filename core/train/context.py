@@ -16,8 +16,9 @@ from core.config import RunConfig
 from core.data.pipeline import epoch_dataset
 from core.data.sources import ImageSource, TrainRows
 from core.results import scalars
-from core.train.checkpoint import (LOCAL_STATE_FILE, METRICS_FILE, PREVIOUS, STATE_FILE, RunDir, TrainState,
-                                   choose_state, load_state, mirror_run, save_state)
+from core.runs.checkpoint import TrainState, choose_state, load_state, save_state
+from core.runs.rundir import LOCAL_STATE_FILE, METRICS_FILE, PREVIOUS, STATE_FILE, RunDir
+from core.runs.storage import mirror_run
 
 
 class WorkerContext:

@@ -29,11 +29,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.errors import CheckpointError, cli_main
+from core.errors import cli_main
 from core.io import write_atomic, write_json_atomic
 from core.losses.registry import loss_family
 from core.models import build_model
-from core.train.checkpoint import RunDir, load_state
+from core.runs.checkpoint import model_checkpoint
+from core.runs.identity import config_hash
+from core.runs.rundir import RunDir
 
 LOAD_HINTS = {"torchvision": "torchvision.models.get_model({name!r}, weights=None).load_state_dict(sd, strict=False)",
               "timm": "timm.create_model({name!r}, pretrained=False, num_classes=0).load_state_dict(sd)",
@@ -43,16 +45,9 @@ LOAD_HINTS = {"torchvision": "torchvision.models.get_model({name!r}, weights=Non
 
 def export_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Write the run's backbone, head and description to ``out_dir``; returns the description."""
-    from core.eval.rescore import run_config  # the run's own config, refused if edited after the run
-
     run, out = RunDir(run_dir), Path(out_dir)
-    cfg = run_config(run_dir)
-    files = run.state_files()
-    if not files:
-        raise CheckpointError(f"{run_dir}: no checkpoint to export")
-    state = load_state(files, torch.device("cpu"))
-    if not state.model or state.config_hash != (run.read_json(run.config) or {}).get("config_hash"):
-        raise CheckpointError(f"{run_dir}: its newest checkpoint holds no model of this run (status {state.status!r})")
+    cfg = run.run_config()  # the run's own config, refused if edited after the run
+    state = model_checkpoint(run, torch.device("cpu"))
     head = loss_family(cfg.loss.name).head
     num_classes = state.model["head.weight"].shape[0] if head == "linear" else 2
     model = build_model(cfg.with_(**{"model.weights": None}), num_classes)
@@ -70,7 +65,7 @@ def describe(encoder: nn.Module, cfg, head: str, finished: bool, epoch: int) -> 
     return {"backbone": name, "stem": cfg.model.stem, "width": cfg.model.width, "feature_dim": encoder.feature_dim,
             "input_size": cfg.data.image_size, "normalization": {"mean": list(cfg.data.mean), "std": list(cfg.data.std),
                                                                  "input": "RGB in [0, 1]"},
-            "head": head, "proj_dim": cfg.model.proj_dim, "config_hash": cfg.config_hash(), "epoch": epoch,
+            "head": head, "proj_dim": cfg.model.proj_dim, "config_hash": config_hash(cfg), "epoch": epoch,
             "run_finished": finished, "missing_on_load": list(getattr(encoder, "dropped_keys", ())),
             "load": LOAD_HINTS[kind].format(name=name.split(":", 1)[-1], stem=cfg.model.stem, width=cfg.model.width)}
 

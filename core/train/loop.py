@@ -23,12 +23,14 @@ from core.eval import stage
 from core.eval.features import NonFiniteFeatures
 from core.io import ScalarBoard, append_jsonl
 from core.losses import build_loss
+from core.losses.dist import gather_objects
 from core.losses.registry import loss_family
 from core.models import build_model
 from core.results import EpochStats, RunStatus, scalars
-from core.train.checkpoint import ResumePoint, RunDir, TrainState, epoch_dir_name, resume_point
+from core.runs.checkpoint import ResumePoint, TrainState, resume_point
+from core.runs.identity import config_hash, run_name
+from core.runs.rundir import RunDir, epoch_dir_name
 from core.train.context import InProcessContext, WorkerContext
-from core.train.distributed import gather_objects
 from core.train.optim import build_optimizer, lr_at
 from core.train.step import Diverged, Stepper, check_weights, train_epoch
 
@@ -66,7 +68,7 @@ def train_loop(config: dict, ctx: WorkerContext | InProcessContext | None = None
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
     workers = gather_objects({"node_id": node, "pid": os.getpid()}, ctx.world)  # where each rank runs
     stepper = make_stepper(spec.cfg, spec.num_classes, spec.train_size, ctx.world, device)
-    resume = resume_point(ctx.load_state(device), spec.cfg.config_hash(), spec.cfg.optim.epochs)
+    resume = resume_point(ctx.load_state(device), spec.cfg)
     if resume.final is not None:
         return LoopOutcome(resume.final, resume.records)
     restore(stepper, resume.state)
@@ -86,7 +88,7 @@ class _Epochs:
         self.start, self.step, self.history, self.workers = resume.start_epoch, resume.step, resume.history, workers
         self.verbose = spec.verbose and ctx.rank == 0
         if self.verbose and resume.state:
-            print(f"[{self.cfg.run_name}] resumed from epoch {self.start - 1}", flush=True)
+            print(f"[{run_name(self.cfg)}] resumed from epoch {self.start - 1}", flush=True)
         self.online = None
         if ctx.rank == 0 and self.cfg.eval.online_knn:  # small fixed subsets, held for the whole run
             self.online = tuple(stage.bounded_images(ctx.dataset(split), spec.num_classes, seed=self.cfg.seed)
@@ -125,10 +127,10 @@ class _Epochs:
 
     def _diverged(self, epoch: int, exc: Diverged) -> LoopOutcome:
         final = scalars({"status": RunStatus.DIVERGED, "diverged_at": str(exc), "epoch": exc.epoch,
-                         "config_hash": self.cfg.config_hash()})
+                         "config_hash": config_hash(self.cfg)})
         if self.verbose:
-            print(f"[{self.cfg.run_name}] {exc}: {exc.cause}, stopping", flush=True)
-        state = TrainState(self.cfg.config_hash(), epoch=exc.epoch, final=final, status=RunStatus.DIVERGED.value)
+            print(f"[{run_name(self.cfg)}] {exc}: {exc.cause}, stopping", flush=True)
+        state = TrainState(config_hash(self.cfg), epoch=exc.epoch, final=final, status=RunStatus.DIVERGED.value)
         self.ctx.report(final, state, epoch_dir_name(epoch, diverged=True))
         return LoopOutcome(final)
 
@@ -146,7 +148,7 @@ class _Epochs:
             if self.verbose:
                 print(progress_line(self.cfg, metrics), flush=True)
         model = self.stepper.model
-        state = TrainState(self.cfg.config_hash(), epoch=epoch, step=self.step, history=self.history,
+        state = TrainState(config_hash(self.cfg), epoch=epoch, step=self.step, history=self.history,
                            final=outcome.metrics, records=outcome.records, model=model.state_dict(),
                            optimizer=self.stepper.optimizer.state_dict(), torch_rng=torch.get_rng_state())
         self.ctx.report(metrics, state, epoch_dir_name(epoch))
@@ -235,7 +237,7 @@ def run_record(cfg: RunConfig, world: int, epoch: int, start_epoch: int, workers
     """What every final result row records besides the metrics."""
     return {"eval_epoch": epoch, "seed": cfg.seed, "world_size": world, "global_batch": cfg.optim.batch_size,
             "effective_lr": cfg.optim.effective_lr(), "lr_scaling": cfg.optim.lr_scaling,
-            "config_hash": cfg.config_hash(), "loss_name": cfg.loss.name, "status": RunStatus.FINISHED,
+            "config_hash": config_hash(cfg), "loss_name": cfg.loss.name, "status": RunStatus.FINISHED,
             "resumed_from_epoch": start_epoch, "worker_nodes": [w["node_id"] for w in workers],
             "worker_pids": [w["pid"] for w in workers]}
 
@@ -251,5 +253,5 @@ def fail_if_not_finite(metrics: dict[str, Any]) -> dict[str, Any]:
 def progress_line(cfg: RunConfig, m: dict) -> str:
     knn = f" knn {m['knn_top1']:.1f}%" if "knn_top1" in m else ""
     probe = f" probe {m['probe_top1']:.1f}%" if "probe_top1" in m else ""
-    return (f"[{cfg.run_name}] epoch {m['epoch'] + 1}/{cfg.optim.epochs} loss {m['loss']:.4f} lr {m['lr']:.4g} "
+    return (f"[{run_name(cfg)}] epoch {m['epoch'] + 1}/{cfg.optim.epochs} loss {m['loss']:.4f} lr {m['lr']:.4g} "
             f"{m['views_per_s']:.0f} views/s {m['classes_per_batch']:.1f} classes/batch{knn}{probe}")

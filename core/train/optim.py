@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from core.config import OptimConfig
+from core.models import ContrastiveModel
 
 
 class LARS(torch.optim.Optimizer):
@@ -44,12 +44,12 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
+def param_groups(model: ContrastiveModel, cfg: OptimConfig) -> list[dict]:
     """Parameter groups, each with an ``lr_mult`` the schedule multiplies in: the log-variance layer
     of a variational head (``model.variance_parameters()``) gets ``cfg.variance_lr_mult``, everything else 1.
     With ``cfg.exclude_norm_bias_decay`` the 1-D parameters (normalisation weights, biases) of each
     group go in a twin group without weight decay."""
-    variance = list(model.variance_parameters()) if hasattr(model, "variance_parameters") else []
+    variance = model.variance_parameters()
     chosen = {id(p) for p in variance}
     rest = [p for p in model.parameters() if id(p) not in chosen]
     lr = cfg.effective_lr()
@@ -69,7 +69,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         g["lr"] = lr * g.get("lr_mult", 1.0)
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: ContrastiveModel, cfg: OptimConfig) -> torch.optim.Optimizer:
     groups, lr = param_groups(model, cfg), cfg.effective_lr()
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

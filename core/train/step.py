@@ -16,9 +16,10 @@ import torch
 from torch import Tensor, nn
 
 from core.data.bad_images import BadImages
+from core.losses.dist import is_distributed
 from core.losses.registry import LossFamily
+from core.models import ContrastiveModel
 from core.results import EpochStats, PosteriorStats
-from core.train.distributed import is_distributed
 from core.train.optim import set_lr
 
 FINITE_CHECK_EVERY = 16  # steps between host checks of the device-side "loss stayed finite" flag
@@ -67,7 +68,7 @@ class Stepper:
     on ``device``; ``lr_at(step) -> float``."""
 
     net: nn.Module  # the model, DDP-wrapped with several workers
-    model: nn.Module  # the bare model (parameters, clipping)
+    model: ContrastiveModel  # the bare model (parameters, clipping, the variational head)
     loss_fn: nn.Module
     family: LossFamily
     optimizer: torch.optim.Optimizer
@@ -83,8 +84,7 @@ class Stepper:
     _variance_params: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._variance_params = list(self.model.variance_parameters()) \
-            if hasattr(self.model, "variance_parameters") else []
+        self._variance_params = self.model.variance_parameters()
 
     def step(self, views: Tensor, labels: Tensor, step: int) -> tuple[Tensor, Tensor]:
         """One optimiser step; returns the (device) loss and gradient norm without syncing."""

@@ -18,21 +18,21 @@ import torch
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from core.config import RunConfig, config_differences
+from core.config import RunConfig
 from core.data.budget import execution_options
 from core.data.pipeline import quiet_ray_data
 from core.data.sources import ImageSource, as_dataset, load_source
-from core.errors import CheckpointError, DataError, ResourceError
+from core.errors import DataError, ResourceError
 from core.eval.corrupted import check_corruptions
-from core.fs import is_uri, join
-from core.io import DirectoryLock, refuse_symlink, remove_paths, unlocked_entries, write_json_atomic
+from core.eval.rescore import rescore
+from core.io import DirectoryLock, refuse_symlink, remove_paths, unlocked_entries
 from core.models import check_backbone
-from core.results import RECORD_KEYS, RunResult, RunStatus, scalars
+from core.results import RunResult, RunStatus, scalars
+from core.runs.rundir import RunDir
+from core.runs.storage import RunPlace, fetch_run, mirror_run, place
 from core.runtime import check_fits, run_cpus, start_ray
-from core.train.checkpoint import LOCAL_RUNS_DIR, RunDir, fetch_run, mirror_run
 from core.train.context import InProcessContext
 from core.train.loop import LoopOutcome, LoopSpec, train_loop, training_device
-
 
 
 @dataclass(frozen=True)
@@ -67,81 +67,50 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, **options) -> RunResu
     if source.train_size < cfg.optim.batch_size:
         raise DataError(f"training set has {source.train_size} images, fewer than "
                         f"optim.batch_size={cfg.optim.batch_size}")
-    storage, run_dir = run_location(cfg)
-    refuse_symlink(run_dir, "run directory")
-    os.makedirs(run_dir, exist_ok=True)
-    with DirectoryLock(run_dir, "run directory", wait=opts.wait):  # a second identical run refuses (or waits)
-        return _fit_held(cfg, source, storage, RunDir(run_dir), opts)
+    where = place(cfg)
+    refuse_symlink(where.run_dir, "run directory")
+    os.makedirs(where.run_dir, exist_ok=True)
+    with DirectoryLock(where.run_dir, "run directory", wait=opts.wait):  # a second identical run refuses (or waits)
+        return _fit_held(cfg, source, where, opts)
 
 
-def _fit_held(cfg: RunConfig, source: ImageSource, storage: str, run: RunDir, opts: FitOptions) -> RunResult:
+def _fit_held(cfg: RunConfig, source: ImageSource, where: RunPlace, opts: FitOptions) -> RunResult:
     """The run, its directory held: re-scored if only its evaluation changed, else trained (or resumed)
     and evaluated. In process with object storage, the run directory is mirrored to the store (and
     fetched from it first, so a run resumes or is found finished on another machine); a worker group's
     checkpoints go there through Ray Train."""
-    mirror = join(storage, cfg.run_name) if is_uri(storage) else None
-    if mirror and not opts.overwrite:
-        fetch_run(mirror, run)
+    run = RunDir(where.run_dir)
+    if where.mirror and not opts.overwrite:
+        fetch_run(where.mirror, run)
     run.check_identity(cfg)  # before --overwrite: another config's run is never deleted
-    if not opts.overwrite and (done := _finished_as_asked(run, cfg)) is not None:
+    if not opts.overwrite and (done := run.finished_as_asked(cfg)) is not None:
         return done  # nothing to train, score or write (a resumed study's finished trials land here)
     if opts.overwrite:
-        if is_uri(storage):
-            raise DataError(f"--overwrite does not delete object storage; remove {storage}/{cfg.run_name} "
+        if where.mirror:
+            raise DataError(f"--overwrite does not delete object storage; remove {where.mirror} "
                             f"yourself or choose another storage_path")
         remove_paths(unlocked_entries(str(run.path)))  # all but the lock this process holds
-    if not opts.overwrite and (changed := _evaluation_changed(run, cfg)) is not None:
+    if not opts.overwrite and (changed := run.evaluation_changed(cfg)) is not None:
         result = _rescore(run, cfg, source, changed, opts.verbose)
     else:
-        write_json_atomic(run.config, {"config": cfg.to_dict(), "config_hash": cfg.config_hash()})
+        run.write_config(cfg)
         spec = LoopSpec(cfg, source.num_classes, source.train_size, str(run.path), opts.verbose,
                         opts.torch_threads or torch.get_num_threads())
         if cfg.num_workers == 0:
-            outcome = train_loop({"spec": spec}, InProcessContext(source, str(run.path), opts.tune_trial, mirror))
+            outcome = train_loop({"spec": spec}, InProcessContext(source, str(run.path), opts.tune_trial,
+                                                                  where.mirror))
         else:
-            outcome = _fit_worker_group(spec, source, storage, opts)
-        result = _finish(str(run.path), outcome)
-    if mirror:
-        mirror_run(run, mirror)
+            outcome = _fit_worker_group(spec, source, where, opts)
+        result = run.write_result(outcome.metrics, outcome.records)
+    if where.mirror:
+        mirror_run(run, where.mirror)
     return result
-
-
-def _finished(run: RunDir) -> RunResult | None:
-    """A finished run's result as saved (its summary and evaluation records), else None."""
-    try:
-        metrics = run.read_json(run.summary)
-    except CheckpointError:  # a damaged summary: the run is not known to have finished
-        return None
-    if not metrics or metrics.get("status") != RunStatus.FINISHED:
-        return None
-    evaluation = run.read_json(run.evaluation) if os.path.exists(run.evaluation) else {}
-    records = {k: v for k, v in (evaluation or {}).items() if k in RECORD_KEYS}
-    return RunResult(metrics, str(run.path), RunStatus.FINISHED, records)
-
-
-def _finished_as_asked(run: RunDir, cfg: RunConfig) -> RunResult | None:
-    """The saved result of a finished run asked for with its own evaluation protocol; None when it is
-    unfinished or to be re-scored with another one."""
-    done = _finished(run)
-    return done if done is not None and _evaluation_changed(run, cfg) is None else None
-
-
-def _evaluation_changed(run: RunDir, cfg: RunConfig) -> str | None:
-    """What changed when a finished run is asked for with another evaluation protocol only (the
-    training identity, the hash, is the same), else None."""
-    summary, saved = run.read_json(run.summary), run.read_json(run.config)
-    if not summary or summary.get("status") != RunStatus.FINISHED or not saved:
-        return None
-    diff = config_differences({"eval": saved["config"].get("eval", {})}, {"eval": cfg.to_dict()["eval"]})
-    return "; ".join(diff) or None
 
 
 def _rescore(run: RunDir, cfg: RunConfig, source: ImageSource, changed: str, verbose: bool) -> RunResult:
     """A finished run scored again with the new evaluation protocol, not trained again."""
-    from core.eval.rescore import rescore
-
     if verbose:
-        print(f"[{cfg.run_name}] finished earlier; re-scoring its checkpoint with the new evaluation protocol "
+        print(f"[{run.path.name}] finished earlier; re-scoring its checkpoint with the new evaluation protocol "
               f"({changed}), no retraining", flush=True)
     _, records = rescore(run, cfg, source, training_device(cfg), note=changed)
     summary = run.read_json(run.summary)
@@ -157,7 +126,7 @@ def _check_resources(cfg: RunConfig, custom: dict) -> None:
                    cfg.num_workers)
 
 
-def _fit_worker_group(spec: LoopSpec, source: ImageSource, storage: str, opts: FitOptions) -> LoopOutcome:
+def _fit_worker_group(spec: LoopSpec, source: ImageSource, where: RunPlace, opts: FitOptions) -> LoopOutcome:
     """A TorchTrainer worker group (DDP), restarted from its last checkpoint up to ``max_failures`` times;
     rank 0 builds and splits each epoch's stream."""
     cfg = spec.cfg
@@ -175,7 +144,7 @@ def _fit_worker_group(spec: LoopSpec, source: ImageSource, storage: str, opts: F
                                      placement_strategy=opts.placement_strategy),
         datasets={"train_eval": as_dataset(source.train_eval), "test": as_dataset(source.test)},
         dataset_config=DataConfig(datasets_to_split=[], execution_options=execution_options(cfg)),
-        run_config=ray.train.RunConfig(name=cfg.run_name, storage_path=storage,
+        run_config=ray.train.RunConfig(name=where.name, storage_path=where.storage,
                                        failure_config=FailureConfig(max_failures=opts.max_failures),
                                        checkpoint_config=CheckpointConfig(num_to_keep=2),
                                        callbacks=callbacks or None),
@@ -186,32 +155,13 @@ def _fit_worker_group(spec: LoopSpec, source: ImageSource, storage: str, opts: F
     return LoopOutcome(dict(result.metrics or {}))
 
 
-def run_location(cfg: RunConfig) -> tuple[str, str]:
-    """(Train storage path, this run's log directory)."""
-    remote = is_uri(cfg.storage_path)
-    storage = cfg.storage_path if remote else os.path.abspath(cfg.storage_path)
-    return storage, os.path.join(os.path.expanduser(LOCAL_RUNS_DIR) if remote else storage, cfg.run_name)
-
-
 def finished_run(cfg: RunConfig) -> RunResult | None:
     """The result of this config's run if it already finished (its ``summary.json``, fetched from
     object storage when the run is stored there), else None."""
-    storage, run_dir = run_location(cfg)
-    run = RunDir(run_dir)
-    if is_uri(storage):
-        os.makedirs(run_dir, exist_ok=True)
-        fetch_run(join(storage, cfg.run_name), run)
+    where = place(cfg)
+    run = RunDir(where.run_dir)
+    if where.mirror:
+        os.makedirs(where.run_dir, exist_ok=True)
+        fetch_run(where.mirror, run)
     run.check_identity(cfg)
-    return _finished_as_asked(run, cfg)
-
-
-def _finish(run_dir: str, outcome: LoopOutcome) -> RunResult:
-    """The run's summary (and, once evaluated, its full evaluation) written to its directory."""
-    metrics = scalars(outcome.metrics)
-    run = RunDir(run_dir)
-    write_json_atomic(run.summary, metrics)
-    if outcome.records:
-        write_json_atomic(run.evaluation, {**metrics, **outcome.records})
-    return RunResult(metrics, run_dir, RunStatus(metrics.get("status", RunStatus.FINISHED)), outcome.records)
-
-
+    return run.finished_as_asked(cfg)

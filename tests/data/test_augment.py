@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import AUGMENTATIONS
 from core.data.augment import augment_views, eval_view, sample_uniform
 from core.data.sources import digits_arrays
+from core.registry import AUGMENTATIONS
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def _views(images, index, policy="simaugment", strength=0.8, epoch=0, seed=0, vi
     return augment_views(images, index, policy=policy, strength=strength, views=views, seed=seed, epoch=epoch)
 
 
-@pytest.mark.parametrize("policy", AUGMENTATIONS)
+@pytest.mark.parametrize("policy", AUGMENTATIONS.names())
 def test_same_views_whatever_the_sharding(digits, policy):
     images, index = digits
     full = _views(images, index, policy)
@@ -38,7 +38,7 @@ def test_views_differ_across_views_epochs_and_seeds(digits):
     assert (_views(images, index, seed=1) - v).abs().mean() > 0.05
 
 
-@pytest.mark.parametrize("policy", AUGMENTATIONS)
+@pytest.mark.parametrize("policy", AUGMENTATIONS.names())
 def test_strength_zero_is_identity(digits, policy):
     images, index = digits
     v = _views(images, index, policy, strength=0.0)

@@ -75,8 +75,8 @@ def _peak_while_consuming(ds) -> float:
 @pytest.mark.slow
 def test_ray_data_stays_within_the_budget_behind_a_slow_consumer(ray_session, tmp_path):
     from core.data.pipeline import epoch_dataset
-    from core.data.photos import make_photo_folder
     from core.data.sources import load_source
+    from core.tools.photos import make_photo_folder
 
     root = make_photo_folder(str(tmp_path), 10, {"train": 300, "val": 2}, size=(80, 64))
     cfg = RunConfig().with_overrides(["data.source=imagefolder", f"data.root={root}", "data.image_size=64",
@@ -110,10 +110,10 @@ def _scheduler_turns_per_second(ds) -> tuple[float, float]:
 def test_the_scheduler_waits_while_the_budget_holds_output_back(ray_session, tmp_path):
     """Behind a slow consumer the budget is full most of the time; Ray Data's loop then spun (its wait
     returns at once on output it may not read), taking a core's share from the training step."""
-    from core.data.pacing import PAUSE_S, PauseWhileHeldBack
     from core.data.pipeline import epoch_dataset
-    from core.data.photos import make_photo_folder
+    from core.data.scheduler_pause import PAUSE_S, PauseWhileHeldBack
     from core.data.sources import load_source
+    from core.tools.photos import make_photo_folder
 
     root = make_photo_folder(str(tmp_path), 8, {"train": 120, "val": 2}, size=(80, 64))
     cfg = RunConfig().with_overrides(["data.source=imagefolder", f"data.root={root}", "data.image_size=64",
@@ -153,4 +153,4 @@ def test_what_a_decode_task_unpickles_imports_no_torch(ray_session, tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(blob)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     loaded = eval(out.stdout)
-    assert "torch" not in loaded and "core.data.pacing" in loaded, loaded
+    assert "torch" not in loaded and "core.data.scheduler_pause" in loaded, loaded

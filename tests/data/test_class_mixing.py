@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from core.config import RunConfig
-from core.data.photos import make_photo_folder
 from core.data.pipeline import epoch_dataset, train_batches
 from core.data.shard import shard_dataset
 from core.data.sources import load_source
+from core.tools.photos import make_photo_folder
 
 CLASSES, PER_CLASS, BATCH = 20, 400, 64
 

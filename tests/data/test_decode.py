@@ -11,7 +11,7 @@ from PIL import Image
 
 from core.data.augment import crop_boxes
 from core.data.decode import _draft, decode_eval, decode_eval_batch, decode_view_batch, decode_views
-from core.data.photos import sample_photos
+from core.tools.photos import sample_photos
 
 
 def _encode(array: np.ndarray, fmt: str, **kw) -> bytes:

@@ -76,7 +76,8 @@ def test_a_truncated_cache_file_is_computed_again(digits16, tmp_path):
 def test_imagenet_size_test_sets_are_not_corrupted_image_by_image():
     from core.config import RunConfig
     from core.errors import EvaluationError
-    from core.eval.corrupted import GENERATED_LIMIT, check_corruptions
+    from core.eval.corrupted import check_corruptions
+    from core.eval.imagenet_c import GENERATED_LIMIT
 
     recipe = RunConfig.from_yaml(Path(__file__).resolve().parents[2] / "configs" / "imagenet_resnet50.yaml")
     assert recipe.eval.robustness and recipe.eval.corruption_root  # the recipe reads the released ImageNet-C

@@ -37,7 +37,7 @@ def test_fixed_input_sizes_are_declared_and_checked():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("model.backbone=vit_small_patch16_224", r"must be one of \['small_cnn', 'resnet18', 'resnet50'\] or torchvision"),
+    ("model.backbone=vit_small_patch16_224", r"must be one of \['small_cnn', 'resnet18', 'resnet50', 'torchvision:<name>', 'timm:<name>'\]"),
     ("model.backbone=torchvision:not_a_model", "not a torchvision classification model"),
     ("model.backbone=torchvision:convnext_tiny", "model.stem=cifar applies to ResNets only"),
     ("model.backbone=timm:no_such_model_xyz", "timm:no_such_model_xyz"),

@@ -34,7 +34,7 @@ def test_heads_for_each_loss(loss, shape_last):
 def test_small_cnn_feature_dim_and_errors():
     enc = build_backbone("small_cnn", width=8)
     assert enc(torch.randn(2, 3, 16, 16)).shape == (2, enc.feature_dim) == (2, 32)
-    with pytest.raises(ValueError, match="unknown backbone"):
+    with pytest.raises(ValueError, match=r"model\.backbone must be one of .*, got 'vit'"):
         build_backbone("vit")
     with pytest.raises(ValueError, match="needs num_classes"):
         ContrastiveModel(enc, "linear")

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from core.config import RunConfig
+from core.runs.identity import run_name
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--losses", "supcon", "cross_entropy", "--policies", "simaugment", "--strengths", "1.0",
@@ -116,7 +117,7 @@ def test_tiny_hyperparameter_and_kl_weight_studies(ray_session, tmp_path):
 
 
 def test_ablation_runner(ray_session, tmp_path):
-    from core.ablate import main as ablate
+    from core.study.ablate import main as ablate
 
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: tiny\nbase: {loss: {name: varcon}}\nseeds: [0, 1]\nmetrics: [probe_top1]\n"
@@ -135,7 +136,7 @@ def test_ablation_runner(ray_session, tmp_path):
 def test_shipped_ablation_specs_are_valid():
     import argparse
 
-    from core.ablate import load_spec
+    from core.study.ablate import load_spec
 
     args = argparse.Namespace(epochs=None, overrides=[], seeds=None, config=[])
     for spec in sorted((REPO / "ablations").glob("*.yaml")):
@@ -193,7 +194,7 @@ def test_study_config_layers_onto_study_defaults(tmp_path, capsys, monkeypatch):
 def test_ablation_layers_config_onto_its_spec(tmp_path, capsys):
     import yaml
 
-    from core.ablate import main as ablate
+    from core.study.ablate import main as ablate
 
     extra = tmp_path / "x.yaml"
     extra.write_text("optim: {epochs: 3}\n")
@@ -306,7 +307,7 @@ def test_overwrite_never_follows_a_symlink(ray_session, tmp_path, capsys):
     (precious / "important.txt").write_text("keep me")
     cfg = RunConfig().with_overrides([f"storage_path={tmp_path / 'runs'}", "optim.epochs=1", "data.train_limit=256"])
     (tmp_path / "runs").mkdir()
-    (tmp_path / "runs" / cfg.run_name).symlink_to(precious)
+    (tmp_path / "runs" / run_name(cfg)).symlink_to(precious)
     with pytest.raises(DataError, match="is a symbolic link"):
         fit(cfg, verbose=False, overwrite=True)
     (tmp_path / "results").symlink_to(precious)
@@ -339,17 +340,6 @@ def test_search_minimises_and_maximises_with_its_own_space_and_study(ray_session
     study = optuna.load_study(study_name="mine", storage=optuna.storages.JournalStorage(JournalFileBackend(str(storage))))
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
     assert (tmp_path / "s" / "pareto_front.png").stat().st_size > 5000
-
-
-def test_pareto_front_respects_each_direction():
-    import numpy as np
-
-    search = _load("search")
-    objectives = [search.Objective("probe_top1", "max"), search.Objective("corruption_error", "min")]
-    values = np.array([[90.0, 30.0], [95.0, 35.0], [89.0, 29.0], [94.0, 36.0], [91.0, 31.0]])
-    # (94, 36) is beaten by (95, 35); (91, 31) is not beaten: more accuracy than (90, 30) for more error
-    assert search.pareto_front(values, objectives) == [0, 1, 2, 4]
-    assert search.pareto_front(values, [objectives[0], search.Objective("corruption_error", "max")]) == [1, 3]
 
 
 def test_search_space_files_are_checked_before_ray(tmp_path, capsys):
@@ -392,7 +382,7 @@ def test_shipped_search_spaces_are_valid():
 
 
 def test_trials_that_differ_only_in_evaluation_train_once(ray_session, tmp_path):
-    from core.ablate import main as ablate
+    from core.study.ablate import main as ablate
 
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: eval_only\nseeds: [0]\nmetrics: [knn_top1]\nvariants:\n  k5: {eval.knn_k: 5}\n"

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from core.config import RunConfig
+from core.runs.identity import config_hash
 from core.train import fit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ def test_export_loads_into_the_librarys_constructor_with_the_same_features(ray_s
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     info = json.loads((tmp_path / "out" / "model.json").read_text())
-    assert info["backbone"] == backbone and info["config_hash"] == cfg.config_hash() and info["input_size"] == 32
+    assert info["backbone"] == backbone and info["config_hash"] == config_hash(cfg) and info["input_size"] == 32
     assert info["normalization"]["mean"] == [0.4, 0.45, 0.5]
     net = _constructor(info)
     missing, unexpected = net.load_state_dict(torch.load(tmp_path / "out" / "backbone.pt", weights_only=True),
@@ -64,7 +65,8 @@ def test_export_loads_into_the_librarys_constructor_with_the_same_features(ray_s
         setattr(parent, leaf, torch.nn.Identity())
     from core.eval.rescore import run_config
     from core.models import build_model
-    from core.train.checkpoint import RunDir, load_state
+    from core.runs.checkpoint import load_state
+    from core.runs.rundir import RunDir
 
     model = build_model(run_config(res.run_dir), 10).eval()
     model.load_state_dict(load_state(RunDir(res.run_dir).state_files(), torch.device("cpu")).model)
@@ -90,16 +92,3 @@ def test_a_finished_run_with_another_evaluation_is_rescored_not_retrained(ray_se
     from core.train import main as train_main
 
     assert train_main([*base, "eval.knn_k=5"]) == 0 and "finished earlier" in capsys.readouterr().out
-
-
-def test_runs_written_before_hash_version_2_still_rescore(ray_session, tmp_path):
-    from core.eval.rescore import run_config
-
-    res = fit(RunConfig().with_overrides([f"storage_path={tmp_path}", "optim.epochs=1", "eval.probe_epochs=2",
-                                          "data.train_limit=256", "model.width=4"]), verbose=False)
-    saved = json.loads((Path(res.run_dir) / "config.json").read_text())
-    legacy = {**saved, "config_hash": RunConfig.from_dict(saved["config"]).legacy_hash()}
-    for key in ("mean", "std"):  # fields version 1 did not have
-        del legacy["config"]["data"][key]
-    (Path(res.run_dir) / "config.json").write_text(json.dumps(legacy))
-    assert run_config(res.run_dir).config_hash() == saved["config_hash"]  # accepted: the old hash of this config

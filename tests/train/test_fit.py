@@ -13,6 +13,7 @@ import pytest
 from core.config import RunConfig
 from core.data.sources import load_source
 from core.errors import CheckpointError, DataError
+from core.runs.identity import config_hash, run_name
 from core.train import fit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +38,7 @@ def test_local_run_reaches_accuracy_floor(digits, tmp_path, loss):
     for key in ("probe_protocol", "knn_protocol", "eval_epoch", "seed", "world_size", "global_batch",
                 "effective_lr", "config_hash"):
         assert key in m
-    assert m["world_size"] == 1 and m["global_batch"] == 256 and m["config_hash"] == cfg.config_hash()
+    assert m["world_size"] == 1 and m["global_batch"] == 256 and m["config_hash"] == config_hash(cfg)
     rows = [json.loads(x) for x in (Path(res.run_dir) / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(15)) and all("knn_top1" in r for r in rows)
     assert json.loads((Path(res.run_dir) / "summary.json").read_text())["probe_top1"] == m["probe_top1"]
@@ -67,7 +68,7 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     proc = _cli(tmp_path)
     cfg = RunConfig().with_overrides(["optim.epochs=6", "eval.probe_epochs=5", "data.train_limit=512",
                                       "optim.batch_size=128"])
-    metrics = tmp_path / cfg.run_name / "metrics.jsonl"
+    metrics = tmp_path / run_name(cfg) / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
         assert proc.poll() is None, proc.stdout.read()
@@ -82,7 +83,7 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     assert "resumed from epoch" in out
     epochs = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
     assert epochs[-1] == 5 and sorted(set(epochs)) == list(range(6))
-    assert json.loads((tmp_path / cfg.run_name / "summary.json").read_text())["epoch"] == 5
+    assert json.loads((tmp_path / run_name(cfg) / "summary.json").read_text())["epoch"] == 5
     # a different config never picks up this run's checkpoint
     proc = _cli(tmp_path, "loss.temperature=0.2", "optim.epochs=1")
     out, _ = proc.communicate(timeout=180)
@@ -183,7 +184,7 @@ def test_two_ddp_workers_split_the_ray_data_stream(digits, tmp_path):
 
 
 def test_evaluation_stage_rescores_a_finished_run_without_retraining(digits, tmp_path):
-    from core.evaluate import evaluate_run
+    from core.eval.rescore import evaluate_run
 
     res = fit(_cfg(tmp_path, "optim.epochs=2", "eval.probe_epochs=5"), digits, verbose=False)
     state = Path(res.run_dir) / "latest_state.pt"
@@ -197,7 +198,7 @@ def test_evaluation_stage_rescores_a_finished_run_without_retraining(digits, tmp
     assert m["probe_top1"] == pytest.approx(res.metrics["probe_top1"], abs=1e-6)  # same protocol, same number
     summary = json.loads((Path(res.run_dir) / "summary.json").read_text())
     assert summary["knn_top1"] == m["knn_top1"] and (Path(res.run_dir) / "evaluation.json").exists()
-    out = subprocess.run([sys.executable, "-m", "core.evaluate", res.run_dir, "optim.lr=1"], cwd=REPO,
+    out = subprocess.run([sys.executable, "-m", "core.eval", res.run_dir, "optim.lr=1"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "only eval.* fields" in out.stderr
 
@@ -221,7 +222,7 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(digits, tmp_path):
 
 @pytest.fixture(scope="module")
 def photo_folder(ray_session, tmp_path_factory):
-    from core.data.photos import make_photo_folder
+    from core.tools.photos import make_photo_folder
 
     return make_photo_folder(str(tmp_path_factory.mktemp("photos")), 4, {"train": 16, "val": 4}, size=(40, 30))
 
@@ -350,7 +351,7 @@ def test_shipped_configs_and_their_commands_work(ray_session, tmp_path):
 def test_imagenet_shaped_photos_train_with_no_image_lost(ray_session, tmp_path):
     """Odd-sided real-photo JPEGs (501 x 375) at 64 px, batch 32: every image decodes (the old draft
     geometry lost 5 of 32 images in the first batch and failed the run at the default limit)."""
-    from core.data.photos import make_photo_folder
+    from core.tools.photos import make_photo_folder
 
     root = make_photo_folder(str(tmp_path / "photos"), 4, {"train": 16, "val": 4}, size=(501, 375))
     cfg = _cfg(tmp_path, "data.source=imagefolder", f"data.root={root}", "data.image_size=64", "optim.batch_size=32",
@@ -429,7 +430,7 @@ def test_a_read_only_or_full_storage_is_one_line(digits, tmp_path):
     finally:
         os.chmod(tmp_path / "ro", 0o700)
     assert train_main([f"storage_path={tmp_path}", "name=" + "x" * 300]) == 2
-    from core.train.checkpoint import TrainState, save_state
+    from core.runs.checkpoint import TrainState, save_state
 
     def full(*a, **k):
         raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
+CLUSTER_YAML = Path(__file__).resolve().parents[2] / "cluster.yaml"
 
 
 def _validate(config: dict) -> dict:
@@ -76,7 +76,7 @@ def test_every_node_installs_the_ray_version_of_this_client(cluster):
 def test_local_cluster_keeps_cluster_yaml_node_types(cluster):
     from ray.autoscaler._private.util import validate_config
 
-    from core.cluster import HEAD_TYPE, LOCAL_GPU, local_config
+    from core.tools.cluster import HEAD_TYPE, LOCAL_GPU, local_config
 
     local = local_config(cluster, "127.0.0.1:26379", "/tmp/nodes", cores=2, max_workers=2)
     validate_config(local)  # the autoscaler's own schema
@@ -95,7 +95,7 @@ def test_local_cluster_keeps_cluster_yaml_node_types(cluster):
 
 
 def test_local_cluster_refuses_an_unknown_instance_shape(cluster):
-    from core.cluster import local_config
+    from core.tools.cluster import local_config
     from core.errors import ConfigError
 
     odd = copy.deepcopy(cluster)
@@ -118,7 +118,7 @@ def test_trial_resources_parse_and_refuse_builtin_names():
 
 
 def test_local_cluster_commands_explain_what_is_missing(tmp_path, capsys):
-    from core.cluster import main
+    from core.tools.cluster import main
 
     assert main(["local", "status", "--dir", str(tmp_path)]) == 2
     assert "no local cluster recorded in" in capsys.readouterr().err
@@ -136,7 +136,7 @@ def test_local_provider_forgets_a_node_whose_raylet_died():
 
     from ray._private.services import ProcessInfo
 
-    from core.cluster import LocalNodeProvider
+    from core.tools.cluster import LocalNodeProvider
 
     def node(command: str) -> SimpleNamespace:
         raylet = subprocess.Popen([sys.executable, "-c", command])

@@ -2,7 +2,7 @@
 
 Every random draw of an augmentation is a hash of (seed, epoch, view, draw, sample index), so a
 sample gets the same views whatever the worker count, batch composition or order. This module
-imports no torch: the Ray Data tasks that decode and crop images (``core.data.tasks``) stay small
+imports no torch: the Ray Data tasks that decode and crop images (``core.data.block_ops``) stay small
 processes (a worker that imported torch holds ~0.3 GB more).
 """
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from core.data.folders import stable_index
-from core.fs import filesystem, is_uri
+from core.fs import filesystem, is_uri, open_input
 
 ROWS_PER_BLOCK = 256  # listing rows per block of a file source (one decode task each)
 
@@ -34,12 +34,8 @@ def read_files(batch: pd.DataFrame) -> pd.DataFrame:
     data = []
     for p in paths:
         try:
-            if store is None:
-                with open(p, "rb") as fh:
-                    data.append(fh.read())
-            else:
-                with store.open_input_stream(p.split("://", 1)[1]) as fh:
-                    data.append(fh.read())
+            with open_input(p, store) as fh:
+                data.append(fh.read())
         except OSError:
             data.append(b"")
     return batch.assign(bytes=data)

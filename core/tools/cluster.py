@@ -1,8 +1,8 @@
 """The cluster flow on one machine: ``cluster.yaml``'s node types as a local autoscaled Ray cluster.
 
-    python -m core.cluster local up [--cluster-yaml cluster.yaml] [--dir .cluster]
-    python -m core.cluster local status
-    python -m core.cluster local down
+    python -m core.tools.cluster local up [--cluster-yaml cluster.yaml] [--dir .cluster]
+    python -m core.tools.cluster local status
+    python -m core.tools.cluster local down
 
 Ray's own autoscaler runs it (the fake multinode provider): the head starts with the autoscaler monitor,
 and every worker node is a real raylet that the autoscaler starts when tasks wait and stops after the idle
@@ -119,7 +119,7 @@ def local_config(cluster: dict[str, Any], gcs_address: str, node_temp_root: str,
         "upscaling_speed": cluster.get("upscaling_speed", 1.0),
         "idle_timeout_minutes": cluster.get("idle_timeout_minutes", 5) if idle_timeout_minutes is None
         else idle_timeout_minutes,
-        "provider": {"type": "external", "module": "core.cluster.LocalNodeProvider", "gcs_address": gcs_address,
+        "provider": {"type": "external", "module": "core.tools.cluster.LocalNodeProvider", "gcs_address": gcs_address,
                      "node_temp_root": node_temp_root, "use_node_id_as_ip": True, "disable_node_updaters": True,
                      "disable_launch_config_check": True},
         "auth": {"ssh_user": "ubuntu"}, "docker": {}, "file_mounts_sync_continuously": False,
@@ -207,7 +207,7 @@ def up(cluster_yaml: str, state_dir: str, port: int = 26379, dashboard_port: int
     _require_dashboard()
     state = Path(state_dir).absolute()
     if (state / STATE_FILE).exists() and own_processes(read_state(str(state))):
-        raise ConfigError(f"a local cluster is already up from {state}; python -m core.cluster local down first")
+        raise ConfigError(f"a local cluster is already up from {state}; python -m core.tools.cluster local down first")
     if not Path(cluster_yaml).is_file():
         raise ConfigError(f"no cluster config at {cluster_yaml} (--cluster-yaml: the file `ray up` takes)")
     cluster = yaml.safe_load(Path(cluster_yaml).read_text())
@@ -280,7 +280,7 @@ def _require_dashboard() -> None:
 def read_state(state_dir: str) -> LocalCluster:
     path = Path(state_dir).absolute() / STATE_FILE
     if not path.exists():
-        raise ConfigError(f"no local cluster recorded in {path.parent} (python -m core.cluster local up)")
+        raise ConfigError(f"no local cluster recorded in {path.parent} (python -m core.tools.cluster local up)")
     raw = json.loads(path.read_text())
     return LocalCluster(**{**raw, "node_types": tuple(raw["node_types"])})
 
@@ -332,7 +332,7 @@ def status(state_dir: str) -> str:
     """Ray's own autoscaler status of the cluster (nodes by type, pending demands)."""
     info = read_state(state_dir)
     if not own_processes(info):
-        raise ConfigError(f"the local cluster recorded in {info.dir} is not running (python -m core.cluster local up)")
+        raise ConfigError(f"the local cluster recorded in {info.dir} is not running (python -m core.tools.cluster local up)")
     proc = subprocess.run([*RAY_CLI, "status", f"--address={info.gcs_address}"], env=cluster_env(),
                           capture_output=True, text=True, timeout=60)
     return proc.stdout + proc.stderr
@@ -347,11 +347,11 @@ def how_to_use(info: LocalCluster) -> str:
             f"  ray job submit --working-dir . -- python studies/augmentation_robustness.py "
             f"--results-dir {Path.cwd() / 'results' / 'cluster'} --trial-resource {LOCAL_GPU}=1 "
             f"--accelerator-type A10G\n"
-            f"status: python -m core.cluster local status   end it: python -m core.cluster local down")
+            f"status: python -m core.tools.cluster local status   end it: python -m core.tools.cluster local down")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.cluster", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m core.tools.cluster", description=__doc__.split("\n\n")[0])
     parser.add_argument("where", choices=["local"], help="local: Ray's fake multinode autoscaler on this machine")
     parser.add_argument("action", choices=["up", "down", "status"])
     parser.add_argument("--cluster-yaml", default="cluster.yaml")

@@ -6,10 +6,12 @@ import torch
 from core.config import RunConfig
 from core.errors import CheckpointError
 from core.results import RunStatus
-from core.train.checkpoint import RunDir, TrainState, choose_state, load_state, resume_point, save_state
+from core.runs.checkpoint import TrainState, choose_state, load_state, resume_point, save_state
+from core.runs.identity import config_hash, legacy_hash
+from core.runs.rundir import RunDir
 
 CFG = RunConfig().with_overrides(["optim.epochs=5", "model.width=4"])
-HASH = CFG.config_hash()
+HASH = config_hash(CFG)
 
 
 def _state(epoch, **kw):
@@ -24,15 +26,17 @@ def test_choose_state_takes_the_most_advanced_and_a_divergence_is_final():
 
 
 def test_resume_point():
-    assert resume_point(None, HASH, 5).start_epoch == 0
-    r = resume_point(_state(2), HASH, 5)
+    assert resume_point(None, CFG).start_epoch == 0
+    r = resume_point(_state(2), CFG)
     assert (r.start_epoch, r.step, len(r.history), r.final) == (3, 30, 3, None) and r.state is not None
-    done = resume_point(_state(4, final={"status": "finished", "probe_top1": 99.0}, records={"x": [1.0]}), HASH, 5)
+    done = resume_point(_state(4, final={"status": "finished", "probe_top1": 99.0}, records={"x": [1.0]}), CFG)
     assert done.final == {"status": "finished", "probe_top1": 99.0} and done.records == {"x": [1.0]}
     diverged = TrainState(HASH, final={"x": 1}, status=RunStatus.DIVERGED.value)
-    assert resume_point(diverged, HASH, 5).final == {"x": 1}
-    with pytest.raises(CheckpointError, match="belongs to config"):
-        resume_point(_state(1), "other", 5)
+    assert resume_point(diverged, CFG).final == {"x": 1}
+    with pytest.raises(CheckpointError, match="belongs to config other"):
+        resume_point(TrainState("other", epoch=1), CFG)
+    # a checkpoint written under hash version 1 resumes the same config (the one identity rule)
+    assert resume_point(TrainState(legacy_hash(CFG), epoch=1, step=5), CFG).start_epoch == 2
 
 
 def test_states_round_trip_through_files_with_the_previous_kept(tmp_path):

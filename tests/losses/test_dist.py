@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from core.losses import simclr_loss, supcon_loss, varcon_loss_views, vcl_loss
-from core.train.distributed import gather_no_grad, gather_with_grad
+from core.losses.dist import gather_no_grad, gather_with_grad
 
 pytestmark = pytest.mark.distributed
 N, V, IN_DIM, D = 8, 2, 12, 6

@@ -5,7 +5,7 @@ read yet, so behind a slow consumer it turned about 400 times a second, 20-45% o
 and the training step's threads lost that share and more (an epoch took 1.3-1.7x as long). Each
 dataset's context carries :class:`PauseWhileHeldBack` (``core.data.budget.bounded``). The context
 travels to Ray Data's task workers, which import this module to unpickle it: like
-``core.data.tasks`` it imports no torch, so those workers stay small processes.
+``core.data.block_ops`` it imports no torch, so those workers stay small processes.
 """
 
 from __future__ import annotations

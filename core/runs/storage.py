@@ -1,0 +1,102 @@
+"""Where a run lives, decided once: a local or shared path, or a working copy on this machine mirrored
+to an object store; and the copies between the two.
+
+With ``storage_path=s3://bucket/runs`` a run's working copy is ``LOCAL_RUNS_DIR/<run name>``, its
+record ``s3://bucket/runs/<run name>``: the in-process loop mirrors it every epoch, a worker group's
+checkpoints go there through Ray Train, and another machine fetches it to resume, to find it
+finished, to re-score or to export it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow.fs as pafs
+
+from core.errors import CheckpointError, StorageError
+from core.fs import filesystem, is_uri, join, list_dir, read_bytes
+from core.io import write_atomic
+from core.runs.identity import legacy_run_name, run_name
+from core.runs.rundir import (CONFIG_FILE, EPOCH_PREFIX, EVALUATION_FILE, LOCAL_STATE_FILE, METRICS_FILE, STATE_FILE,
+                              SUMMARY_FILE, RunDir)
+
+LOCAL_RUNS_DIR = "~/.cache/contrastive-platform/runs"  # working copies of runs whose storage is a URI
+MIRRORED = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, EVALUATION_FILE, LOCAL_STATE_FILE)
+
+
+@dataclass(frozen=True)
+class RunPlace:
+    """Where one run lives: ``storage`` (Ray Train's storage path: absolute, or a URI), ``run_dir`` (the
+    directory this machine reads and writes) and ``mirror`` (the run's URI in an object store, or None)."""
+
+    storage: str
+    name: str
+    run_dir: str
+    mirror: str | None
+
+
+def place(cfg) -> RunPlace:
+    """Where the run of ``cfg`` lives. A run written under hash version 1 is found under its old name
+    (``<loss>-<version-1 hash>``) when no run of the current name exists: re-running its config resumes
+    it or finds it finished instead of training a second copy."""
+    storage = cfg.storage_path if is_uri(cfg.storage_path) else os.path.abspath(cfg.storage_path)
+    name = run_name(cfg)
+    old = legacy_run_name(cfg)
+    if old and not _has_run(storage, name) and _has_run(storage, old):
+        name = old
+    if is_uri(storage):
+        return RunPlace(storage, name, os.path.join(os.path.expanduser(LOCAL_RUNS_DIR), name), join(storage, name))
+    return RunPlace(storage, name, os.path.join(storage, name), None)
+
+
+def _has_run(storage: str, name: str) -> bool:
+    """Whether ``storage/name`` holds a run (its ``config.json``)."""
+    fs, base = filesystem(storage)
+    try:
+        return fs.get_file_info(join(base, name, CONFIG_FILE)).type == pafs.FileType.File
+    except OSError as exc:
+        raise StorageError(f"cannot read {join(storage, name)}: {exc}") from None
+
+
+def mirror_run(run: RunDir, remote: str, names: Iterable[str] = MIRRORED) -> None:
+    """Copy the run directory's files ``names`` (those that exist) to ``remote``, a URI. An object is
+    published whole when its upload completes (a reader never sees half a checkpoint)."""
+    fs, base = filesystem(remote)
+    for name in names:
+        local = run.path / name
+        if local.exists():
+            try:
+                with fs.open_output_stream(join(base, name)) as out:
+                    out.write(local.read_bytes())
+            except OSError as exc:
+                raise StorageError(f"cannot write {join(remote, name)}: {exc}") from None
+
+
+def fetch_run(remote: str, run: RunDir) -> list[str]:
+    """The files of a run stored at ``remote`` that this run directory lacks, copied into it (the run
+    resumes, is found finished, or is re-scored on a machine that did not run it): the mirrored files
+    and, of a worker group's run, its newest ``epoch=*/state.pt``. Returns the names fetched."""
+    fs, base = filesystem(remote)
+    epochs = sorted(i.base_name for i in list_dir(remote) if i.type == pafs.FileType.Directory
+                    and i.base_name.startswith(EPOCH_PREFIX))
+    names = [*MIRRORED, *([f"{epochs[-1]}/{STATE_FILE}"] if epochs else [])]
+    fetched = []
+    for name in names:
+        if not (run.path / name).exists() and (data := read_bytes(fs, join(base, name))) is not None:
+            write_atomic(run.path / name, lambda tmp, data=data: tmp.write_bytes(data))
+            fetched.append(name)
+    return fetched
+
+
+def local_copy(run_dir: str) -> tuple[str, str | None]:
+    """(a local run directory, the URI it mirrors or None) for a run directory given as a path or a URI."""
+    if not is_uri(run_dir):
+        return run_dir, None
+    local = Path(os.path.expanduser(LOCAL_RUNS_DIR)) / run_dir.rstrip("/").rsplit("/", 1)[-1]
+    local.mkdir(parents=True, exist_ok=True)
+    if not fetch_run(run_dir, RunDir(local)) and not (local / CONFIG_FILE).exists():
+        raise CheckpointError(f"{run_dir}: no run there (no {CONFIG_FILE})")
+    return str(local), run_dir

@@ -1,0 +1,84 @@
+"""One identity rule everywhere: a run written under hash version 1 is the same run for training,
+re-scoring and export; an edited config.json is refused by each of them."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.config import RunConfig
+from core.errors import CheckpointError, ConfigError
+from core.eval.rescore import evaluate_run
+from core.runs.identity import config_hash, legacy_hash, legacy_run_name, run_name, same_run
+from core.runs.rundir import RunDir
+from core.train import fit, finished_run
+from core.train.export import export_run
+
+BASE = ["optim.epochs=2", "eval.probe_epochs=2", "data.train_limit=128", "optim.batch_size=64", "model.width=4",
+        "eval.online_knn=false", "eval.few_shot_episodes=0"]
+ADDED_SINCE_V1 = ("mean", "std", "object_store_mb")  # data fields version 1 did not have
+
+
+def test_the_rule():
+    cfg = RunConfig()
+    assert same_run(config_hash(cfg), cfg) and same_run(legacy_hash(cfg), cfg)
+    assert not same_run("0123456789ab", cfg) and not same_run(None, cfg)
+    assert legacy_run_name(cfg) == f"supcon-{legacy_hash(cfg)}" != run_name(cfg)
+    assert legacy_hash(cfg.with_overrides(["data.mean=[0.4]"])) is None  # no version-1 run can hold it
+    assert legacy_run_name(cfg.with_overrides(["name=mine"])) is None
+
+
+def _as_version_1(run_dir: Path, cfg: RunConfig) -> Path:
+    """The run directory as hash version 1 wrote it: its old name, config.json and checkpoints."""
+    old = run_dir.parent / legacy_run_name(cfg)
+    if old != run_dir:
+        shutil.move(run_dir, old)
+    saved = json.loads((old / "config.json").read_text())
+    for key in ADDED_SINCE_V1:
+        del saved["config"]["data"][key]
+    (old / "config.json").write_text(json.dumps({**saved, "config_hash": legacy_hash(cfg)}))
+    for state_file in RunDir(old).state_files():
+        state = torch.load(state_file, weights_only=True)
+        torch.save({**state, "config_hash": legacy_hash(cfg)}, state_file)
+    return old
+
+
+def test_a_version_1_run_through_every_entry_point(ray_session, tmp_path, capsys):
+    cfg = RunConfig().with_overrides([*BASE, f"storage_path={tmp_path}"])
+    first = fit(cfg, verbose=False)
+    run = Path(first.run_dir)
+    # killed after its first epoch: the checkpoint before the last, no summary, one metrics row
+    (run / "latest_state.pt.previous").replace(run / "latest_state.pt")
+    for name in ("summary.json", "evaluation.json"):
+        (run / name).unlink()
+    RunDir(run).truncate_metrics(1)
+    old = _as_version_1(run, cfg)
+    assert finished_run(cfg) is None  # found under its old name, unfinished
+
+    resumed = fit(cfg, verbose=True)  # train resume: continues the old run, does not start a new one
+    assert "resumed from epoch 0" in capsys.readouterr().out
+    assert Path(resumed.run_dir) == old and not run.exists()
+    assert resumed.metrics["resumed_from_epoch"] == 1 and resumed.metrics["status"] == "finished"
+    assert resumed.metrics["loss"] == pytest.approx(first.metrics["loss"], rel=1e-6)  # the same training
+    assert finished_run(cfg).run_dir == str(old)
+
+    _as_version_1(old, cfg)  # written by version 1 again (the resumed run recorded its version-2 hash)
+    rescored = evaluate_run(old, ["eval.knn_k=5"])  # core.eval
+    assert rescored["run_status"] == "finished" and 0 <= rescored["knn_top1"] <= 100
+    info = export_run(old, tmp_path / "exported")  # core.export
+    assert info["epoch"] == 1 and (tmp_path / "exported" / "backbone.pt").stat().st_size > 0
+
+
+def test_an_edited_config_is_refused_by_every_entry_point(ray_session, tmp_path):
+    cfg = RunConfig().with_overrides([*BASE, "optim.epochs=1", f"storage_path={tmp_path}"])
+    run = Path(fit(cfg, verbose=False).run_dir)
+    saved = json.loads((run / "config.json").read_text())
+    saved["config"]["optim"]["lr"] = 0.5  # the weights were not trained with this
+    (run / "config.json").write_text(json.dumps(saved))
+    for entry in (lambda: evaluate_run(run), lambda: export_run(run, tmp_path / "x")):
+        with pytest.raises(CheckpointError, match="was edited after the run"):
+            entry()
+    with pytest.raises(ConfigError, match="holds another config"):
+        fit(cfg.with_overrides(["optim.lr=0.5", f"name={run.name}"]), verbose=False)
