@@ -133,6 +133,22 @@ def pin_ray_data_actors_here() -> list[str]:
     return made
 
 
+class _TokenNotice:
+    """Drops Ray's notice that it turned token authentication on for a new local instance (printed at every
+    start, a warning a user would learn to ignore): the platform wants it on."""
+
+    def filter(self, record) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+def _quiet_token_notice() -> None:
+    import logging
+
+    log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _TokenNotice) for f in log.filters):
+        log.addFilter(_TokenNotice())
+
+
 def run_cpus(train_workers: int) -> int:
     """Logical CPUs of a private local instance for one run: the cores, for Ray Data's decode tasks,
     plus one for each Train worker, which holds its CPU for the whole run (with fewer, a worker group
@@ -154,6 +170,7 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None, num_gp
         context = ray.init(address=address, log_to_driver=log_to_driver)
         pin_ray_data_actors_here()
         return context
+    _quiet_token_notice()
     return ray.init("local", num_cpus=num_cpus or 2 * (os.cpu_count() or 2), num_gpus=num_gpus, include_dashboard=dashboard,
                     dashboard_host=LOCAL_HOST, log_to_driver=log_to_driver, object_store_memory=object_store_memory)
 

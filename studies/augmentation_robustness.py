@@ -8,7 +8,8 @@ the 15 ImageNet-C corruptions (5 severities; mCE and relative mCE normalised by 
 and label-scarce accuracy (1-label prototypes, 5-way 1-shot episodes). Clean accuracy on the embedded digits
 saturates near 99%, so the corrupted and few-label metrics are where the losses can differ.
 
-    python studies/augmentation_robustness.py                      # embedded digits, ~7 min on 2 cores
+    python studies/augmentation_robustness.py                      # embedded digits, 48 trials
+    python studies/augmentation_robustness.py --quick              # a first try: 12 trials, still a verdict
     python studies/augmentation_robustness.py --config cifar.yaml --epochs 200 --gpus-per-trial 1
 """
 
@@ -32,7 +33,11 @@ from core.study.report import (
 )
 
 DEFAULT = grid_study_defaults(epochs=10)
-LOSSES = ["cross_entropy", "supcon", "varcon", "vsupcon"]
+FULL = {"losses": ["cross_entropy", "supcon", "varcon", "vsupcon"], "policies": ["simaugment", "randaugment"],
+        "strengths": [0.3, 1.0], "epochs": None}
+# --quick: SupCon against the cross-entropy baseline, one policy, both strengths, 3 seeds, 5 epochs: every
+# claim still has paired cells (6 per mean claim, 3 seeds per spread claim), so each gets a verdict
+QUICK = {"losses": ["cross_entropy", "supcon"], "policies": ["simaugment"], "strengths": [0.3, 1.0], "epochs": 5}
 
 
 def plots(df: pd.DataFrame, out: Path) -> list[Path]:
@@ -59,9 +64,19 @@ def tables(df: pd.DataFrame) -> list[str]:
             to_markdown(table), ""]
 
 
+def grid_flags(args: argparse.Namespace) -> argparse.Namespace:
+    """The grid's flags, those not given taken from the full grid or, with ``--quick``, the quick one."""
+    chosen = QUICK if args.quick else FULL
+    for name, value in chosen.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
 def make_study(args: argparse.Namespace) -> Study:
+    args = grid_flags(args)
     return Study(
-        name="augmentation_robustness",
+        name="augmentation_robustness" + ("_quick" if args.quick else ""),  # its own results directory
         question=question(__doc__),
         base=base_config(args, DEFAULT),
         trials=Grid({"loss.name": args.losses, "augment.policy": args.policies, "augment.strength": args.strengths}),
@@ -85,9 +100,12 @@ def make_study(args: argparse.Namespace) -> Study:
 
 
 def extra_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--losses", nargs="+", default=LOSSES)
-    p.add_argument("--policies", nargs="+", default=["simaugment", "randaugment"])
-    p.add_argument("--strengths", type=float, nargs="+", default=[0.3, 1.0])
+    p.add_argument("--losses", nargs="+", default=None, help=f"default {' '.join(FULL['losses'])}")
+    p.add_argument("--policies", nargs="+", default=None, help=f"default {' '.join(FULL['policies'])}")
+    p.add_argument("--strengths", type=float, nargs="+", default=None, help="default 0.3 1.0")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a first try: losses {' '.join(QUICK['losses'])}, policy {QUICK['policies'][0]}, strengths "
+                        f"0.3 1.0, {QUICK['epochs']} epochs, 3 seeds (12 trials); flags given explicitly still win")
 
 
 if __name__ == "__main__":

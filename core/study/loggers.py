@@ -18,8 +18,9 @@ LOGGERS = ("tensorboard", "mlflow", "wandb")
 
 class TensorBoardLogger(LoggerCallback):
     """Tune's TensorBoard logger (event files in every trial's directory under the study's ``tune/``),
-    wrapped so that Tune does not also print its local staging directory as the TensorBoard path:
-    the study prints one path, the one the files end up in."""
+    wrapped so that Tune does not also print its local staging directory as the TensorBoard path (the
+    study prints one path, the one the files end up in), and given only what TensorBoard can show:
+    numbers and lists of numbers (a list of node ids made it warn "invalid value")."""
 
     def __init__(self) -> None:
         from ray.tune.logger import TBXLoggerCallback
@@ -30,10 +31,17 @@ class TensorBoardLogger(LoggerCallback):
         self._inner.log_trial_start(trial)
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
-        self._inner.log_trial_result(iteration, trial, result)
+        self._inner.log_trial_result(iteration, trial, {k: v for k, v in result.items() if _loggable(v)})
 
     def log_trial_end(self, trial, failed: bool = False) -> None:
         self._inner.log_trial_end(trial, failed)
+
+
+def _loggable(value) -> bool:
+    """A number, a list of numbers or a dict (Tune flattens it); not strings or lists of them."""
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    return not isinstance(value, str)
 
 
 def _mlflow(study_name: str, results: Path, mlflow_uri: str | None):
@@ -94,7 +102,7 @@ class Progress(tune.Callback):
         if isinstance(value, (int, float)) and (self.best is None or (value > self.best[0] if self.mode == "max"
                                                                      else value < self.best[0])):
             self.best = (value, point)
-        running = sum(t.status == "RUNNING" for t in trials)
+        running = sum(t.status == "RUNNING" and t is not trial for t in trials)  # this one is still RUNNING here
         best = f"best ({self.mode}) {self.metric} {self.best[0]:.2f} at {self.best[1]}" if self.best else ""
         print(f"[{time.perf_counter() - self.t0:6.0f}s] {self.done}/{self.total} done, {running} running, "
               f"{self.stopped} stopped early, {self.failed} failed | {status} {point} "

@@ -3,6 +3,7 @@ intervals, a markdown report and PNG plots. Every number in the report comes fro
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -11,11 +12,14 @@ import pandas as pd
 
 from core.config import RunConfig, flatten
 from core.eval.glossary import metric
-from core.io import write_atomic, write_text_atomic
+from core.io import write_atomic, write_json_atomic, write_text_atomic
 from core.results import RunStatus
 from core.study.claims import FAMILY_NOTE, adjust_family, verdict_line
 from core.study.spec import Study
 from core.study.stats import t_interval
+
+
+TIMING_FILE = "timing.json"  # beside report.md: the study's trial counts, wall and summed trial time, date
 
 
 def config_columns(cfg: RunConfig) -> dict:
@@ -197,6 +201,9 @@ def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: fl
     storage = (storage or str(results)).rstrip("/")
     lines += ["## Logs", "", f"Trials ran on {machine_count(df)} machine(s). Tune logs and trial checkpoints: `{storage}/tune` "
               f"(TensorBoard: `tensorboard --logdir {storage}/tune`); per-run metrics under `{storage}/runs`.", ""]
+    write_json_atomic(results / TIMING_FILE, {"trials": len(df), "finished": finished, "wall_seconds": wall_seconds,
+                                              "summed_trial_seconds": compute, "machines": machine_count(df),
+                                              "written": time.strftime("%Y-%m-%d")})
     return write_text_atomic(results / "report.md", "\n".join(lines))
 
 

@@ -338,15 +338,20 @@ def status(state_dir: str) -> str:
     return proc.stdout + proc.stderr
 
 
+def submit_command(extra: str = "--quick") -> str:
+    """The Ray Job that runs the main study on the local cluster, as ``up`` prints it and the README shows it."""
+    return (f"ray job submit --working-dir . -- python studies/augmentation_robustness.py {extra} "
+            f"--results-dir $PWD/results/cluster --trial-resource {LOCAL_GPU}=1 --accelerator-type A10G "
+            f"--max-concurrent 2").replace("  ", " ")
+
+
 def how_to_use(info: LocalCluster) -> str:
     types = "\n".join(f"  {t['name']}: {t.get('resources')} min {t.get('min_workers', 0)} max "
                       f"{t.get('max_workers', 0)}" for t in info.node_types)
     return (f"local cluster up: GCS {info.gcs_address}, dashboard {info.dashboard_url}\nnode types:\n{types}\n"
-            f"submit the main study as on the cloud:\n"
+            f"submit the main study as on the cloud (--quick: a 12-trial first try; without it, the 48-trial grid):\n"
             f"  export RAY_AUTH_MODE=token RAY_ADDRESS={info.dashboard_url}\n"
-            f"  ray job submit --working-dir . -- python studies/augmentation_robustness.py "
-            f"--results-dir {Path.cwd() / 'results' / 'cluster'} --trial-resource {LOCAL_GPU}=1 "
-            f"--accelerator-type A10G\n"
+            f"  {submit_command()}\n"
             f"status: python -m core.tools.cluster local status   end it: python -m core.tools.cluster local down")
 
 

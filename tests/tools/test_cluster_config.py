@@ -95,8 +95,8 @@ def test_local_cluster_keeps_cluster_yaml_node_types(cluster):
 
 
 def test_local_cluster_refuses_an_unknown_instance_shape(cluster):
-    from core.tools.cluster import local_config
     from core.errors import ConfigError
+    from core.tools.cluster import local_config
 
     odd = copy.deepcopy(cluster)
     odd["available_node_types"]["gpu_1x_a10g"]["node_config"]["InstanceType"] = "x9.huge"
@@ -157,3 +157,13 @@ def test_local_provider_forgets_a_node_whose_raylet_died():
     finally:
         alive.all_processes["raylet"][0].process.kill()
         alive.all_processes["raylet"][0].process.wait()
+
+
+def test_the_readme_submits_what_up_prints():
+    """One source for the Ray Job line: ``up``'s instructions and the README's cluster section."""
+    from core.tools.cluster import LocalCluster, how_to_use, submit_command
+
+    readme = (CLUSTER_YAML.parent / "README.md").read_text()
+    assert submit_command() in readme and "--quick" in submit_command() and "--max-concurrent 2" in submit_command()
+    printed = how_to_use(LocalCluster("d", "t", "127.0.0.1:1", "http://127.0.0.1:2", ()))
+    assert submit_command() in printed

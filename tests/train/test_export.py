@@ -1,5 +1,6 @@
-"""An encoder to take away: the export loads into the library's own constructor and gives the run's
-features to 1e-6; a finished run asked for another evaluation is re-scored, not trained again."""
+"""An encoder to take away: the export loads with torch alone (``encoder.pt2``, in a process where the
+platform cannot be imported) and into the library's own constructor, giving the run's features to
+1e-6; a finished run asked for another evaluation is re-scored, not trained again."""
 
 import json
 import subprocess
@@ -52,7 +53,8 @@ def test_export_loads_into_the_librarys_constructor_with_the_same_features(ray_s
     assert out.returncode == 0, out.stderr[-2000:]
     info = json.loads((tmp_path / "out" / "model.json").read_text())
     assert info["backbone"] == backbone and info["config_hash"] == config_hash(cfg) and info["input_size"] == 32
-    assert info["normalization"]["mean"] == [0.4, 0.45, 0.5]
+    assert info["normalization"]["mean"] == [0.4, 0.45, 0.5] and info["normalization"]["std"] == [0.25] * 3
+    assert info["portable"]["input"]["shape"] == ["B", 3, 32, 32] and info["portable"]["output"]["dtype"] == "float32"
     net = _constructor(info)
     missing, unexpected = net.load_state_dict(torch.load(tmp_path / "out" / "backbone.pt", weights_only=True),
                                               strict=not backbone.startswith(("torchvision:", "resnet")))
@@ -76,6 +78,28 @@ def test_export_loads_into_the_librarys_constructor_with_the_same_features(ray_s
         assert torch.allclose(net.eval()((x - mean) / std), model.features(x), atol=1e-6, rtol=0)
     head = torch.load(tmp_path / "out" / "head.pt", weights_only=True)
     assert torch.equal(head[next(iter(head))], model.head.state_dict()[next(iter(head))])
+    for batch in (1, 5):  # the program takes any batch size
+        x = torch.rand(batch, 3, 32, 32)
+        with torch.no_grad():
+            diff = (_features_without_the_platform(tmp_path / "out", x, tmp_path) - model.features(x)).abs().max()
+        print(f"{backbone}: encoder.pt2 vs the platform's encoder, batch {batch}: max |diff| {diff.item():.3g}")
+        assert diff.item() <= 1e-5
+
+
+def _features_without_the_platform(out: Path, x: torch.Tensor, tmp: Path) -> torch.Tensor:
+    """``encoder.pt2``'s features of ``x``, computed in a fresh Python where importing ``core`` fails (the
+    package is blocked, not merely off the path: an editable install would find it), in another directory."""
+    torch.save(x, tmp / "x.pt")
+    script = ("import sys\nsys.modules['core'] = None  # 'import core' raises ImportError\n"
+              "try:\n    import core\nexcept ImportError:\n    pass\nelse:\n    raise SystemExit('core importable')\n"
+              "import json, torch\n"
+              f"info = json.load(open({str(out / 'model.json')!r}))\n"
+              f"net = torch.export.load({str(out)!r} + '/' + info['portable']['file']).module()\n"
+              f"torch.save(net(torch.load({str(tmp / 'x.pt')!r})), {str(tmp / 'y.pt')!r})\n"
+              "print(sorted(m for m in sys.modules if m == 'core' or m.startswith('core.')))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "['core']", done.stderr[-2000:]
+    return torch.load(tmp / "y.pt")
 
 
 def test_a_finished_run_with_another_evaluation_is_rescored_not_retrained(ray_session, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -94,6 +95,18 @@ def test_cli_rejects_bad_config_before_ray():
     out = subprocess.run([sys.executable, "-m", "core.train", "loss.temperature=-1"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "loss.temperature must be > 0, got -1" in out.stderr
+
+
+def test_a_successful_run_prints_no_traceback_and_no_warning(tmp_path):
+    """What a user sees of a good run: its progress and summary, nothing to learn to ignore (Ray's notice
+    that it turned token authentication on was printed at every start)."""
+    out = subprocess.run([sys.executable, "-m", "core.train", f"storage_path={tmp_path}", "optim.epochs=1",
+                          "data.train_limit=256", "model.width=4", "eval.probe_epochs=2"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0 and re.search(r"\n  status +finished\n", text), text[-3000:]
+    noise = [line for line in text.splitlines() if "Traceback" in line or "WARNING" in line or "Warning:" in line]
+    assert not noise, noise
 
 
 def test_corrupt_images_are_skipped_counted_or_fail_the_run(ray_session, tmp_path):
