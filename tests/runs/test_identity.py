@@ -39,7 +39,7 @@ def _as_version_1(run_dir: Path, cfg: RunConfig) -> Path:
     for key in ADDED_SINCE_V1:
         del saved["config"]["data"][key]
     (old / "config.json").write_text(json.dumps({**saved, "config_hash": legacy_hash(cfg)}))
-    for state_file in RunDir(old).state_files():
+    for state_file in reversed(RunDir(old).state_files()):  # oldest first: the newest stays the newest
         state = torch.load(state_file, weights_only=True)
         torch.save({**state, "config_hash": legacy_hash(cfg)}, state_file)
     return old
