@@ -42,16 +42,48 @@ class Features:
     bad: BadImages = field(default_factory=BadImages)
 
 
+class _Rows:
+    """The rows of one column gathered batch by batch: into one tensor made for ``capacity`` rows when the
+    split's size is known (memory: the result, once), else as a list joined at the end (twice, briefly)."""
+
+    def __init__(self, capacity: int | None = None) -> None:
+        self.capacity, self.parts, self.buffer, self.n = capacity, [], None, 0
+
+    def append(self, rows: Tensor) -> None:
+        if self.capacity is None:
+            self.parts.append(rows)
+            return
+        if self.buffer is None:
+            self.buffer = rows.new_empty((self.capacity, *rows.shape[1:]))
+        if self.n + len(rows) > self.capacity:  # a wrong hint: carry on as a list
+            self.parts, self.capacity, self.buffer = [self.buffer[: self.n], rows], None, None
+            return
+        self.buffer[self.n: self.n + len(rows)] = rows
+        self.n += len(rows)
+
+    def __bool__(self) -> bool:
+        return bool(self.parts) or self.n > 0
+
+    def result(self) -> Tensor | None:
+        if self.buffer is not None:
+            return self.buffer[: self.n]
+        return torch.cat(self.parts) if self.parts else None
+
+
 @torch.no_grad()
 def extract(model: nn.Module, batches: Batches, device: torch.device, *, embedding: bool = False,
             logvar: bool = False, views: Callable[[Tensor, np.ndarray], Tensor] | None = None,
-            bad: BadImages | None = None) -> Features:
+            bad: BadImages | None = None, size_hint: int | None = None) -> Features:
     """One streaming pass: encoder features (and optionally the head embedding, the posterior
-    log-variance and two augmented views' embeddings) of every decodable image, in eval mode."""
+    log-variance and two augmented views' embeddings) of every decodable image, in eval mode.
+    ``size_hint``: the split's image count when known; the features are then gathered in place (memory
+    ``4 x feature_dim`` bytes per image, held once)."""
     was_training = model.training
     model.eval()
     bad = bad or BadImages(where="evaluation: ")
-    cols: dict[str, list] = {k: [] for k in ("feats", "labels", "index", "emb", "lv", "v0", "v1")}
+    cols = {k: _Rows(size_hint if k in ("feats", "labels") else None)
+            for k in ("feats", "labels", "emb", "lv", "v0", "v1")}
+    index: list[np.ndarray] = []
     try:
         for batch in batches:
             batch = bad.keep(batch)
@@ -62,7 +94,7 @@ def extract(model: nn.Module, batches: Batches, device: torch.device, *, embeddi
             out = model.encode(x) if embedding or logvar else None  # the head only where its output is kept
             cols["feats"].append((out.features if out is not None else model.features(x)).float().cpu())
             cols["labels"].append(torch.tensor(np.asarray(batch["label"]), dtype=torch.long))
-            cols["index"].append(np.asarray(batch["index"], np.int64))
+            index.append(np.asarray(batch["index"], np.int64))
             if embedding:
                 cols["emb"].append(out.z.float().cpu())
             if logvar and out.logvar is not None:
@@ -77,14 +109,11 @@ def extract(model: nn.Module, batches: Batches, device: torch.device, *, embeddi
         raise EvaluationError("evaluation split is empty" + (f" ({len(bad.paths)} undecodable images)"
                                                               if bad.paths else ""))
 
-    def cat(k: str) -> Tensor | None:
-        return torch.cat(cols[k]) if cols[k] else None
-
-    if not bool(torch.isfinite(cat("feats")).all()):
+    feats = cols["feats"].result()
+    if not bool(torch.isfinite(feats).all()):
         raise NonFiniteFeatures("the encoder's features are not finite (the weights blew up)")
-
-    return Features(cat("feats"), cat("labels"), np.concatenate(cols["index"]), cat("emb"), cat("lv"),
-                    (cat("v0"), cat("v1")) if cols["v0"] else None, bad)
+    return Features(feats, cols["labels"].result(), np.concatenate(index), cols["emb"].result(), cols["lv"].result(),
+                    (cols["v0"].result(), cols["v1"].result()) if cols["v0"] else None, bad)
 
 
 def check_classes(split: str, f: Features, num_classes: int) -> None:

@@ -50,7 +50,7 @@ def rescore(run: RunDir, cfg: RunConfig, source: Any = None, device: torch.devic
     source = source or load_source(cfg.data)
     model = build_model(cfg, source.num_classes).to(dev)
     model.load_state_dict(state.model)
-    result = evaluate(model, cfg, source.train_eval, source.test, source.num_classes, dev)
+    result = evaluate(model, cfg, source.train_eval, source.test, source.num_classes, dev, train_size=source.train_size)
     finished = bool(state.final) and state.final.get("status") == "finished"
     metrics = {**result.scalars, "eval_epoch": state.epoch, "eval_overrides": note,
                "run_status": "finished" if finished else f"unfinished (epoch {state.epoch + 1} of {cfg.optim.epochs})"}

@@ -30,6 +30,11 @@ from core.eval.subsample import StreamSample, stratified_positions
 from core.losses.registry import loss_family
 from core.results import Evaluation
 
+def train_bytes_per_image(feature_dim: int) -> int:
+    """What the evaluation holds per training image: float32 features, an int64 label and an int64 id."""
+    return 4 * feature_dim + 16
+
+
 ONLINE_KNN_IMAGES = 2000  # train images in the per-epoch kNN bank and test images it scores (cheap signal for ASHA)
 
 
@@ -66,16 +71,21 @@ def bounded_images(ds: Any, num_classes: int, limit: int = ONLINE_KNN_IMAGES, se
 
 
 def evaluate(model: nn.Module, cfg: RunConfig, train_eval: Any, test: Any, num_classes: int,
-             device: torch.device) -> Evaluation:
+             device: torch.device, train_size: int | None = None) -> Evaluation:
     """The full frozen-encoder evaluation: kNN (top-1/top-5), linear probe with calibration, few-shot
     episodes, embedding geometry and (``eval.robustness``) corruption, uncertainty and label-scarce
-    metrics. ``train_eval``/``test`` are datasets (or iterables of numpy batches) of eval views."""
+    metrics. ``train_eval``/``test`` are datasets (or iterables of numpy batches) of eval views;
+    ``train_size``, when known, lets the training set's features be gathered in place.
+
+    Memory that grows with the training set: its features, labels and ids, ``4 x feature_dim + 16``
+    bytes per image, held once (``train_bytes_per_image``); everything else is bounded by constants (the
+    kNN's similarity blocks, the probe's batches, the test split's own size)."""
     def views(images: Tensor, index: np.ndarray) -> Tensor:
         return augment_views(images, np.asarray(index), policy=cfg.augment.policy, strength=cfg.augment.strength,
                              views=2, seed=cfg.seed, epoch=0)
 
     chunk = eval_chunk(model, cfg.data.image_size, cfg.eval.batch_memory_mb)  # images per forward pass
-    tr = extract(model, iter_numpy(train_eval, chunk), device)
+    tr = extract(model, iter_numpy(train_eval, chunk), device, size_hint=train_size)
     te = extract(model, iter_numpy(test, chunk), device, embedding=True,
                  logvar=loss_family(cfg.loss.name).variational, views=views)
     check_classes("train (evaluation pass)", tr, num_classes)

@@ -34,6 +34,7 @@ from core.train.context import InProcessContext, WorkerContext
 from core.train.optim import build_optimizer, lr_at
 from core.train.step import Diverged, Stepper, check_weights, train_epoch
 
+EVALUATING = "evaluating"  # the word of the line that says the evaluation starts (benchmarks watch for it)
 HEADLINE_METRICS = ("knn_top1", "probe_top1", "probe_ece", "probe_nll", "corruption_acc", "corruption_error")
 
 
@@ -158,8 +159,11 @@ class _Epochs:
         """The evaluation after the last epoch (the final row); the online kNN after the others."""
         cfg, ctx = self.cfg, self.ctx
         if epoch == cfg.optim.epochs - 1:
+            if self.verbose:  # the evaluation of a large split takes a while: say what is happening
+                print(f"[{run_name(cfg)}] trained {epoch + 1} epochs; {EVALUATING} the frozen encoder "
+                      f"({self.spec.train_size:,} training images and the test split)", flush=True)
             evaluation = stage.evaluate(self.stepper.model, cfg, ctx.dataset("train_eval"), ctx.dataset("test"),
-                                        self.spec.num_classes, self.device)
+                                        self.spec.num_classes, self.device, train_size=self.spec.train_size)
             metrics.update(evaluation.scalars)
             metrics.update(run_record(cfg, ctx.world, epoch, self.start, self.workers))
             return LoopOutcome(scalars(fail_if_not_finite(metrics)), evaluation.records())
