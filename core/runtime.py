@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from core.errors import ResourceError
+from core.errors import ConfigError, ResourceError
 
 LOCAL_HOST = "127.0.0.1"
 # Ray's switch for "this node is part of a cluster": off, a node's address is the loopback address and
@@ -78,6 +78,45 @@ def _autoscaler_runs() -> bool:
         return False
 
 
+SHARED_PATHS = "CONTRASTIVE_SHARED_PATHS"  # local path prefixes every node mounts (colon-separated), e.g. /mnt/nfs
+
+
+def multi_node() -> bool:
+    """Whether this Ray instance has, or its autoscaler can add, a node other than this process's (whose
+    disk the others do not see). A private local instance has one node."""
+    import ray
+
+    if not ray.is_initialized():
+        return False
+    here = ray.get_runtime_context().get_node_id()
+    others = [n for n in ray.nodes() if n.get("Alive") and n["NodeID"] != here]
+    if others:
+        return True
+    shapes, unknown_types = node_shapes()
+    return unknown_types or len(shapes) > 1  # node types an autoscaler may add, beside the live node
+
+
+def not_shared(paths: dict[str, str | None]) -> list[str]:
+    """The local paths of ``paths`` (what -> path or URI) that no node but this one is known to see: not
+    URIs, and not under a prefix of ``$CONTRASTIVE_SHARED_PATHS``."""
+    from core.fs import is_uri
+
+    prefixes = [os.path.abspath(p) for p in os.environ.get(SHARED_PATHS, "").split(":") if p]
+    local = {what: os.path.abspath(os.path.expanduser(p)) for what, p in paths.items() if p and not is_uri(p)}
+    return [f"{what}={path}" for what, path in local.items()
+            if not any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)]
+
+
+def require_shared(paths: dict[str, str | None], why: str) -> None:
+    """On a cluster of more than one node, refuse at once a local path that every node must read or write
+    (``why`` says who): the other nodes' disks do not hold it."""
+    local = not_shared(paths)
+    if local and multi_node():
+        raise ConfigError(f"{', '.join(local)}: a local path, but this Ray cluster has nodes that do not see this "
+                          f"machine's disk ({why}); use object storage (s3://bucket/...), or a mount every node "
+                          f"has and name it in {SHARED_PATHS}=/mnt/shared")
+
+
 def check_fits(per_unit: dict[str, float], what: str, units: int = 1) -> None:
     """Refuse at once a request the cluster can never meet (Ray would wait for it forever): each unit
     (a trial, a Train worker) must fit on one node, and ``units`` of them on the nodes there can be.
@@ -134,8 +173,9 @@ def pin_ray_data_actors_here() -> list[str]:
 
 
 class _TokenNotice:
-    """Drops Ray's notice that it turned token authentication on for a new local instance (printed at every
-    start, a warning a user would learn to ignore): the platform wants it on."""
+    """Drops Ray's notice that it turned token authentication on (for a new local instance, or on joining a
+    cluster that has it, unless RAY_AUTH_MODE is set): printed at every start, a warning a user would learn
+    to ignore; the platform wants it on."""
 
     def filter(self, record) -> bool:
         return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
@@ -165,12 +205,12 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None, num_gp
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     _loopback_only(not address)
+    _quiet_token_notice()
     if address:
         _reachable(address)
         context = ray.init(address=address, log_to_driver=log_to_driver)
         pin_ray_data_actors_here()
         return context
-    _quiet_token_notice()
     return ray.init("local", num_cpus=num_cpus or 2 * (os.cpu_count() or 2), num_gpus=num_gpus, include_dashboard=dashboard,
                     dashboard_host=LOCAL_HOST, log_to_driver=log_to_driver, object_store_memory=object_store_memory)
 

@@ -1,5 +1,6 @@
-"""The cluster flow on one machine: Ray's autoscaler on the local cluster made from cluster.yaml (in its own
-process, see ``cluster_scenarios.py``), and a Train worker killed mid-run."""
+"""The cluster flow on one machine: Ray's autoscaler on the local cluster made from cluster.yaml, its worker
+nodes sharing no disk with the driver (in its own process, see ``cluster_scenarios.py``), and a Train worker
+killed mid-run."""
 
 import json
 import os
@@ -63,6 +64,50 @@ def test_study_job_finishes_every_trial_through_a_preemption(cluster_facts):
     for run, before in preempted["finished"].items():  # finished before the preemption: not rerun
         assert rows[run.split("-")[-1]]["probe_top1"] == pytest.approx(before["probe_top1"])
         assert len(epochs[run]) == before["lines"] == 4
+
+
+def test_a_successful_study_job_logs_no_traceback_and_no_warning_of_ours(cluster_facts):
+    noise = cluster_facts["job_noise"]
+    tracebacks = [n for n in noise if "Traceback" in n]
+    # one traceback is the event itself: Tune reports the trial whose node was preempted (and retries it);
+    # nothing else (a trial process ended at the study's end printed one from sigterm_handler)
+    assert len(tracebacks) == 1 and "Trial task failed for trial" in tracebacks[0], tracebacks
+    others = [n for n in noise if "Traceback" not in n]
+    # the one warning is Ray's CLI saying, once, that it leaves .git out of the uploaded working dir
+    assert all("'.git' is now ignored by default when packaging the working directory" in n for n in others), others
+
+
+def test_worker_nodes_share_no_disk_with_the_driver(cluster_facts):
+    seen = cluster_facts["worker_sees"]
+    assert seen["node"] != "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"  # a worker node, not the head
+    # the study's results directory, the scenario's files and the cluster's state are not there; the real
+    # home's cache is an empty mount; the node's $HOME is its own
+    assert seen["results_dir"] is None and seen["out_dir"] is None and seen["state_dir"] is None, seen
+    assert seen["real_home_cache"] == [] and seen["home"] == "/tmp/home", seen
+
+
+def test_drivers_refuse_local_paths_before_any_trial(cluster_facts):
+    refused = cluster_facts["refusals"]
+    for case, path in (("data_root", "data.root="), ("storage", "--storage="), ("shards", "SRC=")):
+        line = refused[case]["stderr"][0]
+        assert refused[case]["rc"] == 2 and line.startswith("error: ") and path in line, (case, refused[case])
+        assert "a local path, but this Ray cluster has nodes that do not see this machine's disk" in line
+        assert "s3://" in line and "CONTRASTIVE_SHARED_PATHS" in line
+    assert not any(r["trials_started"] for r in refused.values())
+
+
+def test_the_cluster_study_gives_the_numbers_of_one_local_instance(cluster_facts):
+    assert cluster_facts["local_study"]["rc"] == 0, cluster_facts["local_study"]["tail"]
+    cluster, local = cluster_facts["numbers"]["cluster"], cluster_facts["numbers"]["local"]
+    assert sorted(cluster) == sorted(local) and len(cluster) == 4
+    for run, values in cluster.items():  # the preempted and resumed trial too
+        assert values == local[run], (run, {k: (v, local[run].get(k)) for k, v in values.items() if v != local[run].get(k)})
+
+
+def test_finished_runs_read_back_from_storage_once_the_workers_are_gone(cluster_facts):
+    back = cluster_facts["read_back"]
+    assert back["eval"]["rc"] == 0, back["eval"]["tail"]
+    assert back["export"]["rc"] == 0 and "encoder.pt2" in back["exported"], back["export"]["tail"]
 
 
 def test_train_workers_on_gpu_nodes_split_the_data_decoded_on_cpu_nodes(cluster_facts):

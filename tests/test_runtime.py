@@ -88,3 +88,26 @@ def test_torch_gets_huge_pages_for_large_cpu_blocks_once_core_is_imported():
     assert huge >= 32 << 10, huge  # kB: most of the 64 MiB tensor
     if "[madvise]" in mode:  # only what asks for them gets them: torch's default does not
         assert plain == 0, plain
+
+
+def test_local_paths_are_refused_only_on_a_cluster_of_several_nodes(ray_session, monkeypatch):
+    import core.runtime as runtime
+    from core.errors import ConfigError
+
+    paths = {"data.root": "/data/imagenet", "model.weights": None, "--storage": "s3://bucket/study",
+             "eval.corruption_root": "/mnt/shared/imagenet-c"}
+    monkeypatch.setenv(runtime.SHARED_PATHS, "/mnt/shared:/other")
+    assert runtime.not_shared(paths) == ["data.root=/data/imagenet"]  # URIs and named shared mounts pass
+    assert not runtime.multi_node()  # the session's private instance: one node, its own disk
+    runtime.require_shared(paths, "x")
+    monkeypatch.setattr(runtime, "multi_node", lambda: True)
+    try:
+        runtime.require_shared(paths, "the trials run on any of them")
+    except ConfigError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("a local data root on a cluster was accepted")
+    assert message.startswith("data.root=/data/imagenet: a local path, but this Ray cluster has nodes that do not see")
+    assert "(the trials run on any of them)" in message and "CONTRASTIVE_SHARED_PATHS" in message
+    monkeypatch.setenv(runtime.SHARED_PATHS, "/")
+    runtime.require_shared(paths, "x")  # a cluster whose nodes share this disk (the non-isolated local one)

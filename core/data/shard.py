@@ -7,7 +7,11 @@ through ``pyarrow.fs``).
 - **Class-mixed shards.** Records are written in a seeded random order (``--seed``), so every shard
   holds many classes even though ImageFolder paths sort by class; readers shuffle the file order
   per epoch on top.
-- **Parallel.** ``--workers W`` > 1 writes shards in Ray tasks (W at a time).
+- **Parallel.** ``--workers W`` > 1 writes shards in Ray tasks (W at a time), on a private local Ray
+  instance, or on the cluster ``--address`` (default ``$RAY_ADDRESS``: set inside a Ray Job) names: its
+  tasks read SRC and write DEST on whichever node they run, so on a cluster of several nodes both must be
+  in object storage or on a mount every node has (a local path is refused before any shard is written);
+  ``--address local`` writes from this machine alone.
 - **Resumable.** Each shard is written under a temporary name and renamed, then recorded in
   ``DEST/manifest.json`` (rows, sha256, class counts; ``core.data.manifest``). The manifest also
   records the source listing (a digest of every file's path, size and mtime, or of the arrays), the
@@ -218,11 +222,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", default="imagefolder", choices=["imagefolder", "cifar10", "cifar100"])
     p.add_argument("--seed", type=int, default=0, help="seed of the random record order")
     p.add_argument("--workers", type=int, default=1, help="shards written at once (Ray tasks when > 1)")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                   help="the Ray cluster whose nodes write the shards (default $RAY_ADDRESS; 'local': this machine)")
     args = p.parse_args(argv)
     return cli_main(lambda: _main(args))
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.workers > 1 and args.address and args.address != "local":
+        from core.runtime import require_shared, start_ray
+
+        start_ray(args.address, log_to_driver=False)
+        require_shared({"SRC": args.src, "DEST": args.dest}, "the shard tasks read SRC and write DEST on any node; "
+                       "or pass --address local to write from this machine alone")
     t0 = time.perf_counter()
     manifests = shard_dataset(args.src, args.dest, args.shard_size, args.format, args.seed, args.workers)
     for split, m in manifests.items():

@@ -60,29 +60,30 @@ def check_corruptions(cfg: RunConfig, test_size: int | None) -> None:
                               f"eval.corruption_suite=fast")
 
 
-def prepare_corruptions(cfg: RunConfig) -> None:
+def prepare_corruptions(cfg: RunConfig, shared: str | None = None) -> None:
     """Before a study's trials start: a suite that is cached (ImageNet-C) corrupts the evaluation split
-    once, batch by batch as the evaluation stage reads it, in parallel Ray tasks; the trials read the cache."""
+    once, batch by batch as the evaluation stage reads it, in parallel Ray tasks; the trials read the cache
+    (``shared``: a path or URI every node reaches, where it is also kept for trials on other nodes)."""
     if not (cfg.eval.robustness and CORRUPTION_SUITES.get(cfg.eval.corruption_suite).cached) \
             or cfg.eval.corruption_root:
         return
     source = load_source(cfg.data)
     check_corruptions(cfg, source.test_size)
     chunk = eval_chunk(build_model(cfg, source.num_classes), cfg.data.image_size, cfg.eval.batch_memory_mb)
-    for _ in generated_corruptions(iter_numpy(source.test, chunk), cfg, parallel=True, progress=True):
+    for _ in generated_corruptions(iter_numpy(source.test, chunk), cfg, parallel=True, progress=True, shared=shared):
         pass  # each batch's corrupted sets are computed and cached as the generator reaches them
 
 
-def corrupted_sets(cfg: RunConfig, test: Any, chunk: int = 512) -> CorruptedBatches:
+def corrupted_sets(cfg: RunConfig, test: Any, chunk: int = 512, shared: str | None = None) -> CorruptedBatches:
     """The corrupted versions of the test split the config asks for: read from ``eval.corruption_root``
-    or generated from the clean batches."""
+    or generated from the clean batches (from the caches, this node's and ``shared``, when there)."""
     if cfg.eval.corruption_root:
         return folder_corruptions(cfg, lambda path: eval_folder_dataset(path, cfg.data.image_size))
-    return generated_corruptions(iter_numpy(test, chunk), cfg)
+    return generated_corruptions(iter_numpy(test, chunk), cfg, shared=shared)
 
 
 def generated_corruptions(batches: Iterator[dict], cfg: RunConfig, parallel: bool = False,
-                          progress: bool = False) -> CorruptedBatches:
+                          progress: bool = False, shared: str | None = None) -> CorruptedBatches:
     """Every corrupted version of every clean batch, made batch by batch by the config's suite (in
     parallel Ray tasks with ``parallel`` where the suite can). The corruption seed is fixed, so every run
     of a study is scored on the same corrupted images."""
@@ -93,7 +94,7 @@ def generated_corruptions(batches: Iterator[dict], cfg: RunConfig, parallel: boo
         if len(batch["label"]) == 0:
             continue
         images = np.require(batch["image"], requirements="W")
-        for key, imgs in suite.make(images, names, np.asarray(batch["index"]), parallel, progress).items():
+        for key, imgs in suite.make(images, names, np.asarray(batch["index"]), parallel, progress, shared).items():
             yield key, {"image": imgs, "label": batch["label"], "index": batch["index"]}
 
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from core.eval.robustness import REFERENCE_ERRORS, CorruptionSuite
+from core.fs import filesystem, join, read_bytes, write_bytes_atomic
 from core.io import write_atomic
 from core.registry import CORRUPTION_SUITES
 
@@ -41,7 +42,8 @@ def _image_seed(seed: int, name: str, severity: int, position: int) -> int:
 
 
 def _resize(images: np.ndarray, size: int, mode: str) -> np.ndarray:
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    # a Ray task's argument is a read-only view of the object store: torch warns on wrapping one
+    x = torch.from_numpy(np.require(images, requirements="W")).permute(0, 3, 1, 2).float()
     kwargs = {"align_corners": False} if mode == "bilinear" else {}
     x = F.interpolate(x, size=(size, size), mode=mode, **kwargs)
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
@@ -81,11 +83,13 @@ def corrupt_imagenet_c(images: np.ndarray, name: str, severity: int, seed: int =
 
 
 def corrupted_split(images: np.ndarray, names: tuple[str, ...], seed: int = 0, cache_dir: str | None = CACHE_DIR,
-                    progress: bool = False, parallel: bool = False,
-                    index: np.ndarray | None = None) -> dict[tuple[str, int], np.ndarray]:
+                    progress: bool = False, parallel: bool = False, index: np.ndarray | None = None,
+                    shared: str | None = None) -> dict[tuple[str, int], np.ndarray]:
     """Every (corruption, severity) version of a batch of evaluation images (``index``: their sample
     ids), from the disk cache when there. ``parallel``: one Ray task per (corruption, severity)
-    (needs ``ray.init``), e.g. in a study's driver before the trials start."""
+    (needs ``ray.init``), e.g. in a study's driver before the trials start. ``shared``: a path or URI
+    every node reaches (a study's storage on a cluster): a split missing here is fetched from it, and one
+    computed here is put there, so a cluster builds each split once and no node reads another's disk."""
     ids = b"" if index is None else np.asarray(index, np.int64).tobytes()
     key = hashlib.sha1(images.tobytes() + ids + repr((images.shape, names, seed)).encode()).hexdigest()[:16]
     path = Path(cache_dir) / "imagenet_c" / f"{key}.npz" if cache_dir else None
@@ -96,17 +100,41 @@ def corrupted_split(images: np.ndarray, names: tuple[str, ...], seed: int = 0, c
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = open(path.with_suffix(".lock"), "w")
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be writing it: wait, then read
-        if path.exists() and (cached := _read_cache(path, names)) is not None:
+        if (path.exists() or _fetch(shared, key, path)) and (cached := _read_cache(path, names)) is not None:
             lock.close()
             return cached
     try:
         out = _compute(images, [(n, s) for n in names for s in range(1, 6)], seed, progress, parallel, index)
         if path:
             write_atomic(path, lambda tmp: np.savez(tmp, **{f"{n}_{s}": v for (n, s), v in out.items()}))
+            _publish(shared, key, path)
         return out
     finally:
         if lock:
             lock.close()
+
+
+def _remote(shared: str, key: str) -> tuple:
+    fs, base = filesystem(shared)
+    return fs, join(base, "imagenet_c", f"{key}.npz")
+
+
+def _fetch(shared: str | None, key: str, path: Path) -> bool:
+    """The split ``key`` copied from ``shared`` to ``path``; whether it was there."""
+    if not shared:
+        return False
+    fs, remote = _remote(shared, key)
+    data = read_bytes(fs, remote)
+    if data is not None:
+        write_atomic(path, lambda tmp: tmp.write_bytes(data))
+    return data is not None
+
+
+def _publish(shared: str | None, key: str, path: Path) -> None:
+    if shared:
+        fs, remote = _remote(shared, key)
+        fs.create_dir(remote.rsplit("/", 1)[0], recursive=True)
+        write_bytes_atomic(fs, remote, path.read_bytes())
 
 
 def _read_cache(path: Path, names: tuple[str, ...]) -> dict[tuple[str, int], np.ndarray] | None:
@@ -146,8 +174,8 @@ def _compute(images: np.ndarray, pairs: list[tuple[str, int]], seed: int, progre
 
 
 def _make(images: np.ndarray, names: tuple[str, ...], index: np.ndarray, parallel: bool = False,
-          progress: bool = False) -> dict[tuple[str, int], np.ndarray]:
-    return corrupted_split(images, names, seed=0, index=index, parallel=parallel, progress=progress)
+          progress: bool = False, shared: str | None = None) -> dict[tuple[str, int], np.ndarray]:
+    return corrupted_split(images, names, seed=0, index=index, parallel=parallel, progress=progress, shared=shared)
 
 
 CORRUPTION_SUITES.register("imagenet_c", CorruptionSuite(

@@ -41,7 +41,7 @@ def run_config(run_dir: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
 
 
 def rescore(run: RunDir, cfg: RunConfig, source: Any = None, device: torch.device | None = None,
-            note: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+            note: str = "", corruption_cache: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metrics, records) of the run's checkpoint scored with ``cfg``'s evaluation protocol, written to
     ``evaluation.json``; a finished run's ``summary.json`` (and config.json's eval section) take them, an
     unfinished run's are left alone and the metrics say which epoch was scored. The caller holds the lock."""
@@ -50,7 +50,8 @@ def rescore(run: RunDir, cfg: RunConfig, source: Any = None, device: torch.devic
     source = source or load_source(cfg.data)
     model = build_model(cfg, source.num_classes).to(dev)
     model.load_state_dict(state.model)
-    result = evaluate(model, cfg, source.train_eval, source.test, source.num_classes, dev, train_size=source.train_size)
+    result = evaluate(model, cfg, source.train_eval, source.test, source.num_classes, dev, train_size=source.train_size,
+                      corruption_cache=corruption_cache)
     finished = bool(state.final) and state.final.get("status") == "finished"
     metrics = {**result.scalars, "eval_epoch": state.epoch, "eval_overrides": note,
                "run_status": "finished" if finished else f"unfinished (epoch {state.epoch + 1} of {cfg.optim.epochs})"}

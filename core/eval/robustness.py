@@ -34,8 +34,10 @@ CORRUPTIONS = tuple(SEVERITY_PARAMS)
 SEVERITIES = range(1, 6)
 
 # corrupted versions of a batch of uint8 [N, H, W, C] images: (images, corruption names, their stable ids,
-# in parallel Ray tasks, with a progress bar) -> {(corruption, severity): corrupted images}
-MakeCorrupted = Callable[[np.ndarray, tuple[str, ...], np.ndarray, bool, bool], dict[tuple[str, int], np.ndarray]]
+# in parallel Ray tasks, with a progress bar, a cache every node reaches or None)
+#   -> {(corruption, severity): corrupted images}
+MakeCorrupted = Callable[[np.ndarray, tuple[str, ...], np.ndarray, bool, bool, "str | None"],
+                         dict[tuple[str, int], np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class CorruptionSuite:
 
 
 def _make_fast(images: np.ndarray, names: tuple[str, ...], index: np.ndarray, parallel: bool = False,
-               progress: bool = False) -> dict[tuple[str, int], np.ndarray]:
+               progress: bool = False, shared: str | None = None) -> dict[tuple[str, int], np.ndarray]:
     x = torch.from_numpy(images)
     return {(n, s): corrupt(x, n, s, seed=0, index=index).numpy() for n in names for s in SEVERITIES}
 

@@ -71,11 +71,12 @@ def bounded_images(ds: Any, num_classes: int, limit: int = ONLINE_KNN_IMAGES, se
 
 
 def evaluate(model: nn.Module, cfg: RunConfig, train_eval: Any, test: Any, num_classes: int,
-             device: torch.device, train_size: int | None = None) -> Evaluation:
+             device: torch.device, train_size: int | None = None, corruption_cache: str | None = None) -> Evaluation:
     """The full frozen-encoder evaluation: kNN (top-1/top-5), linear probe with calibration, few-shot
     episodes, embedding geometry and (``eval.robustness``) corruption, uncertainty and label-scarce
     metrics. ``train_eval``/``test`` are datasets (or iterables of numpy batches) of eval views;
-    ``train_size``, when known, lets the training set's features be gathered in place.
+    ``train_size``, when known, lets the training set's features be gathered in place;
+    ``corruption_cache``: a path or URI every node reaches where the corrupted split is kept once built.
 
     Memory that grows with the training set: its features, labels and ids, ``4 x feature_dim + 16``
     bytes per image, held once (``train_bytes_per_image``); everything else is bounded by constants (the
@@ -97,7 +98,8 @@ def evaluate(model: nn.Module, cfg: RunConfig, train_eval: Any, test: Any, num_c
     geometry_metrics(te, result, cfg.seed)
     result.scalars.update(few_shot_metrics(cfg, te))
     if cfg.eval.robustness:
-        robustness_metrics(model, cfg, tr, te, probe.predict, lambda: corrupted_sets(cfg, test, chunk), device, result)
+        robustness_metrics(model, cfg, tr, te, probe.predict, lambda: corrupted_sets(cfg, test, chunk, corruption_cache),
+                           device, result)
     return result
 
 

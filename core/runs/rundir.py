@@ -30,6 +30,7 @@ LOCAL_STATE_FILE = "latest_state.pt"  # the in-process checkpoint in the run dir
 CONFIG_FILE, METRICS_FILE = "config.json", "metrics.jsonl"
 SUMMARY_FILE, EVALUATION_FILE = "summary.json", "evaluation.json"
 PREVIOUS = ".previous"  # suffix of the checkpoint a newer one replaced
+TENSORBOARD_DIR = "tensorboard"  # the run's scalars (core.io.ScalarBoard)
 EPOCH_PREFIX = "epoch="
 
 
@@ -85,6 +86,11 @@ class RunDir:
     @property
     def local_state(self) -> Path:
         return self.path / LOCAL_STATE_FILE
+
+    def board_files(self) -> list[str]:
+        """The TensorBoard event files of the run, as names relative to the run directory."""
+        board = self.path / TENSORBOARD_DIR
+        return sorted(f"{TENSORBOARD_DIR}/{p.name}" for p in board.iterdir() if p.is_file()) if board.is_dir() else []
 
     def state_files(self) -> list[Path]:
         """The run's checkpoints, newest first: the in-process state file (and the one it replaced) or

@@ -21,7 +21,7 @@ from core.fs import filesystem, is_uri, join, list_dir, read_bytes
 from core.io import write_atomic
 from core.runs.identity import legacy_run_name, run_name
 from core.runs.rundir import (CONFIG_FILE, EPOCH_PREFIX, EVALUATION_FILE, LOCAL_STATE_FILE, METRICS_FILE, STATE_FILE,
-                              SUMMARY_FILE, RunDir)
+                              SUMMARY_FILE, TENSORBOARD_DIR, RunDir)
 
 LOCAL_RUNS_DIR = "~/.cache/contrastive-platform/runs"  # working copies of runs whose storage is a URI
 MIRRORED = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, EVALUATION_FILE, LOCAL_STATE_FILE)
@@ -77,12 +77,15 @@ def mirror_run(run: RunDir, remote: str, names: Iterable[str] = MIRRORED) -> Non
 
 def fetch_run(remote: str, run: RunDir) -> list[str]:
     """The files of a run stored at ``remote`` that this run directory lacks, copied into it (the run
-    resumes, is found finished, or is re-scored on a machine that did not run it): the mirrored files
-    and, of a worker group's run, its newest ``epoch=*/state.pt``. Returns the names fetched."""
+    resumes, is found finished, or is re-scored on a machine that did not run it; a worker group's rank 0
+    wrote them on another node): the mirrored files, the TensorBoard event files and, of a worker
+    group's run, its newest ``epoch=*/state.pt``. Returns the names fetched."""
     fs, base = filesystem(remote)
     epochs = sorted(i.base_name for i in list_dir(remote) if i.type == pafs.FileType.Directory
                     and i.base_name.startswith(EPOCH_PREFIX))
-    names = [*MIRRORED, *([f"{epochs[-1]}/{STATE_FILE}"] if epochs else [])]
+    board = [f"{TENSORBOARD_DIR}/{i.base_name}" for i in list_dir(join(remote, TENSORBOARD_DIR))
+             if i.type == pafs.FileType.File]
+    names = [*MIRRORED, *board, *([f"{epochs[-1]}/{STATE_FILE}"] if epochs else [])]
     fetched = []
     for name in names:
         if not (run.path / name).exists() and (data := read_bytes(fs, join(base, name))) is not None:

@@ -31,7 +31,7 @@ from core.fs import is_uri
 from core.io import DirectoryLock, refuse_symlink, remove_paths, unlocked_entries, write_json_atomic
 from core.results import RunStatus, scalars
 from core.runs.identity import config_hash
-from core.runtime import check_fits, start_ray
+from core.runtime import check_fits, multi_node, require_shared, start_ray
 from core.study.loggers import Progress, logger_callbacks
 from core.study.report import config_columns, write_report, write_table
 from core.study.spec import Study, trial_config, trial_point
@@ -57,6 +57,12 @@ class StudyDirs:
     def runs(self) -> str:
         return f"{self.storage.rstrip('/')}/runs"
 
+    @property
+    def corruption_cache(self) -> str | None:
+        """Where the trials find the corrupted evaluation split the driver built: the study's storage when
+        the trials may run on other nodes (or it is an object store), else each node's own cache."""
+        return f"{self.storage.rstrip('/')}/cache" if is_uri(self.storage) or multi_node() else None
+
 
 @dataclass(frozen=True)
 class TrialSetup:
@@ -69,6 +75,7 @@ class TrialSetup:
     gpus: float
     per_epoch: bool  # trials report every epoch to Tune (schedulers read them), worker groups too
     custom: tuple[tuple[str, float], ...] = ()  # --trial-resource: per trial, or per Train worker of a group
+    corruption_cache: str | None = None  # StudyDirs.corruption_cache
 
 
 def run_trial(params: dict, setup: TrialSetup) -> None:
@@ -79,6 +86,7 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
                            num_workers=setup.workers, use_gpu=setup.gpus > 0)
         res = fit(cfg, verbose=False, torch_threads=setup.torch_threads,
                   tune_trial=setup.per_epoch, max_failures=1, worker_resources=dict(setup.custom),
+                  corruption_cache=setup.corruption_cache,
                   wait=True)  # trials that differ only in evaluation share a run: the second re-scores it
         row: dict[str, Any] = {**res.metrics, "status": res.status, "config_hash": config_hash(cfg),
                                "node_id": ray.get_runtime_context().get_node_id(), "machine": socket.gethostname()}
@@ -102,7 +110,8 @@ def run_study(study: Study, args: argparse.Namespace) -> tuple[pd.DataFrame, Pat
         _record_spec(study, args, results)
         start_study_ray(args)
         _check_trial_resources(args)
-        prepare_corruptions(study.base)
+        _check_shared(study, dirs)
+        prepare_corruptions(study.base, dirs.corruption_cache)
         total = study.total()
         concurrent = args.max_concurrent or (1 if args.workers_per_trial else os.cpu_count() or 2)
         print(f"study {study.name}: {total} trials, {concurrent} at a time -> {results}", flush=True)
@@ -157,6 +166,15 @@ def custom_resources(args: argparse.Namespace) -> dict[str, float]:
     accelerator = getattr(args, "accelerator_type", None)
     return {**dict(getattr(args, "trial_resource", ())),
             **({f"accelerator_type:{accelerator}": 0.001} if accelerator else {})}
+
+
+def _check_shared(study: Study, dirs: StudyDirs) -> None:
+    """On a cluster of several nodes, before any trial starts: every path a trial reads or writes (its data,
+    weights, ImageNet-C folder, the study's storage) must reach every node, not only this machine's disk."""
+    for cfg in [trial_config(study.base, p) for p in study.points()] or [study.base]:
+        require_shared({"data.root": cfg.data.root, "eval.corruption_root": cfg.eval.corruption_root,
+                        "model.weights": cfg.model.weights, "--storage": dirs.storage},
+                       "the trials run on any of them")
 
 
 def _check_trial_resources(args: argparse.Namespace) -> None:
@@ -226,7 +244,7 @@ def _trainable(study: Study, args: argparse.Namespace, dirs: StudyDirs, concurre
                        # a searcher without a scheduler reads final metrics only (Tune's strict check
                        # rejects epoch reports that lack them)
                        per_epoch=not (study.search and study.search.scheduler is None),
-                       custom=tuple(custom_resources(args).items()))
+                       custom=tuple(custom_resources(args).items()), corruption_cache=dirs.corruption_cache)
     resources = {"CPU": args.cpus_per_trial if not args.workers_per_trial else 0.5,
                  "GPU": args.gpus_per_trial if not args.workers_per_trial else 0,
                  **({} if args.workers_per_trial else custom_resources(args))}
@@ -236,6 +254,9 @@ def _trainable(study: Study, args: argparse.Namespace, dirs: StudyDirs, concurre
 def _tuner(study: Study, args: argparse.Namespace, dirs: StudyDirs, total: int, concurrent: int) -> tune.Tuner:
     """A new Tuner for the study's trials, or the interrupted one restored (``--resume``)."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # under an autoscaler Tune warns when no trial has started for 60 s: a cloud GPU node takes minutes to boot, so
+    # it warned at the start of every cluster study; 15 minutes without a trial is worth a warning
+    os.environ.setdefault("TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S_AUTOSCALER", "900")
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # the study passes its loggers (--logger)
     if args.workers_per_trial:  # a trial ASHA stops is inside TorchTrainer.fit(): end its process (and so its
         os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "10")  # worker group) instead of waiting 600 s

@@ -8,9 +8,18 @@ Ray's own autoscaler runs it (the fake multinode provider): the head starts with
 and every worker node is a real raylet that the autoscaler starts when tasks wait and stops after the idle
 timeout. Each node type keeps its name, min/max workers and the idle timeout; its CPUs are capped at this
 machine's cores, at most ``--max-workers`` of each type come up, and its GPUs become the custom resource
-``local_gpu`` (same count, no CUDA needed), beside the ``accelerator_type:<name>`` resource Ray gives such
-nodes on AWS. A study asks for one GPU with ``--trial-resource local_gpu=1 --accelerator-type A10G``: without
+``local_gpu`` (same count, no CUDA needed; the node also declares them as ``GPU``, so that Ray's autoscaler
+keeps CPU-only work off the GPU types as it does on AWS, though nothing may ask for ``GPU`` here), beside
+the ``accelerator_type:<name>`` resource Ray gives such nodes on AWS. A study asks for one GPU with ``--trial-resource local_gpu=1 --accelerator-type A10G``: without
 the accelerator type, Ray's autoscaler brings up the 8-GPU type for 1-GPU trials (it fits more of them).
+
+``--isolated`` makes the nodes share nothing but what a cloud's nodes share: each worker node's processes
+run in a Linux mount namespace of their own (``unshare -m``, as root) with a private, empty ``/tmp`` (where
+its Ray temp dir lives), ``$HOME`` and cache directory, and without the cluster's state directory or the
+driver's results (``--hide``, default ``./results`` and ``./runs``). What crosses is the network (loopback
+and this host's address), the installed Python environment (this checkout and its venv, as every cloud node
+installs them) and what Ray ships (a job's ``working_dir``, the object store): a path that only the driver's
+disk holds is not there, as on a real cluster.
 
 ``down`` ends exactly this cluster's processes (those naming its temp dir or GCS address, and their
 children), never ``ray stop``: that would end every Ray process on the machine.
@@ -25,13 +34,15 @@ import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from core.errors import ConfigError, ResourceError, cli_main
+from core.runtime import SHARED_PATHS
 
 LOCAL_GPU = "local_gpu"  # the GPUs of cluster.yaml's types, as a custom resource
 HEAD_TYPE = "ray.head.default"
@@ -70,6 +81,9 @@ class LocalCluster:
     gcs_address: str
     dashboard_url: str
     node_types: tuple[dict, ...]
+    isolated: bool = False  # worker nodes share no disk with the head (see the module docstring)
+    s3_endpoint: str | None = None  # a local S3 API (moto) started with the cluster, ended by down
+    s3_pid: int | None = None
 
 
 def node_types(cluster: dict[str, Any]) -> list[NodeType]:
@@ -96,16 +110,19 @@ def node_types(cluster: dict[str, Any]) -> list[NodeType]:
 
 
 def local_config(cluster: dict[str, Any], gcs_address: str, node_temp_root: str, cores: int, max_workers: int = 2,
-                 idle_timeout_minutes: float | None = None, object_store_mb: int = 256) -> dict[str, Any]:
-    """The fake-multinode autoscaler config for ``cluster``'s node types on a machine with ``cores`` CPUs."""
+                 idle_timeout_minutes: float | None = None, object_store_mb: int = 256,
+                 isolated: dict | None = None) -> dict[str, Any]:
+    """The fake-multinode autoscaler config for ``cluster``'s node types on a machine with ``cores`` CPUs;
+    ``isolated``: each worker node in a mount namespace of its own (:func:`isolation`)."""
     available: dict[str, Any] = {}
     for t in node_types(cluster):
         if t.head:
             available[HEAD_TYPE] = {"resources": {"CPU": min(t.cpus, cores)}, "node_config": {}, "max_workers": 0}
             continue
         res: dict[str, Any] = {"CPU": max(1, min(int(t.cpus), cores)), "object_store_memory": object_store_mb << 20}
-        if t.gpus:
+        if t.gpus:  # GPU too, no CUDA behind it: Ray's autoscaler then keeps CPU-only work off these types, as on AWS
             res[LOCAL_GPU] = t.gpus
+            res["GPU"] = t.gpus
         if t.accelerator:
             res[f"accelerator_type:{t.accelerator}"] = 1
         available[t.name] = {"resources": res, "node_config": {}, "min_workers": min(t.min_workers, max_workers),
@@ -121,7 +138,7 @@ def local_config(cluster: dict[str, Any], gcs_address: str, node_temp_root: str,
         else idle_timeout_minutes,
         "provider": {"type": "external", "module": "core.tools.cluster.LocalNodeProvider", "gcs_address": gcs_address,
                      "node_temp_root": node_temp_root, "use_node_id_as_ip": True, "disable_node_updaters": True,
-                     "disable_launch_config_check": True},
+                     "disable_launch_config_check": True, **({"isolated": isolated} if isolated else {})},
         "auth": {"ssh_user": "ubuntu"}, "docker": {}, "file_mounts_sync_continuously": False,
         **{k: {} if k == "file_mounts" else [] for k in empty},
         "available_node_types": available, "head_node_type": HEAD_TYPE,
@@ -137,9 +154,12 @@ def _fake_provider():
 class LocalNodeProvider(_fake_provider()):
     """Ray's fake multinode provider, with each worker node in a temp dir of its own (as on separate machines):
     nodes sharing one would share ``runtime_resources/``, and a node that goes takes the job's working dir
-    from under the others' workers."""
+    from under the others' workers. With ``isolated`` in its config, each worker node is a ``ray start
+    --block`` in a mount namespace of its own instead (see the module docstring)."""
 
     def _create_node_with_resources_and_labels(self, node_config, tags, count, resources, labels):
+        if self.provider_config.get("isolated"):
+            return self._create_isolated_node(tags, resources, labels)
         import ray._private.parameter as parameter
 
         original = parameter.RayParams
@@ -154,6 +174,35 @@ class LocalNodeProvider(_fake_provider()):
         finally:
             parameter.RayParams = original
 
+    def _create_isolated_node(self, tags: dict, resources: dict, labels: dict) -> None:
+        from ray._private import ray_constants
+        from ray.autoscaler.tags import (NODE_KIND_WORKER, STATUS_UP_TO_DATE, TAG_RAY_NODE_KIND, TAG_RAY_NODE_NAME,
+                                         TAG_RAY_NODE_STATUS, TAG_RAY_USER_NODE_TYPE)
+
+        resources = dict(resources)
+        with self.lock:
+            node_type, node_id = tags[TAG_RAY_USER_NODE_TYPE], self._next_hex_node_id()
+            cpus, gpus, store = resources.pop("CPU", 0), resources.pop("GPU", 0), resources.pop("object_store_memory")
+            env = {**os.environ, "RAY_OVERRIDE_NODE_ID_FOR_TESTING": node_id, "RAY_CLOUD_INSTANCE_ID": node_id,
+                   "RAY_NODE_TYPE_NAME": node_type, ray_constants.RESOURCES_ENVIRONMENT_VARIABLE: json.dumps(resources),
+                   ray_constants.LABELS_ENVIRONMENT_VARIABLE: json.dumps(labels), **_auth_token_env()}
+            start = [*RAY_CLI, "start", f"--address={self._gcs_address}", f"--num-cpus={int(cpus)}",
+                     f"--num-gpus={int(gpus)}", f"--object-store-memory={int(store)}",
+                     f"--resources={json.dumps(resources)}", f"--labels={json.dumps(labels)}",
+                     f"--temp-dir={NODE_TEMP}", "--dashboard-agent-listen-port=0", "--block"]
+            log = open(os.path.join(self.provider_config["node_temp_root"], f"{node_id[-5:]}.log"), "ab")
+            proc = subprocess.Popen(isolated_command(self.provider_config["isolated"], start), env=env,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            log.close()
+            self._nodes[node_id] = {"tags": {TAG_RAY_NODE_KIND: NODE_KIND_WORKER, TAG_RAY_USER_NODE_TYPE: node_type,
+                                             TAG_RAY_NODE_NAME: node_id, TAG_RAY_NODE_STATUS: STATUS_UP_TO_DATE,
+                                             **tags}, "process": proc}
+
+    def _terminate_node(self, node):
+        if "process" not in node:
+            return super()._terminate_node(node)
+        _end_tree(node["process"].pid)
+
     def non_terminated_nodes(self, tag_filters):
         self._forget_reclaimed()
         return super().non_terminated_nodes(tag_filters)
@@ -161,16 +210,84 @@ class LocalNodeProvider(_fake_provider()):
     def _forget_reclaimed(self) -> None:
         """A worker node whose raylet has died is gone, as a reclaimed spot instance is from a cloud's list:
         its other processes are ended and the autoscaler may launch another. Ray's fake provider kept such
-        a node listed (as pending, for ever), so a type at its node cap never got a replacement."""
+        a node listed (as pending, for ever), so a type at its node cap never got a replacement. (An isolated
+        node's ``ray start --block`` exits when its raylet dies.)"""
         from ray._private import ray_constants
 
         with self.lock:
             for node_id, entry in list(self._nodes.items()):
                 node = entry.get("node")  # the head's entry has none: its processes are not the provider's
                 raylets = node.all_processes.get(ray_constants.PROCESS_TYPE_RAYLET, []) if node else []
-                if raylets and all(info.process.poll() is not None for info in raylets):
+                gone = (raylets and all(info.process.poll() is not None for info in raylets)) \
+                    or ("process" in entry and entry["process"].poll() is not None)
+                if gone:
                     self._nodes.pop(node_id)
                     self._terminate_node(entry)
+
+
+NODE_TEMP = "/tmp/ray-node"  # an isolated node's Ray temp dir, inside its private /tmp
+
+
+def isolation(hide: list[str]) -> dict:
+    """The provider's ``isolated`` settings: the paths each node must not see besides /tmp and $HOME (the
+    real home's caches and Ray token too: the interpreter may live under that home, so it stays mounted)."""
+    home = Path.home()
+    return {"hide": sorted({os.path.abspath(p) for p in [*hide, home / ".cache", home / ".ray"]})}
+
+
+def isolated_command(settings: dict, command: list[str]) -> list[str]:
+    """``command`` in a new mount namespace: an empty /tmp, an empty $HOME (an environment variable pointing
+    into it: the interpreter may live under the real home), each hidden path covered by an empty tmpfs."""
+    import shlex
+
+    hide = " ".join(shlex.quote(p) for p in settings["hide"])
+    script = ("set -e; mount -t tmpfs -o mode=1777 tmpfs /tmp; "
+              f"for d in {hide}; do if [ -d \"$d\" ]; then mount -t tmpfs -o mode=0755 tmpfs \"$d\"; fi; done; "
+              f"mkdir -p /tmp/home {NODE_TEMP}; cd /tmp/home; export HOME=/tmp/home XDG_CACHE_HOME=/tmp/home/.cache "
+              f"CONTRASTIVE_CACHE=/tmp/home/.cache/contrastive-platform; exec {shlex.join(command)}")
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+
+
+def check_isolation() -> None:
+    """``unshare -m`` works here (Linux, as root or with user namespaces): otherwise say so, in one line."""
+    try:
+        probe = subprocess.run(isolated_command(isolation([]), ["true"]), capture_output=True, text=True, timeout=30)
+        failure = (probe.stderr or probe.stdout).strip()[:300] if probe.returncode else None
+    except FileNotFoundError as exc:
+        failure = f"{exc.filename or 'unshare'} not found"
+    if failure is not None:
+        raise ResourceError(f"--isolated needs Linux mount namespaces (unshare -m, as root); here it failed: "
+                            f"{failure}")
+
+
+def _auth_token_env() -> dict[str, str]:
+    """The cluster's token for a node whose $HOME (where Ray keeps it) is its own, as a cloud node is given it."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return {"RAY_AUTH_TOKEN": os.environ["RAY_AUTH_TOKEN"]}
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    return {"RAY_AUTH_TOKEN": path.read_text().strip()} if path.is_file() else {}
+
+
+def _end_tree(pid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM a process and its descendants, SIGKILL what is left after ``grace_s``."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def free_port() -> int:
@@ -201,44 +318,104 @@ def cluster_env() -> dict[str, str]:
     return {**env, "PATH": path, "RAY_AUTH_MODE": "token", "RAY_FAKE_CLUSTER": "1"}
 
 
+S3_BUCKET = "cluster"  # the bucket of the local S3 API that `up --s3` starts
+
+
 def up(cluster_yaml: str, state_dir: str, port: int = 26379, dashboard_port: int = 28265,
-       max_workers: int = 2, idle_timeout_minutes: float | None = None) -> LocalCluster:
-    """Start the head (CPU 0 when cluster.yaml's head has it, as on the cloud) with Ray's autoscaler."""
+       max_workers: int = 2, idle_timeout_minutes: float | None = None, isolated: bool = False,
+       hide: list[str] | None = None, s3: bool = False) -> LocalCluster:
+    """Start the head (CPU 0 when cluster.yaml's head has it, as on the cloud) with Ray's autoscaler;
+    ``isolated``: worker nodes in mount namespaces of their own, without ``hide`` (default ./results,
+    ./runs) and the cluster's state; ``s3``: with a local S3 API (moto) whose address every node gets."""
     _require_dashboard()
     state = Path(state_dir).absolute()
     if (state / STATE_FILE).exists() and own_processes(read_state(str(state))):
         raise ConfigError(f"a local cluster is already up from {state}; python -m core.tools.cluster local down first")
     if not Path(cluster_yaml).is_file():
         raise ConfigError(f"no cluster config at {cluster_yaml} (--cluster-yaml: the file `ray up` takes)")
+    if isolated:
+        check_isolation()
     cluster = yaml.safe_load(Path(cluster_yaml).read_text())
-    gcs = f"{_node_ip()}:{port}"
-    temp = state / "ray"
-    config = local_config(cluster, gcs, str(temp / "nodes"), os.cpu_count() or 2, max_workers, idle_timeout_minutes)
+    gcs, temp = f"{_node_ip()}:{port}", state / "ray"
     shutil.rmtree(temp, ignore_errors=True)
-    temp.mkdir(parents=True)
+    (temp / "nodes").mkdir(parents=True)
+    config = local_config(cluster, gcs, str(temp / "nodes"), os.cpu_count() or 2, max_workers, idle_timeout_minutes,
+                          isolated=isolation([str(state), *_hidden(hide)]) if isolated else None)
     (state / "autoscaler.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    head = config["available_node_types"][HEAD_TYPE]["resources"]["CPU"]
     info = LocalCluster(str(state), str(temp), gcs, f"http://127.0.0.1:{dashboard_port}",
                         tuple({"name": t.name, **{k: v for k, v in config["available_node_types"].get(
                             HEAD_TYPE if t.head else t.name, {}).items() if k != "node_config"}}
-                              for t in node_types(cluster)))
+                              for t in node_types(cluster)), isolated)
     (state / STATE_FILE).write_text(json.dumps(asdict(info), indent=2))  # first: down finds a half-started head
-    cmd = [*RAY_CLI, "start", "--head", f"--port={port}", f"--num-cpus={int(head)}", f"--temp-dir={temp}",
+    if s3:
+        info = replace(info, **_start_s3(state))
+        (state / STATE_FILE).write_text(json.dumps(asdict(info), indent=2))
+    try:
+        _start_head(info, port, int(config["available_node_types"][HEAD_TYPE]["resources"]["CPU"]), dashboard_port)
+    except ResourceError:
+        down(str(state))
+        raise
+    return info
+
+
+def _hidden(hide: list[str] | None) -> list[str]:
+    """What isolated nodes must not see: ``hide``, or by default the driver's ``./results`` and ``./runs``
+    (made now if missing: a mount needs its mount point, and a directory made later would be seen)."""
+    if hide is not None:
+        return hide
+    for d in ("results", "runs"):
+        os.makedirs(d, exist_ok=True)
+    return ["results", "runs"]
+
+
+def _start_head(info: LocalCluster, port: int, cpus: int, dashboard_port: int) -> None:
+    state = Path(info.dir)
+    cmd = [*RAY_CLI, "start", "--head", f"--port={port}", f"--num-cpus={cpus}", f"--temp-dir={info.temp_dir}",
            f"--autoscaling-config={state / 'autoscaler.yaml'}", "--include-dashboard=true",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={port + 1}",
            # not Ray's fixed default (52365): a local Ray instance on this machine may hold it, and the head's
            # agent, without which no job can be submitted, would not start
            f"--dashboard-agent-listen-port={free_port()}", "--object-store-memory=268435456"]
-    proc = subprocess.run(cmd, env=cluster_env(), capture_output=True, text=True, timeout=180)
+    # a job's driver on a cluster whose nodes share this disk may use local paths; on an isolated one, not
+    shared = {} if info.isolated else {SHARED_PATHS: "/"}
+    proc = subprocess.run(cmd, env={**cluster_env(), **s3_env(info), **shared}, capture_output=True, text=True,
+                          timeout=180)
     if proc.returncode:
-        down(str(state))
         raise ResourceError(f"ray start failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    _wait_for_job_agent(info.gcs_address)
+
+
+def s3_env(info: LocalCluster) -> dict[str, str]:
+    """The standard AWS variables that point every client (the nodes, a job, your shell) at ``up --s3``'s store."""
+    if not info.s3_endpoint:
+        return {}
+    return {"AWS_ENDPOINT_URL": info.s3_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def _start_s3(state: Path) -> dict:
+    """moto's S3 server on a free loopback port, with the bucket ``S3_BUCKET``."""
     try:
-        _wait_for_job_agent(gcs)
-    except ResourceError:
-        down(str(state))
-        raise
-    return info
+        import boto3
+        import moto  # noqa: F401
+    except ImportError:
+        raise ConfigError("--s3 runs moto's S3 server: pip install -e '.[cluster]'") from None
+    port = free_port()
+    log = open(state / "s3.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    env = s3_env(LocalCluster("", "", "", "", (), s3_endpoint=endpoint))
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=env["AWS_DEFAULT_REGION"],
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    for _ in range(200):
+        try:
+            client.create_bucket(Bucket=S3_BUCKET)
+            return {"s3_endpoint": endpoint, "s3_pid": proc.pid}
+        except Exception:  # noqa: BLE001 - the server is still starting
+            time.sleep(0.1)
+    proc.kill()
+    raise ResourceError(f"moto's S3 server did not start on port {port} (see {state / 's3.log'})")
 
 
 # run with the cluster's environment (token auth): until the head's dashboard agent has registered, Ray's job
@@ -296,6 +473,13 @@ def own_processes(info: LocalCluster) -> list[int]:
         cmd = " ".join(p.info["cmdline"] or ())
         if p.pid != os.getpid() and p.info["status"] != psutil.STATUS_ZOMBIE and any(m in cmd for m in marks):
             found[p.pid] = p
+    if info.s3_pid and psutil.pid_exists(info.s3_pid):
+        try:
+            proc = psutil.Process(info.s3_pid)
+            if "moto.server" in " ".join(proc.cmdline()):  # not a pid reused since
+                found[proc.pid] = proc
+        except psutil.NoSuchProcess:
+            pass
     for p in list(found.values()):
         try:
             found.update({c.pid: c for c in p.children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE})
@@ -338,20 +522,27 @@ def status(state_dir: str) -> str:
     return proc.stdout + proc.stderr
 
 
-def submit_command(extra: str = "--quick") -> str:
-    """The Ray Job that runs the main study on the local cluster, as ``up`` prints it and the README shows it."""
+def submit_command(extra: str = "--quick", isolated: bool = False) -> str:
+    """The Ray Job that runs the main study on the local cluster, as ``up`` prints it and the README shows it
+    (an isolated cluster keeps the study's storage in ``up --s3``'s bucket: its nodes share no disk)."""
+    storage = f" --storage s3://{S3_BUCKET}/augmentation_robustness" if isolated else ""
     return (f"ray job submit --working-dir . -- python studies/augmentation_robustness.py {extra} "
-            f"--results-dir $PWD/results/cluster --trial-resource {LOCAL_GPU}=1 --accelerator-type A10G "
+            f"--results-dir $PWD/results/cluster{storage} --trial-resource {LOCAL_GPU}=1 --accelerator-type A10G "
             f"--max-concurrent 2").replace("  ", " ")
 
 
 def how_to_use(info: LocalCluster) -> str:
     types = "\n".join(f"  {t['name']}: {t.get('resources')} min {t.get('min_workers', 0)} max "
                       f"{t.get('max_workers', 0)}" for t in info.node_types)
+    exports = " ".join(f"{k}={v}" for k, v in s3_env(info).items())
+    isolated = ("worker nodes share no disk with this machine: data, --storage and model weights must be in "
+                "object storage\n" if info.isolated else "")
     return (f"local cluster up: GCS {info.gcs_address}, dashboard {info.dashboard_url}\nnode types:\n{types}\n"
-            f"submit the main study as on the cloud (--quick: a 12-trial first try; without it, the 48-trial grid):\n"
-            f"  export RAY_AUTH_MODE=token RAY_ADDRESS={info.dashboard_url}\n"
-            f"  {submit_command()}\n"
+            f"{isolated}"
+            + (f"a local S3 API with bucket {S3_BUCKET!r}: {info.s3_endpoint}\n" if info.s3_endpoint else "")
+            + f"submit the main study as on the cloud (--quick: a 12-trial first try; without it, the 48-trial grid):\n"
+            f"  export RAY_AUTH_MODE=token RAY_ADDRESS={info.dashboard_url}" + (f" {exports}" if exports else "") + "\n"
+            f"  {submit_command(isolated=info.isolated)}\n"
             f"status: python -m core.tools.cluster local status   end it: python -m core.tools.cluster local down")
 
 
@@ -365,6 +556,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dashboard-port", type=int, default=28265)
     parser.add_argument("--max-workers", type=int, default=2, help="at most this many nodes of each type")
     parser.add_argument("--idle-timeout-minutes", type=float, default=None, help="default: cluster.yaml's")
+    parser.add_argument("--isolated", action="store_true",
+                        help="worker nodes share no disk with this machine: each in a mount namespace of its own "
+                             "(Linux, as root) with an empty /tmp and $HOME, without --hide paths and the cluster's state")
+    parser.add_argument("--hide", action="append", default=None, metavar="PATH",
+                        help="with --isolated: a path the nodes must not see (repeatable; default ./results ./runs)")
+    parser.add_argument("--s3", action="store_true",
+                        help=f"start a local S3 API (moto) with bucket {S3_BUCKET!r} with the cluster; every node gets "
+                             f"its address (the AWS_* variables), down ends it")
     args = parser.parse_args(argv)
     return cli_main(lambda: _act(args))
 
@@ -372,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
 def _act(args: argparse.Namespace) -> int:
     if args.action == "up":
         print(how_to_use(up(args.cluster_yaml, args.dir, args.port, args.dashboard_port, args.max_workers,
-                            args.idle_timeout_minutes)), flush=True)
+                            args.idle_timeout_minutes, args.isolated, args.hide, args.s3)), flush=True)
     elif args.action == "status":
         print(status(args.dir), flush=True)
     else:

@@ -15,7 +15,7 @@ from core.config import CONFIG_HELP, RunConfig, layered
 from core.errors import cli_main
 from core.results import RunResult, RunStatus
 from core.runs.identity import run_name
-from core.runtime import start_ray
+from core.runtime import require_shared, start_ray
 from core.train.trainer import finished_run, fit
 
 SUMMARY_KEYS = ("status", "epoch", "loss", "knn_top1", "knn_top5", "probe_top1", "probe_top5", "views_per_s",
@@ -61,6 +61,10 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     if args.address:  # without one, fit starts the run's private instance (core.runtime.run_cpus)
         start_ray(args.address, log_to_driver=True)
+        require_shared({"data.root": cfg.data.root, "eval.corruption_root": cfg.eval.corruption_root,
+                        "model.weights": cfg.model.weights,
+                        **({"storage_path": cfg.storage_path} if cfg.num_workers else {})},
+                       "Ray Data's tasks and the Train workers run on any of them")
     try:
         result = fit(cfg, overwrite=args.overwrite)
     finally:

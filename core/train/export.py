@@ -1,7 +1,7 @@
 """Export a finished run's encoder to use elsewhere: a program plain torch loads, and its backbone in
 the constructor's own key names.
 
-    python -m core.export RUN_DIR OUT_DIR
+    python -m core.export RUN_DIR OUT_DIR       # RUN_DIR: a path, or a run in object storage (s3://...)
 
 writes
 
@@ -47,6 +47,7 @@ from core.models import ContrastiveModel, build_model
 from core.runs.checkpoint import model_checkpoint
 from core.runs.identity import config_hash
 from core.runs.rundir import RunDir
+from core.runs.storage import local_copy
 
 LOAD_HINTS = {"torchvision": "torchvision.models.get_model({name!r}, weights=None).load_state_dict(sd, strict=False)",
               "timm": "timm.create_model({name!r}, pretrained=False, num_classes=0).load_state_dict(sd)",
@@ -58,7 +59,9 @@ CHANNELS = 3  # every backbone takes RGB
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Write the run's backbone, head and description to ``out_dir``; returns the description."""
+    """Write the run's backbone, head and description to ``out_dir``; returns the description. A run in
+    object storage is read from a local copy (``core.runs.storage.local_copy``)."""
+    run_dir, _ = local_copy(str(run_dir))
     run, out = RunDir(run_dir), Path(out_dir)
     cfg = run.run_config()  # the run's own config, refused if edited after the run
     state = model_checkpoint(run, torch.device("cpu"))

@@ -29,7 +29,8 @@ from core.models import build_model
 from core.results import EpochStats, RunStatus, scalars
 from core.runs.checkpoint import ResumePoint, TrainState, resume_point
 from core.runs.identity import config_hash, run_name
-from core.runs.rundir import RunDir, epoch_dir_name
+from core.runs.rundir import METRICS_FILE, RunDir, epoch_dir_name
+from core.runs.storage import fetch_run, mirror_run
 from core.train.context import InProcessContext, WorkerContext
 from core.train.optim import build_optimizer, lr_at
 from core.train.step import Diverged, Stepper, check_weights, train_epoch
@@ -50,6 +51,8 @@ class LoopSpec:
     verbose: bool = True
     torch_threads: int = 1
     train_rows: TrainRows | None = None
+    corruption_cache: str | None = None  # where the corrupted evaluation split is shared between nodes
+    mirror: str | None = None  # the run's URI in object storage: a worker group's rank 0 puts its log there
 
 
 @dataclass
@@ -95,6 +98,8 @@ class _Epochs:
             self.online = tuple(stage.bounded_images(ctx.dataset(split), spec.num_classes, seed=self.cfg.seed)
                                 for split in ("train_eval", "test"))
         if ctx.rank == 0:  # epochs past the checkpoint are trained again: their old rows go
+            if spec.mirror:  # a new worker group's rank 0 may be on a node that never held the log
+                fetch_run(spec.mirror, RunDir(spec.run_dir))
             RunDir(spec.run_dir).truncate_metrics(self.start)
         self.board = ScalarBoard(spec.run_dir) if ctx.rank == 0 else None
 
@@ -113,6 +118,15 @@ class _Epochs:
     def close(self) -> None:
         if self.board is not None:
             self.board.close()
+            self._mirror_log(board=True)
+
+    def _mirror_log(self, board: bool = False) -> None:
+        """A worker group's rank 0 may run on another node than the driver, whose run directory is the one
+        that counts: what rank 0 writes there (the metrics log, the TensorBoard scalars) goes to the run's
+        store, from which the driver fetches it (in process, the driver wrote them itself)."""
+        if self.spec.mirror:  # set for worker groups only (in process, the context mirrors the run)
+            run = RunDir(self.spec.run_dir)
+            mirror_run(run, self.spec.mirror, run.board_files() if board else [METRICS_FILE])
 
     def _train(self, epoch: int) -> tuple[EpochStats, np.ndarray]:
         world = self.ctx.world
@@ -146,6 +160,7 @@ class _Epochs:
             self.history.append(scalars(metrics))
             append_jsonl(RunDir(self.spec.run_dir).metrics, scalars(metrics))
             self.board.write(scalars(metrics), epoch)
+            self._mirror_log()
             if self.verbose:
                 print(progress_line(self.cfg, metrics), flush=True)
         model = self.stepper.model
@@ -163,7 +178,8 @@ class _Epochs:
                 print(f"[{run_name(cfg)}] trained {epoch + 1} epochs; {EVALUATING} the frozen encoder "
                       f"({self.spec.train_size:,} training images and the test split)", flush=True)
             evaluation = stage.evaluate(self.stepper.model, cfg, ctx.dataset("train_eval"), ctx.dataset("test"),
-                                        self.spec.num_classes, self.device, train_size=self.spec.train_size)
+                                        self.spec.num_classes, self.device, train_size=self.spec.train_size,
+                                        corruption_cache=self.spec.corruption_cache)
             metrics.update(evaluation.scalars)
             metrics.update(run_record(cfg, ctx.world, epoch, self.start, self.workers))
             return LoopOutcome(scalars(fail_if_not_finite(metrics)), evaluation.records())

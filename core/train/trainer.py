@@ -48,6 +48,7 @@ class FitOptions:
     overwrite: bool = False  # delete an existing run of this config first (local storage only)
     wait: bool = False  # wait for a run directory another process holds (trials sharing a training identity)
     worker_resources: dict = field(default_factory=dict)  # custom Ray resources per Train worker (num_workers > 0)
+    corruption_cache: str | None = None  # a path or URI every node reaches holding the corrupted split, if built
 
 
 def fit(cfg: RunConfig, source: ImageSource | None = None, **options) -> RunResult:
@@ -91,28 +92,31 @@ def _fit_held(cfg: RunConfig, source: ImageSource, where: RunPlace, opts: FitOpt
                             f"yourself or choose another storage_path")
         remove_paths(unlocked_entries(str(run.path)))  # all but the lock this process holds
     if not opts.overwrite and (changed := run.evaluation_changed(cfg)) is not None:
-        result = _rescore(run, cfg, source, changed, opts.verbose)
+        result = _rescore(run, cfg, source, changed, opts.verbose, opts.corruption_cache)
     else:
         run.write_config(cfg)
         spec = LoopSpec(cfg, source.num_classes, source.train_size, str(run.path), opts.verbose,
-                        opts.torch_threads or torch.get_num_threads())
+                        opts.torch_threads or torch.get_num_threads(), corruption_cache=opts.corruption_cache)
         if cfg.num_workers == 0:
             outcome = train_loop({"spec": spec}, InProcessContext(source, str(run.path), opts.tune_trial,
                                                                   where.mirror))
         else:
-            outcome = _fit_worker_group(spec, source, where, opts)
+            outcome = _fit_worker_group(replace(spec, mirror=where.mirror), source, where, opts)
+            if where.mirror:  # what rank 0 wrote on its node (the metrics log, the scalars)
+                fetch_run(where.mirror, run)
         result = run.write_result(outcome.metrics, outcome.records)
     if where.mirror:
         mirror_run(run, where.mirror)
     return result
 
 
-def _rescore(run: RunDir, cfg: RunConfig, source: ImageSource, changed: str, verbose: bool) -> RunResult:
+def _rescore(run: RunDir, cfg: RunConfig, source: ImageSource, changed: str, verbose: bool,
+             corruption_cache: str | None = None) -> RunResult:
     """A finished run scored again with the new evaluation protocol, not trained again."""
     if verbose:
         print(f"[{run.path.name}] finished earlier; re-scoring its checkpoint with the new evaluation protocol "
               f"({changed}), no retraining", flush=True)
-    _, records = rescore(run, cfg, source, training_device(cfg), note=changed)
+    _, records = rescore(run, cfg, source, training_device(cfg), note=changed, corruption_cache=corruption_cache)
     summary = run.read_json(run.summary)
     return RunResult(scalars(summary), str(run.path), RunStatus(summary.get("status", RunStatus.FINISHED)), records)
 

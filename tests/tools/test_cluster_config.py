@@ -86,6 +86,7 @@ def test_local_cluster_keeps_cluster_yaml_node_types(cluster):
     assert types[HEAD_TYPE]["resources"] == {"CPU": 0}  # trials never on the head, as on the cloud
     small, big = types["gpu_1x_a10g"], types["gpu_8x_a100"]
     assert small["resources"][LOCAL_GPU] == 1 and big["resources"][LOCAL_GPU] == 8  # GPU counts kept
+    assert small["resources"]["GPU"] == 1  # declared too: the autoscaler keeps CPU-only work off GPU types
     assert small["resources"]["accelerator_type:A10G"] == 1 and big["resources"]["accelerator_type:A100"] == 1
     assert small["resources"]["CPU"] == 2 and big["resources"]["CPU"] == 2  # 4 and 96 vCPUs, capped at 2 cores
     assert (small["min_workers"], small["max_workers"], big["max_workers"]) == (0, 2, 2)  # 8 and 2, capped at 2
@@ -167,3 +168,33 @@ def test_the_readme_submits_what_up_prints():
     assert submit_command() in readme and "--quick" in submit_command() and "--max-concurrent 2" in submit_command()
     printed = how_to_use(LocalCluster("d", "t", "127.0.0.1:1", "http://127.0.0.1:2", ()))
     assert submit_command() in printed
+
+
+def test_an_isolated_node_runs_in_its_own_mount_namespace():
+    from core.tools.cluster import NODE_TEMP, isolated_command, isolation
+
+    settings = isolation(["results", "/data/private"])
+    assert str(Path.home() / ".cache") in settings["hide"] and str(Path("results").absolute()) in settings["hide"]
+    cmd = isolated_command(settings, ["python", "-m", "ray.scripts.scripts", "start", "--block"])
+    assert cmd[:4] == ["unshare", "--mount", "--propagation", "private"]
+    script = cmd[-1]
+    assert "mount -t tmpfs -o mode=1777 tmpfs /tmp" in script and "export HOME=/tmp/home" in script
+    assert "/data/private" in script and f"mkdir -p /tmp/home {NODE_TEMP}" in script
+    assert script.endswith("exec python -m ray.scripts.scripts start --block")
+
+
+def test_isolation_says_in_one_line_when_mount_namespaces_are_missing(monkeypatch):
+    from core.errors import ResourceError
+    from core.tools.cluster import check_isolation
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ResourceError, match=r"--isolated needs Linux mount namespaces \(unshare -m, as root\); "
+                                            r"here it failed: unshare not found"):
+        check_isolation()
+
+
+def test_isolated_submit_line_keeps_the_study_in_the_bucket():
+    from core.tools.cluster import submit_command
+
+    assert "--storage s3://cluster/augmentation_robustness" in submit_command(isolated=True)
+    assert submit_command(isolated=True) in (CLUSTER_YAML.parent / "README.md").read_text()
