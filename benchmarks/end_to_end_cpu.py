@@ -270,8 +270,8 @@ def main() -> int:
     if args.baseline:
         baseline(args.baseline)
         return 0
-    from core.tools.photos import make_photo_folder
     from core.data.shard import shard_dataset
+    from core.tools.photos import make_photo_folder
 
     with tempfile.TemporaryDirectory() as tmp:
         root = make_photo_folder(os.path.join(tmp, "photos"), 20, {"train": args.images_per_class, "val": 8})

@@ -70,8 +70,8 @@ def make_cifar_folder(root: str, n_train: int = 20000, n_test: int = 1000) -> st
 
 
 def make_jpeg_shards(root: str, per_class: int = 150) -> str:
-    from core.tools.photos import make_photo_folder
     from core.data.shard import shard_dataset
+    from core.tools.photos import make_photo_folder
 
     make_photo_folder(os.path.join(root, "jpegs"), 20, {"train": per_class, "val": 5}, size=(500, 375), quality=90)
     shard_dataset(os.path.join(root, "jpegs"), os.path.join(root, "shards"), 256, workers=os.cpu_count() or 1)

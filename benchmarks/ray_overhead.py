@@ -85,6 +85,7 @@ def _main_study_trial(tmp: str) -> float:
     """One trial of the main study's default grid, run directly (its config as the study builds it)."""
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "studies"))
     import augmentation_robustness as study_module
+
     from core.study import trial_config
 
     parser = argparse.ArgumentParser()

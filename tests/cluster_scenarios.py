@@ -38,8 +38,7 @@ import ray  # noqa: E402
 
 from core.config import RunConfig  # noqa: E402
 from core.runtime import pin_ray_data_actors_here  # noqa: E402
-from core.tools.cluster import (LOCAL_GPU, RAY_CLI, S3_BUCKET, cluster_env, down, free_port,  # noqa: E402
-                                own_processes, s3_env, up)
+from core.tools.cluster import LOCAL_GPU, RAY_CLI, S3_BUCKET, cluster_env, down, free_port, own_processes, s3_env, up  # noqa: E402
 from core.train import fit  # noqa: E402
 
 SMALL = ["data.train_limit=1024", "optim.batch_size=128", "model.width=8", "eval.probe_epochs=5",

@@ -30,6 +30,7 @@ from core.eval.subsample import StreamSample, stratified_positions
 from core.losses.registry import loss_family
 from core.results import Evaluation
 
+
 def train_bytes_per_image(feature_dim: int) -> int:
     """What the evaluation holds per training image: float32 features, an int64 label and an int64 id."""
     return 4 * feature_dim + 16

@@ -20,8 +20,17 @@ from core.errors import CheckpointError, StorageError
 from core.fs import filesystem, is_uri, join, list_dir, read_bytes
 from core.io import write_atomic
 from core.runs.identity import legacy_run_name, run_name
-from core.runs.rundir import (CONFIG_FILE, EPOCH_PREFIX, EVALUATION_FILE, LOCAL_STATE_FILE, METRICS_FILE, STATE_FILE,
-                              SUMMARY_FILE, TENSORBOARD_DIR, RunDir)
+from core.runs.rundir import (
+    CONFIG_FILE,
+    EPOCH_PREFIX,
+    EVALUATION_FILE,
+    LOCAL_STATE_FILE,
+    METRICS_FILE,
+    STATE_FILE,
+    SUMMARY_FILE,
+    TENSORBOARD_DIR,
+    RunDir,
+)
 
 LOCAL_RUNS_DIR = "~/.cache/contrastive-platform/runs"  # working copies of runs whose storage is a URI
 MIRRORED = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, EVALUATION_FILE, LOCAL_STATE_FILE)

@@ -18,7 +18,6 @@ from core.study.claims import FAMILY_NOTE, adjust_family, verdict_line
 from core.study.spec import Study
 from core.study.stats import t_interval
 
-
 TIMING_FILE = "timing.json"  # beside report.md: the study's trial counts, wall and summed trial time, date
 
 

@@ -176,8 +176,14 @@ class LocalNodeProvider(_fake_provider()):
 
     def _create_isolated_node(self, tags: dict, resources: dict, labels: dict) -> None:
         from ray._private import ray_constants
-        from ray.autoscaler.tags import (NODE_KIND_WORKER, STATUS_UP_TO_DATE, TAG_RAY_NODE_KIND, TAG_RAY_NODE_NAME,
-                                         TAG_RAY_NODE_STATUS, TAG_RAY_USER_NODE_TYPE)
+        from ray.autoscaler.tags import (
+            NODE_KIND_WORKER,
+            STATUS_UP_TO_DATE,
+            TAG_RAY_NODE_KIND,
+            TAG_RAY_NODE_NAME,
+            TAG_RAY_NODE_STATUS,
+            TAG_RAY_USER_NODE_TYPE,
+        )
 
         resources = dict(resources)
         with self.lock:

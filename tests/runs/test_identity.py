@@ -13,7 +13,7 @@ from core.errors import CheckpointError, ConfigError
 from core.eval.rescore import evaluate_run
 from core.runs.identity import config_hash, legacy_hash, legacy_run_name, run_name, same_run
 from core.runs.rundir import RunDir
-from core.train import fit, finished_run
+from core.train import finished_run, fit
 from core.train.export import export_run
 
 BASE = ["optim.epochs=2", "eval.probe_epochs=2", "data.train_limit=128", "optim.batch_size=64", "model.width=4",
