@@ -6,7 +6,10 @@
   platform builds (training epochs, evaluation splits, corruption folders, shard reads) carries a
   budget of a few batches of what it yields (decoded views or evaluation images), and at least the
   output of the decode tasks that run at once; ``data.object_store_mb`` sets it. The budget travels
-  with the dataset, so it holds on a cluster too.
+  with the dataset, so it holds on a cluster too. A run's private Ray instance gets a store of a few
+  times those budgets (:func:`run_store_bytes`): the plasma allocator reuses what it touched, but a
+  store of gigabytes let its touched pages creep up over a long evaluation (+300 MiB of shared pages
+  at 16,000 images), and a store no larger than the work needs bounds them by construction.
 - **A scheduler that waits while the budget is full.** Ray Data's scheduling loop does not block while an
   operator's finished output is held back by the budget (``ray.wait`` returns at once on it), so behind
   a slow consumer it turned about 400 times a second, 20-45% of a core on 2 cores; the training step's
@@ -25,6 +28,7 @@ from torch import nn
 from core.config import DataConfig, RunConfig
 from core.data.block_ops import ROWS_PER_BLOCK
 from core.data.scheduler_pause import PauseWhileHeldBack
+from core.registry import SOURCES
 
 MIN_MB = 16
 BATCHES_IN_FLIGHT = 4  # training batches the pipeline may hold ahead of its consumer
@@ -54,6 +58,19 @@ def training_budget(cfg: RunConfig) -> int:
 def evaluation_budget(data: DataConfig) -> int:
     """The budget of an evaluation split's stream (chunks of at most ``MAX_CHUNK`` images)."""
     return store_budget(data, MAX_CHUNK, in_flight=CHUNKS_IN_FLIGHT)
+
+
+RUN_STORE_FLOOR = 256 << 20
+RUN_STORE_BUDGETS = 4  # a run's store holds this many of its training + evaluation budgets
+
+
+def run_store_bytes(cfg: RunConfig) -> int | None:
+    """The object store of a run's private Ray instance: ``RUN_STORE_BUDGETS`` x (training + evaluation
+    budget), at least ``RUN_STORE_FLOOR``; None (Ray's default, a share of the RAM) for a source whose
+    arrays go into the store whole, whose size the config does not say."""
+    if SOURCES.get(cfg.data.source).in_memory:
+        return None
+    return max(RUN_STORE_FLOOR, RUN_STORE_BUDGETS * (training_budget(cfg) + evaluation_budget(cfg.data)))
 
 
 def bounded(ds: ray.data.Dataset, nbytes: int) -> ray.data.Dataset:

@@ -312,6 +312,7 @@ class SourceKind:
     load: Callable[[DataConfig], ImageSource]
     needs_root: bool = True  # data.root is required (every source but the embedded one)
     summary: str = ""
+    in_memory: bool = False  # its images are arrays put into the object store whole (each epoch's order too)
 
 
 def register_source(kind: SourceKind) -> SourceKind:
@@ -400,9 +401,10 @@ def _webdataset(cfg: DataConfig) -> ImageSource:
     return _file_source(cfg, train, test, cfg.num_classes)
 
 
-for _kind in (SourceKind("digits", _digits, needs_root=False, summary="scikit-learn's 8x8 digits, embedded"),
-              SourceKind("cifar10", _cifar, summary="CIFAR-10 in torchvision's on-disk layout"),
-              SourceKind("cifar100", _cifar, summary="CIFAR-100 in torchvision's on-disk layout"),
+for _kind in (SourceKind("digits", _digits, needs_root=False, summary="scikit-learn's 8x8 digits, embedded",
+                         in_memory=True),
+              SourceKind("cifar10", _cifar, summary="CIFAR-10 in torchvision's on-disk layout", in_memory=True),
+              SourceKind("cifar100", _cifar, summary="CIFAR-100 in torchvision's on-disk layout", in_memory=True),
               SourceKind("imagefolder", _image_folder, summary="root/{train,val}/<class>/*.jpg, local or s3://"),
               SourceKind("parquet", _parquet, summary="shards of python -m core.data.shard, local or s3://"),
               SourceKind("webdataset", _webdataset, summary="WebDataset tars (jpg/png + cls)")):

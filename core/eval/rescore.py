@@ -22,6 +22,7 @@ import ray
 import torch
 
 from core.config import RunConfig
+from core.data.budget import run_store_bytes
 from core.data.sources import load_source
 from core.errors import CheckpointError, ConfigError, cli_main
 from core.eval.stage import evaluate
@@ -100,7 +101,7 @@ def _main(args: argparse.Namespace) -> int:
     _device(args.device, cfg)
     if not RunDir(args.run_dir).state_files():
         raise CheckpointError(f"{args.run_dir}: no checkpoint (latest_state.pt or epoch=*/state.pt)")
-    start_ray(num_cpus=max(2, os.cpu_count() or 2), log_to_driver=False)
+    start_ray(num_cpus=max(2, os.cpu_count() or 2), log_to_driver=False, object_store_memory=run_store_bytes(cfg))
     try:
         metrics = evaluate_run(args.run_dir, args.overrides, args.device)
     finally:

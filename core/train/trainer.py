@@ -19,7 +19,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from core.config import RunConfig
-from core.data.budget import execution_options
+from core.data.budget import execution_options, run_store_bytes
 from core.data.pipeline import quiet_ray_data
 from core.data.sources import ImageSource, as_dataset, load_source
 from core.errors import DataError, ResourceError
@@ -57,7 +57,8 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, **options) -> RunResu
     (``s3://``, ``gs://``); with a URI, the run's working copy is under ``LOCAL_RUNS_DIR``, mirrored to the store."""
     opts = FitOptions(**options)
     if not ray.is_initialized():
-        start_ray(log_to_driver=opts.verbose, num_cpus=run_cpus(cfg.num_workers))
+        start_ray(log_to_driver=opts.verbose, num_cpus=run_cpus(cfg.num_workers),
+                  object_store_memory=run_store_bytes(cfg))
     quiet_ray_data()
     _check_resources(cfg, opts.worker_resources)
     check_backbone(cfg)  # builds, takes data.image_size, its weights fit: before any data is read

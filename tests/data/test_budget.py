@@ -154,3 +154,17 @@ def test_what_a_decode_task_unpickles_imports_no_torch(ray_session, tmp_path):
     assert out.returncode == 0, out.stderr
     loaded = eval(out.stdout)
     assert "torch" not in loaded and "core.data.scheduler_pause" in loaded, loaded
+
+
+def test_a_runs_private_store_is_a_few_budgets_for_streamed_sources_only():
+    from core.data.budget import RUN_STORE_FLOOR, run_store_bytes
+
+    folder = RunConfig().with_overrides(["data.source=imagefolder", "data.root=/x", "data.image_size=112"])
+    view = 112 * 112 * 3  # two decode tasks' 2 x 512 rows of 2 views, two evaluation chunks of 512
+    assert run_store_bytes(folder) == 4 * (2 * 512 * 2 + 2 * 512) * view == 441 << 20
+    big = folder.with_overrides(["data.image_size=224", "optim.batch_size=512"])
+    assert run_store_bytes(big) == 4 * (4 * 512 * 2 + 2 * 512) * 224 * 224 * 3  # 4 batches of 512 x 2 views
+    small = folder.with_overrides(["data.image_size=32"])
+    assert run_store_bytes(small) == RUN_STORE_FLOOR
+    assert run_store_bytes(RunConfig()) is None  # digits: its arrays go into the store whole
+    assert run_store_bytes(RunConfig().with_overrides(["data.source=cifar10", "data.root=/x"])) is None
