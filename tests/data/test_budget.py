@@ -7,7 +7,16 @@ import time
 import pytest
 
 from core.config import RunConfig
-from core.data.budget import MIN_MB, bounded, eval_chunk, evaluation_budget, store_budget, training_budget
+from core.data.budget import (
+    MIN_MB,
+    RUN_STORE_FLOOR,
+    bounded,
+    eval_chunk,
+    evaluation_budget,
+    run_store_bytes,
+    store_budget,
+    training_budget,
+)
 from core.models import build_model
 
 
@@ -157,8 +166,6 @@ def test_what_a_decode_task_unpickles_imports_no_torch(ray_session, tmp_path):
 
 
 def test_a_runs_private_store_is_a_few_budgets_for_streamed_sources_only():
-    from core.data.budget import RUN_STORE_FLOOR, run_store_bytes
-
     folder = RunConfig().with_overrides(["data.source=imagefolder", "data.root=/x", "data.image_size=112"])
     view = 112 * 112 * 3  # two decode tasks' 2 x 512 rows of 2 views, two evaluation chunks of 512
     assert run_store_bytes(folder) == 4 * (2 * 512 * 2 + 2 * 512) * view == 441 << 20
