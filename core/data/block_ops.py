@@ -14,6 +14,14 @@ from core.fs import filesystem, is_uri, open_input
 ROWS_PER_BLOCK = 256  # listing rows per block of a file source (one decode task each)
 
 
+def owned(values, dtype=None) -> np.ndarray:
+    """A copy of a batch's column (or row) that owns its memory. A numpy batch from Ray Data is a view of
+    its block in the object store, and any slice of it kept past the batch (a row's id, one image) keeps
+    the whole block pinned: a pass that keeps the ids of every batch holds the whole split's pixels in the
+    store (spilled to disk once it is full, with spill and restore workers started for it)."""
+    return np.array(values, dtype=dtype, copy=True)
+
+
 def permute_rows(block, seed: int):
     """Shuffle the rows of one block (a shard's row group) with a permutation drawn from the epoch's
     seed and the block's first sample id: a new order inside every shard each epoch, at the cost of

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from core.data.augment import eval_view
 from core.data.bad_images import BadImages
+from core.data.block_ops import owned
 from core.errors import EvaluationError
 
 
@@ -94,7 +95,7 @@ def extract(model: nn.Module, batches: Batches, device: torch.device, *, embeddi
             out = model.encode(x) if embedding or logvar else None  # the head only where its output is kept
             cols["feats"].append((out.features if out is not None else model.features(x)).float().cpu())
             cols["labels"].append(torch.tensor(np.asarray(batch["label"]), dtype=torch.long))
-            index.append(np.asarray(batch["index"], np.int64))
+            index.append(owned(batch["index"], np.int64))  # not a view: it would pin the block
             if embedding:
                 cols["emb"].append(out.z.float().cpu())
             if logvar and out.logvar is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.data.block_ops import owned
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -62,7 +64,7 @@ class StreamSample:
         keys = sample_keys(index, self.seed)
         for c in np.unique(labels):
             rows = self.kept.setdefault(int(c), [])
-            rows.extend((int(keys[i]), images[i]) for i in np.flatnonzero(labels == c))
+            rows.extend((int(keys[i]), owned(images[i])) for i in np.flatnonzero(labels == c))
             if len(rows) > 2 * self.per_class:
                 rows.sort(key=lambda r: r[0])
                 del rows[self.per_class:]

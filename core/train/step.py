@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from core.data.bad_images import BadImages
+from core.data.block_ops import owned
 from core.losses.dist import is_distributed
 from core.losses.registry import LossFamily
 from core.models import ContrastiveModel
@@ -171,7 +172,7 @@ def _one_step(stepper: Stepper, batch: dict[str, np.ndarray], epoch: int, step: 
               sums: _Sums) -> None:
     labels_np = np.asarray(batch["label"])
     sums.classes.append(len(np.unique(labels_np)))
-    sums.index.append(np.asarray(batch["index"]))
+    sums.index.append(owned(batch["index"]))  # a view would pin the batch's block all epoch
     views = stepper.make_views(batch, epoch)
     labels = torch.from_numpy(np.require(labels_np, np.int64, "W")).to(stepper.device, non_blocking=True)
     loss, grad_norm = stepper.step(views, labels, step)

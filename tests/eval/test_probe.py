@@ -13,6 +13,7 @@ from torch import nn
 import core.eval.probe as probe
 from core.eval.features import extract
 from core.eval.probe import knn_scores, linear_probe
+from tests.block_views import BlockViews
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,3 +93,14 @@ def test_features_gathered_in_place_when_the_size_is_known():
         hinted = extract(_Encoder(), batches, torch.device("cpu"), size_hint=hint)
         assert torch.equal(hinted.feats, plain.feats) and torch.equal(hinted.labels, plain.labels)
         assert np.array_equal(hinted.index, plain.index) and hinted.feats.shape == (15, 8)
+
+
+def test_the_evaluation_pass_keeps_no_view_of_a_finished_batch():
+    """An id kept as a view pinned every block of the train split in Ray's object store until the pass
+    ended (spilled to disk past the store's size): the pass must keep copies only."""
+    rng = np.random.default_rng(0)
+    blocks = BlockViews({"image": rng.integers(0, 255, (96, 4, 4, 3), dtype=np.uint8), "label": np.arange(96) % 3,
+                         "index": np.arange(96)}, rows_per_block=16)
+    out = extract(_Encoder(), blocks, torch.device("cpu"), size_hint=96)
+    assert len(blocks.blocks) == 6 and blocks.most_held == 0
+    assert np.array_equal(out.index, np.arange(96)) and out.feats.shape == (96, 8)

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from core.eval.subsample import StreamSample, class_quotas, stratified_positions
+from tests.block_views import BlockViews
 
 SORTED = np.repeat(np.arange(10), 100)  # 10 classes, class after class
 
@@ -35,6 +36,16 @@ def test_a_streamed_sample_of_a_class_sorted_split_covers_every_class():
     kept, labels = sample.result()
     assert np.bincount(labels).tolist() == [20] * 10 and len(kept) == 200
     assert len({int(x) for x in kept[:, 0, 0, 0]}) == 200  # distinct images, not the first 200
+
+
+def test_a_streamed_sample_keeps_copies_not_views_of_its_batches():
+    """A kept image that is a view pins its whole block (in Ray: object-store memory) until the end."""
+    blocks = BlockViews({"image": np.arange(1000)[:, None, None, None].repeat(2, 1), "label": SORTED,
+                         "index": np.arange(1000)}, rows_per_block=64)
+    sample = StreamSample(limit=200, num_classes=10, seed=0)
+    for batch in blocks:
+        sample.add(batch["image"], batch["label"], batch["index"])
+    assert blocks.most_held == 0 and len(sample.result()[1]) == 200
 
 
 def test_geometry_metrics_sample_every_class_and_both_views():

@@ -11,6 +11,7 @@ from core.losses.registry import loss_family
 from core.models import build_model
 from core.results import PosteriorStats, RunStatus
 from core.train.step import FINITE_CHECK_EVERY, Diverged, FiniteGuard, Stepper, train_epoch
+from tests.block_views import BlockViews
 
 CFG = RunConfig().with_overrides(["optim.epochs=5", "model.width=4"])
 
@@ -42,6 +43,14 @@ def test_train_epoch_returns_typed_stats():
     assert step == 8 and stats.steps == 3 and stats.samples == 96 and len(index) == 96
     assert np.isfinite(stats.loss) and stats.loss > 0 and stats.grad_norm > 0
     assert 3.5 < stats.classes_per_batch <= 4 and stats.views_per_s > 0 and stats.row()["epoch"] == 0
+
+
+def test_an_epoch_keeps_no_view_of_a_finished_batch():
+    """The epoch's sample ids kept as views pinned every block of the epoch's views in Ray's object store."""
+    rng = np.random.default_rng(0)
+    blocks = BlockViews({"label": rng.integers(0, 4, 128), "index": np.arange(128)}, rows_per_block=32)
+    _, _, index = train_epoch(_stepper(0.01), blocks, epoch=0, step=0, bad=BadImages(0.1))
+    assert blocks.most_held == 0 and np.array_equal(index, np.arange(128))
 
 
 def test_train_epoch_stops_on_a_non_finite_loss():
