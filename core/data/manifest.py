@@ -1,7 +1,7 @@
 """The shard manifest (``DEST/manifest.json``): what a shard build wrote, and the check readers run.
 
-Written by ``python -m core.data.shard`` after every shard (so a killed build resumes) and read by
-the parquet source, which refuses shards that do not match it. ``classes`` is the class-to-index
+Written by ``python -m core.data.shard`` every few seconds while it writes shards (so a killed build
+resumes) and read by the parquet source, which refuses shards that do not match it. ``classes`` is the class-to-index
 map the labels were written with: a validation split's manifest carries its training split's map.
 """
 

@@ -107,6 +107,40 @@ def test_shard_round_trip_and_resume(ray_session, tmp_path, capsys):
     assert shard0.stat().st_mtime_ns == mtime and shard1.exists()
 
 
+def test_a_shard_build_saves_its_manifest_every_few_seconds_not_every_shard(ray_session, tmp_path, monkeypatch):
+    """Each manifest lists every shard so far: written per shard, a build was quadratic in its shards."""
+    import core.data.shard as shard
+
+    _write_folder(tmp_path / "src", per_class=20)  # 40 images: 40 shards of 1
+    saved = []
+    write = shard.write_manifest
+    monkeypatch.setattr(shard, "write_manifest", lambda fs, base, m: (saved.append(len(m.shards)), write(fs, base, m)))
+    shard_dataset(str(tmp_path / "src"), str(tmp_path / "shards"), 1)
+    assert saved[-1] == 40 and len(saved) <= 2 + len({"train", "val"})  # each split: at the end (and maybe once)
+
+    saved.clear()  # a build killed after 25 shards resumes from what the manifest saved
+    monkeypatch.setattr(shard, "MANIFEST_EVERY_S", 0.0)
+    encode = shard._encode_file
+    calls = []
+
+    def dies_after_25(record, root):
+        calls.append(record)
+        if len(calls) > 25:
+            raise KeyboardInterrupt
+        return encode(record, root)
+
+    monkeypatch.setattr(shard, "_encode_file", dies_after_25)
+    (tmp_path / "src" / "train" / "extra").mkdir()  # a different build: every shard is rewritten
+    Image.new("RGB", (8, 8)).save(tmp_path / "src" / "train" / "extra" / "x.png")
+    with pytest.raises(KeyboardInterrupt):
+        shard_dataset(str(tmp_path / "src"), str(tmp_path / "shards"), 1)
+    assert saved[-1] == 25
+    calls.clear()
+    monkeypatch.setattr(shard, "_encode_file", lambda record, root: (calls.append(record), encode(record, root))[1])
+    shard_dataset(str(tmp_path / "src"), str(tmp_path / "shards"), 1)
+    assert len(calls) == 41 - 25 + 40  # the train split's other 16 shards, then all 40 of val (its classes changed)
+
+
 def test_parquet_wrong_label_fails_naming_the_shards(ray_session, tmp_path):
     for split in ("train", "val"):
         (tmp_path / split).mkdir()
