@@ -129,6 +129,34 @@ def env_get(env: dict, key: str) -> bytes:
     return env["_client"].get_object(Bucket=BUCKET, Key=key)["Body"].read()
 
 
+LISTING_PROBE = """
+import json, sys
+from core.data.folders import list_image_folder
+out = {}
+for root in sys.argv[1:]:
+    listing = list_image_folder(root)
+    out[root] = [[p[len(root.rstrip('/')) + 1:] for p in listing.paths], listing.labels.tolist(), listing.index.tolist(),
+                 listing.classes]
+print(json.dumps(out))
+"""
+
+
+def test_an_s3_image_folder_lists_as_the_same_folder_on_disk(s3_env, tmp_path):
+    """One recursive listing of the split, grouped by class folder (not a listing per class folder):
+    the same paths, labels, ids and classes as the tree on disk, nested, hidden and stray entries included."""
+    client = s3_env["_client"]
+    files = ["a/1.jpg", "a/deep/2.JPEG", "b/3.png", "b/.hidden/4.jpg", "b/_tmp.jpg", "c/5.jpg", "c/notes.txt",
+             "stray.jpg", ".ipynb_checkpoints/6.jpg"]
+    for rel in files:
+        (tmp_path / "tree" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "tree" / rel).write_bytes(b"x")
+        client.put_object(Bucket=BUCKET, Key=f"listing/{rel}", Body=b"x")
+    proc = _run(s3_env, "-c", LISTING_PROBE, str(tmp_path / "tree"), f"s3://{BUCKET}/listing")
+    local, remote = json.loads(proc.stdout.splitlines()[-1]).values()
+    assert remote == local and local[0] == ["a/1.jpg", "a/deep/2.JPEG", "b/3.png", "c/5.jpg"]
+    assert local[1] == [0, 0, 1, 2] and local[3] == ["a", "b", "c"]
+
+
 @pytest.mark.slow
 def test_an_image_folder_in_s3_is_listed_and_read_through_pyarrow(s3_env, photos, tmp_path):
     client = s3_env["_client"]
