@@ -13,11 +13,11 @@ through ``pyarrow.fs``).
   in object storage or on a mount every node has (a local path is refused before any shard is written);
   ``--address local`` writes from this machine alone.
 - **Resumable.** Each shard is written under a temporary name and renamed, then recorded in
-  ``DEST/manifest.json`` (written every ``MANIFEST_EVERY_S`` seconds and at the end) (rows, sha256, class counts; ``core.data.manifest``). The manifest also
-  records the source listing (a digest of every file's path, size and mtime, or of the arrays), the
-  shard size, the seed and the classes: a rerun with the same build skips the shards already
-  written; a rerun that finds a different one rebuilds every shard and removes stale ones (never a
-  mixture of two builds).
+  ``DEST/manifest.json`` (rows, sha256, class counts; ``core.data.manifest``; saved every
+  ``MANIFEST_EVERY_S`` seconds or more and at the end). The manifest also records the source listing
+  (a digest of every file's path, size and mtime, or of the arrays), the shard size, the seed and the
+  classes: a rerun with the same build skips the shards already written; a rerun that finds a
+  different one rebuilds every shard and removes stale ones (never a mixture of two builds).
 
 An ImageFolder ``SRC`` with ``train/`` and ``val/`` sub-directories gives ``DEST/train`` and
 ``DEST/val``, which ``data.source=parquet data.root=DEST`` reads; ``val/`` is labelled with the
@@ -50,7 +50,8 @@ from core.errors import DataError, cli_main
 from core.fs import filesystem, join, list_dir, read_bytes, write_bytes_atomic
 
 # The manifest lists every shard (with its class counts), so writing it after every shard made a build
-# quadratic: at ImageNet's 1,282 shards of 1,000, gigabytes of JSON. A kill loses at most this many seconds.
+# quadratic: at ImageNet's 1,282 shards of 1,000, gigabytes of JSON. It is written this often, or less when one
+# write takes over a tenth of that (20 MB of JSON at ImageNet): a kill loses that much of the build at most.
 MANIFEST_EVERY_S = 10.0
 SCHEMA = pa.schema([("image", pa.binary()), ("label", pa.int64()), ("index", pa.int64()), ("path", pa.string())])
 
@@ -140,12 +141,14 @@ def write_shards(source: ShardSource, dest: str, shard_size: int, seed: int = 0,
                            if n in names and _intact(fs, base, n, e, len(chunks[names.index(n)]))}
     todo = [s for s, name in enumerate(names) if name not in manifest.shards]
     bar = tqdm(total=len(names), initial=len(names) - len(todo), desc=source.desc, unit="shard")
-    saved = time.monotonic()
+    saved, every = time.monotonic(), MANIFEST_EVERY_S
     for s, entry in _written(todo, chunks, source.encode, dest, names, workers):
         manifest.shards[names[s]] = entry
-        if time.monotonic() - saved >= MANIFEST_EVERY_S:  # progress survives a kill
+        if time.monotonic() - saved >= every:  # progress survives a kill
+            t0 = time.monotonic()
             write_manifest(fs, base, manifest)
             saved = time.monotonic()
+            every = max(MANIFEST_EVERY_S, 10 * (saved - t0))  # the manifest takes at most a tenth of the build
         bar.update()
     bar.close()
     manifest = manifest.finished()
