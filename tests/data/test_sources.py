@@ -118,7 +118,8 @@ def test_a_shard_build_saves_its_manifest_every_few_seconds_not_every_shard(ray_
     shard_dataset(str(tmp_path / "src"), str(tmp_path / "shards"), 1)
     assert saved[-1] == 40 and len(saved) <= 2 + len({"train", "val"})  # each split: at the end (and maybe once)
 
-    saved.clear()  # a build killed after 25 shards resumes from what the manifest saved
+    saved.clear()  # a build killed after 25 shards resumes from what the manifest saved (the interval
+    # grows with the cost of a write, so not every shard is saved)
     monkeypatch.setattr(shard, "MANIFEST_EVERY_S", 0.0)
     encode = shard._encode_file
     calls = []
@@ -134,11 +135,12 @@ def test_a_shard_build_saves_its_manifest_every_few_seconds_not_every_shard(ray_
     Image.new("RGB", (8, 8)).save(tmp_path / "src" / "train" / "extra" / "x.png")
     with pytest.raises(KeyboardInterrupt):
         shard_dataset(str(tmp_path / "src"), str(tmp_path / "shards"), 1)
-    assert saved[-1] == 25
+    kept = len(_folder_manifest(tmp_path / "shards")["shards"])  # the first shard at least: the interval was 0
+    assert saved and kept == saved[-1] and 1 <= kept <= 25
     calls.clear()
     monkeypatch.setattr(shard, "_encode_file", lambda record, root: (calls.append(record), encode(record, root))[1])
     shard_dataset(str(tmp_path / "src"), str(tmp_path / "shards"), 1)
-    assert len(calls) == 41 - 25 + 40  # the train split's other 16 shards, then all 40 of val (its classes changed)
+    assert len(calls) == 41 - kept + 40  # the train split's other shards, then all 40 of val (its classes changed)
 
 
 def test_parquet_wrong_label_fails_naming_the_shards(ray_session, tmp_path):
