@@ -255,7 +255,14 @@ def isolated_command(settings: dict, command: list[str]) -> list[str]:
 
 
 def check_isolation() -> None:
-    """``unshare -m`` works here (Linux, as root or with user namespaces): otherwise say so, in one line."""
+    """``unshare -m`` works here (Linux, as root or with user namespaces), and what a node runs (the
+    interpreter's environment, the platform's code) is not under /tmp, which each node gets empty: otherwise
+    say so, in one line (a node could not start, and a task would wait for it in silence)."""
+    code = str(Path(__file__).resolve().parents[2])
+    for what, path in (("the Python environment", sys.prefix), ("the platform's code", code)):
+        if os.path.abspath(path) == "/tmp" or os.path.abspath(path).startswith("/tmp/"):
+            raise ResourceError(f"--isolated gives each node an empty /tmp, so {what} at {path} would not be there; "
+                                f"clone and install the platform outside /tmp")
     try:
         probe = subprocess.run(isolated_command(isolation([]), ["true"]), capture_output=True, text=True, timeout=30)
         failure = (probe.stderr or probe.stdout).strip()[:300] if probe.returncode else None

@@ -1,6 +1,7 @@
 """cluster.yaml, validated offline against the autoscaler schema that ships in the ray package."""
 
 import copy
+import sys
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,16 @@ def test_isolation_says_in_one_line_when_mount_namespaces_are_missing(monkeypatc
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(ResourceError, match=r"--isolated needs Linux mount namespaces \(unshare -m, as root\); "
                                             r"here it failed: unshare not found"):
+        check_isolation()
+
+
+def test_isolation_refuses_an_environment_under_tmp_which_nodes_get_empty(monkeypatch):
+    from core.errors import ResourceError
+    from core.tools.cluster import check_isolation
+
+    monkeypatch.setattr(sys, "prefix", "/tmp/ci/.venv")
+    with pytest.raises(ResourceError, match=r"empty /tmp, so the Python environment at /tmp/ci/.venv would not be "
+                                            r"there; clone and install the platform outside /tmp"):
         check_isolation()
 
 
