@@ -30,10 +30,10 @@ import io
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 CLASSES = 1000
@@ -80,7 +80,7 @@ def make_tree(root: str, images: int) -> float:
 
 
 def put_tree_in_s3(root: str, endpoint: str, bucket: str, workers: int = 32) -> float:
-    """Every file of ``root/train`` as an object under ``s3://bucket/train/``; seconds taken."""
+    """Every file of ``root/train`` as an object under ``s3://bucket/train/`` (the bucket exists); seconds taken."""
     from concurrent.futures import ThreadPoolExecutor
 
     import boto3
@@ -88,7 +88,6 @@ def put_tree_in_s3(root: str, endpoint: str, bucket: str, workers: int = 32) -> 
 
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
                           aws_secret_access_key="testing", config=Config(max_pool_connections=workers))
-    client.create_bucket(Bucket=bucket)
     bodies = {c: open(os.path.join(root, ".src", f"{c}.JPEG"), "rb").read() for c in range(CLASSES)}
     keys = []
     for c in range(CLASSES):
@@ -146,9 +145,10 @@ def one_size(root: str, images: int, decode_images: int, s3: str | None) -> dict
     listing = _timed(out, "listing", list_image_folder, os.path.join(root, "train"))
     assert len(listing.paths) == images, (len(listing.paths), images)
     if s3:
-        os.environ.update({"AWS_ENDPOINT_URL": s3, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"})
-        s3_listing = _timed(out, "listing (s3)", list_image_folder, "s3://scale/train")
+        from core.tools.cluster import S3_BUCKET
+
+        os.environ.update(_aws_env(s3))
+        s3_listing = _timed(out, "listing (s3)", list_image_folder, f"s3://{S3_BUCKET}/train")
         assert len(s3_listing.paths) == images
         del s3_listing
 
@@ -166,7 +166,8 @@ def one_size(root: str, images: int, decode_images: int, s3: str | None) -> dict
     with open(os.devnull, "w") as quiet:  # the writer's progress bar
         stderr, sys.stderr = sys.stderr, quiet
         try:
-            _timed(out, "shards", shard.write_shards, shard.folder_source(os.path.join(root, "train")), dest, SHARD_ROWS)
+            source = shard.folder_source(os.path.join(root, "train"))
+            _timed(out, "shards", shard.write_shards, source, dest, SHARD_ROWS)
         finally:
             sys.stderr = stderr
     out["manifest writes"] = writes[0]
@@ -208,25 +209,21 @@ def _sampled(cmd: list[str]) -> tuple[str, float, float]:
     return text, driver, tree
 
 
-def _start_moto() -> tuple[subprocess.Popen, str]:
-    import socket
+def _start_moto(state: str) -> tuple[int, str]:
+    """moto's S3 server with the bucket ``S3_BUCKET``, as ``core.tools.cluster local up --s3`` starts it:
+    (pid, endpoint)."""
+    from pathlib import Path
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    import urllib.request
+    from core.tools.cluster import _start_s3
 
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            return proc, endpoint
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("moto's S3 server did not start")
+    started = _start_s3(Path(state))
+    return started["s3_pid"], started["s3_endpoint"]
+
+
+def _aws_env(endpoint: str) -> dict[str, str]:
+    from core.tools.cluster import LocalCluster, s3_env
+
+    return s3_env(LocalCluster("", "", "", "", (), s3_endpoint=endpoint))
 
 
 COSTS = ["listing", "listing (s3)", "shards", "manifest writes", "check", "plan (folder)", "plan (parquet)",
@@ -257,7 +254,8 @@ def report(rows: list[dict]) -> str:
         lines.append(f"| {key} | " + " | ".join(cells) + f" | {slopes} |")
     big = rows[-1]
     lines += ["", f"goals at {big['images']:,} images: listing + planning {big['listing + planning (folder)']:.1f} s "
-              f"(ImageFolder), {big['listing + planning (parquet)']:.1f} s (parquet shards; goal < 60 s each); driver peak PSS {big['driver PSS MiB']:,.0f} MiB (goal < 1,536 MiB); "
+              f"(ImageFolder), {big['listing + planning (parquet)']:.1f} s (parquet shards; goal < 60 s each); "
+              f"driver peak PSS {big['driver PSS MiB']:,.0f} MiB (goal < 1,536 MiB); "
               f"every exponent <= 1.1 (linear, with noise): "
               + ("yes" if all(e is None or e <= 1.1 for k in COSTS for e in exponents(rows, k)) else "no")]
     return "\n".join(lines)
@@ -267,7 +265,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_281_167])
     p.add_argument("--root", default=os.path.join(tempfile.gettempdir(), "scale_data"))
-    p.add_argument("--s3-images", type=int, default=100_000, help="the size whose tree is also listed from S3 (0: none)")
+    p.add_argument("--s3-images", type=int, default=100_000,
+                   help="the size whose tree is also listed from S3 (0: none)")
     p.add_argument("--decode-images", type=int, default=100_000, help="images decoded for the rate, at most")
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)
     p.add_argument("--s3", help=argparse.SUPPRESS)
@@ -284,15 +283,17 @@ def main() -> int:
                "--decode-images", str(args.decode_images)]
         moto = None
         if n == args.s3_images:
-            moto, endpoint = _start_moto()
-            print(f"  put in moto's S3 in {put_tree_in_s3(tree, endpoint, 'scale'):.0f} s", flush=True)
+            from core.tools.cluster import S3_BUCKET
+
+            moto, endpoint = _start_moto(tree)
+            print(f"  put in moto's S3 in {put_tree_in_s3(tree, endpoint, S3_BUCKET):.0f} s", flush=True)
             cmd += ["--s3", endpoint]
         try:
             text, driver, whole = _sampled(cmd)
         finally:
             if moto:
-                moto.kill()
-                moto.wait()
+                os.kill(moto, signal.SIGKILL)
+                os.waitpid(moto, 0)
         row = json.loads(next(line for line in text.splitlines() if line.startswith("RESULT "))[7:])
         row.update({"driver PSS MiB": driver, "tree PSS MiB": whole,
                     "listing + planning (folder)": row["listing"] + row["plan (folder)"],

@@ -260,7 +260,7 @@ def check_isolation() -> None:
     say so, in one line (a node could not start, and a task would wait for it in silence)."""
     code = str(Path(__file__).resolve().parents[2])
     for what, path in (("the Python environment", sys.prefix), ("the platform's code", code)):
-        if os.path.abspath(path) == "/tmp" or os.path.abspath(path).startswith("/tmp/"):
+        if Path(os.path.abspath(path)).is_relative_to("/tmp"):
             raise ResourceError(f"--isolated gives each node an empty /tmp, so {what} at {path} would not be there; "
                                 f"clone and install the platform outside /tmp")
     try:
