@@ -258,6 +258,9 @@ def _tuner(study: Study, args: argparse.Namespace, dirs: StudyDirs, total: int, 
     # it warned at the start of every cluster study; 15 minutes without a trial is worth a warning
     os.environ.setdefault("TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S_AUTOSCALER", "900")
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # the study passes its loggers (--logger)
+    # a failed trial reports its reason without the objective: Tune's strict check would end the whole search
+    # there; without it ASHA lets the row pass and Optuna records the trial as pruned (TPE's worst)
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     if args.workers_per_trial:  # a trial ASHA stops is inside TorchTrainer.fit(): end its process (and so its
         os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "10")  # worker group) instead of waiting 600 s
     trainable = _trainable(study, args, dirs, concurrent)

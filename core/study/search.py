@@ -47,10 +47,8 @@ class OptunaSearcher:
         self.space, self.objectives, self.seed, self.name, self.storage = space, objectives, seed, name, storage
 
     def __call__(self):
-        from ray.tune.search.optuna import OptunaSearch
-
         multi = len(self.objectives) > 1
-        return OptunaSearch(self.space, metric=[o.name for o in self.objectives] if multi else self.objectives[0].name,
+        return _OptunaSearch(self.space, metric=[o.name for o in self.objectives] if multi else self.objectives[0].name,
                             mode=[o.mode for o in self.objectives] if multi else self.objectives[0].mode,
                             seed=self.seed, study_name=self.name, storage=optuna_storage(self.storage))
 
@@ -63,6 +61,30 @@ class OptunaSearcher:
         storage = optuna_storage(self.storage)
         if self.name in [s.study_name for s in optuna.get_all_study_summaries(storage)]:
             optuna.delete_study(study_name=self.name, storage=storage)
+
+
+def _optuna_search_class():
+    from ray.tune.search.optuna import OptunaSearch
+
+    class FailureTolerantOptunaSearch(OptunaSearch):
+        """OptunaSearch that takes a failed trial's row (its reason, no objective): Ray's own indexes the
+        objective and so would end the whole search. Optuna records such a trial as pruned, which TPE
+        ranks below every finished one (a failing region is not proposed again and again)."""
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if isinstance(self.metric, list) or self.metric in result:
+                super().on_trial_result(trial_id, result)
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            names = self.metric if isinstance(self.metric, list) else [self.metric]
+            complete = result is not None and all(result.get(n) is not None for n in names)
+            super().on_trial_complete(trial_id, result if complete else None, error)
+
+    return FailureTolerantOptunaSearch
+
+
+def _OptunaSearch(*args, **kwargs):
+    return _optuna_search_class()(*args, **kwargs)
 
 
 def parse_objectives(texts: list[str]) -> list[Objective]:

@@ -160,6 +160,20 @@ def test_search_with_optuna_and_asha(ray_session, tmp_path):
     assert len(study.trials) == 3
 
 
+def test_a_failing_trial_does_not_end_a_search(ray_session, tmp_path, capsys):
+    """A search trial whose run fails (a batch larger than the training set) is recorded with its reason,
+    under ASHA too, and the search goes on to its other trials instead of ending with Tune's metric check."""
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.batch_size: {categorical: [1024]}\nloss.temperature: {float: [0.05, 0.5]}\n")
+    out = tmp_path / "s"
+    assert _run("search", ["--space", str(space), "--num-samples", "2", "--epochs", "2", "--grace-period", "1",
+                           "--max-concurrent", "1", "data.train_limit=512", "--results-dir", str(out)]) == 1
+    df = pd.read_parquet(out / "trials.parquet")
+    assert len(df) == 2 and (df["status"] == "failed").all(), df
+    assert df["error"].str.contains("fewer than optim.batch_size=1024").all(), df["error"]
+    assert (out / "report.md").exists()
+
+
 def test_multi_objective_search_writes_pareto_front(ray_session, tmp_path):
     assert _run("search", ["--loss", "supcon", "--objectives", "probe_top1", "knn_top1", "--num-samples", "2",
                            "--epochs", "1", "--max-concurrent", "1", "eval.probe_epochs=5", "data.train_limit=512",
