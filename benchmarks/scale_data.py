@@ -231,12 +231,12 @@ COSTS = ["listing", "listing (s3)", "shards", "manifest writes", "check", "plan 
          "driver PSS MiB", "tree PSS MiB"]
 
 
-def exponents(rows: list[dict], key: str) -> list[float | None]:
-    """The slope of log cost against log size between consecutive sizes."""
+def exponents(rows: list[dict], key: str, size: str = "images") -> list[float | None]:
+    """The slope of log cost against log size (``row[size]``) between consecutive sizes."""
     out = []
     for a, b in zip(rows, rows[1:]):
         if a.get(key) and b.get(key) and a[key] > 0 and b[key] > 0:
-            out.append(math.log(b[key] / a[key]) / math.log(b["images"] / a["images"]))
+            out.append(math.log(b[key] / a[key]) / math.log(b[size] / a[size]))
         else:
             out.append(None)
     return out
