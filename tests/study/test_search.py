@@ -15,6 +15,18 @@ def test_pareto_front_respects_each_direction():
     assert pareto_front(values, [objectives[0], Objective("corruption_error", "max")]) == [1, 3]
 
 
+def test_pareto_front_matches_every_pairwise_comparison_ties_included():
+    rng = np.random.default_rng(0)
+    directions = [Objective("a", "max"), Objective("b", "min"), Objective("c", "max")]
+    for _ in range(200):
+        k, n = int(rng.integers(1, 4)), int(rng.integers(1, 40))
+        values = rng.integers(0, 4, (n, k)).astype(float)  # few distinct values: many ties and duplicates
+        signed = values * np.array([1.0, -1.0, 1.0])[:k]
+        beaten = [any((signed[j] >= signed[i]).all() and (signed[j] > signed[i]).any() for j in range(n))
+                  for i in range(n)]
+        assert pareto_front(values, directions[:k]) == [i for i in range(n) if not beaten[i]]
+
+
 def test_searchable_losses_are_the_registered_families_with_a_space():
     assert searchable_losses() == [n for n in family_names() if n != "cross_entropy"]
     assert set(searchable_losses()) == {"supcon", "simclr", "varcon", "vsupcon", "vsimclr"}
