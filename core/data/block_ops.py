@@ -34,6 +34,21 @@ def permute_rows(block, seed: int):
     return block.take(perm)
 
 
+def read_shards(batch, fs, seed: int | None):
+    """The rows of the parquet shards named in ``batch["file"]`` (a block of placeholder rows per shard),
+    ``image`` renamed ``bytes``; each shard's rows in the epoch's order (:func:`permute_rows` with ``seed``),
+    or as stored when ``seed`` is None."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for name in dict.fromkeys(batch.column("file").to_pylist()):
+        table = pq.read_table(name, filesystem=fs)
+        table = table.rename_columns(["bytes" if c == "image" else c for c in table.column_names])
+        tables.append(table if seed is None else permute_rows(table, seed))
+    return pa.concat_tables(tables)
+
+
 def read_files(batch: pd.DataFrame) -> pd.DataFrame:
     """Each row's file bytes (local paths, or URIs of one object store); a file that cannot be read
     gets no bytes, so its decode fails and it is counted and named as undecodable."""

@@ -37,7 +37,7 @@ from core.data.arrays import (  # noqa: F401  (re-exported: the names sources we
     load_cifar,
     resize_uint8,
 )
-from core.data.block_ops import ROWS_PER_BLOCK, permute_rows, read_files, webdataset_rows
+from core.data.block_ops import ROWS_PER_BLOCK, permute_rows, read_files, read_shards, webdataset_rows
 from core.data.budget import bounded, evaluation_budget
 from core.data.decode import decode_eval_batch
 from core.data.folders import FolderListing, list_image_folder
@@ -134,23 +134,40 @@ class FolderRows(TrainRows):
 
 
 class ParquetRows(TrainRows):
-    """Parquet shards (``image`` bytes, ``label``, ``index``, ``path``); file order redrawn each epoch."""
+    """Parquet shards (``image`` bytes, ``label``, ``index``, ``path``) and the rows each holds; file order
+    redrawn each epoch."""
 
     encoded = True
 
-    def __init__(self, fs, files: list[str], count: int) -> None:
-        self.fs, self.files, self.n = fs, list(files), count
+    def __init__(self, fs, files: list[str], rows: list[int]) -> None:
+        self.fs, self.files, self.rows = fs, list(files), [int(n) for n in rows]
+        if len(self.rows) != len(self.files):
+            raise ValueError(f"{len(self.files)} shards but {len(self.rows)} row counts")
 
     def count(self) -> int:
-        return self.n
+        return sum(self.rows)
 
     def epoch(self, epoch: int, seed: int) -> ray.data.Dataset:
         perm = np.random.default_rng(epoch_seed(seed, epoch)).permutation(len(self.files))
-        ds = ray.data.read_parquet([self.files[i] for i in perm], filesystem=self.fs)
-        return rows_permuted_in_blocks(ds.rename_columns({"image": "bytes"}), seed, epoch)
+        return self._read([int(i) for i in perm], epoch_seed(seed, epoch))
 
     def ordered(self) -> ray.data.Dataset:
-        return in_order(ray.data.read_parquet(self.files, filesystem=self.fs).rename_columns({"image": "bytes"}))
+        return self._read(range(len(self.files)), None)
+
+    def _read(self, order, seed: int | None) -> ray.data.Dataset:
+        """The shards in ``order``, one block and one read task each (fused with the decode), their rows
+        permuted within each shard by ``seed`` (None: as stored). Each block holds a placeholder row per row
+        of its shard, because Ray Data bundles input blocks until they fill the decode's batch: one row per
+        shard put 64 shards in a task. Not ``ray.data.read_parquet``: Ray 2.60's reader packs row groups into
+        read units of up to 128 MiB, so small shards (CIFAR-size images; 100,000 tiny JPEGs in 100 shards)
+        were read and decoded by one task on one core, the first batch after 32 s, after one task had read
+        every shard's footer."""
+        def block(i: int) -> pa.Table:
+            codes = pa.array(np.zeros(self.rows[i], np.int32))
+            return pa.table({"file": pa.DictionaryArray.from_arrays(codes, pa.array([self.files[i]]))})
+
+        return in_order(ray.data.from_blocks([block(i) for i in order])).map_batches(
+            read_shards, fn_kwargs={"fs": self.fs, "seed": seed}, batch_size=None, batch_format="pyarrow")
 
 
 class WebDatasetRows(TrainRows):
@@ -263,7 +280,7 @@ def parquet_rows(root: str, num_classes: int | None, split: str = "train") -> tu
     if manifest:
         manifest.check(files, lambda p: pq.ParquetFile(fs.open_input_file(p)).metadata.num_rows,
                        f"parquet shards {root!r}")
-    labels = _parquet_labels(fs, files, root)
+    labels, rows = _parquet_labels(fs, files, root)
     claimed = len(manifest.classes) if manifest else int(labels.max()) + 1
     if num_classes is not None:
         check_labels(labels, num_classes, f"parquet shards {root!r}")
@@ -277,11 +294,12 @@ def parquet_rows(root: str, num_classes: int | None, split: str = "train") -> tu
                             f"labels of {present.size}; rewrite them with python -m core.data.shard")
     n_cls = num_classes or claimed
     check_labels(labels, n_cls, f"parquet shards {root!r}")
-    return ParquetRows(fs, files, int(labels.size)), n_cls, manifest.classes if manifest else None
+    return ParquetRows(fs, files, rows), n_cls, manifest.classes if manifest else None
 
 
-def _parquet_labels(fs, files: list[str], root: str) -> np.ndarray:
-    """The label column of the shards, after checking the columns' types (no nulls, integer labels, binary images)."""
+def _parquet_labels(fs, files: list[str], root: str) -> tuple[np.ndarray, list[int]]:
+    """The label column of the shards and the rows of each shard (in ``files``' order), after checking the
+    columns' types (no nulls, integer labels, binary images)."""
     import pyarrow.dataset as pads
 
     try:
@@ -295,7 +313,7 @@ def _parquet_labels(fs, files: list[str], root: str) -> np.ndarray:
             kind = str(meta.schema.field(column).type)
             if not kind.startswith(kinds):
                 raise DataError(f"parquet shards {root!r}: column {column!r} must hold {what}, got {kind}")
-        table = meta.to_table(columns=["label"])
+        table = meta.to_table(columns=["label", "__fragment_index"])
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError: name the shards, no traceback
         if isinstance(exc, DataError):
             raise
@@ -306,7 +324,7 @@ def _parquet_labels(fs, files: list[str], root: str) -> np.ndarray:
     labels = column.to_numpy()
     if labels.size == 0:
         raise DataError(f"parquet shards {root!r} hold no rows")
-    return labels
+    return labels, np.bincount(table.column("__fragment_index").to_numpy(), minlength=len(files)).tolist()
 
 
 @dataclass(frozen=True)

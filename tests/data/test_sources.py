@@ -228,6 +228,31 @@ def test_parquet_reader_checks_the_manifest(ray_session, tmp_path):
         load_source(DataConfig(source="parquet", root=str(dest), image_size=12))
 
 
+def test_each_parquet_shard_is_read_and_decoded_by_a_task_of_its_own(ray_session, tmp_path):
+    """Ray 2.60's read_parquet packed small shards into one 128 MiB read unit (100,000 tiny JPEGs in 100
+    shards: one task, one core, the first batch after 32 s); one placeholder row per shard row keeps Ray's
+    bundler from putting 64 one-row shard blocks into one decode task."""
+    from core.config import RunConfig
+    from core.data.pipeline import epoch_dataset
+
+    _write_folder(tmp_path / "src", per_class=140, size=8)
+    shard_dataset(str(tmp_path / "src"), str(tmp_path / "shards"), 70)
+    cfg = RunConfig().with_(**{"data.source": "parquet", "data.root": str(tmp_path / "shards"), "data.image_size": 8})
+    rows = load_source(cfg.data).train_rows
+    assert rows.rows == [70, 70, 70, 70] and rows.count() == 280
+    epoch = epoch_dataset(rows, cfg, 1).materialize()
+    assert epoch.num_blocks() == 4  # one per shard (before: 1)
+    index = [int(i) for b in epoch.iter_batches(batch_size=None, batch_format="numpy") for i in b["index"]]
+    stored = [int(i) for f in rows.files for i in pq.read_table(f).column("index").to_pylist()]
+    assert sorted(index) == sorted(stored) and index != stored  # every row once, in this epoch's order
+
+    (tmp_path / "small").mkdir()
+    _write_folder(tmp_path / "small" / "src", per_class=5, size=8)
+    shard_dataset(str(tmp_path / "small" / "src"), str(tmp_path / "small" / "shards"), 4)
+    small = load_source(DataConfig(source="parquet", root=str(tmp_path / "small" / "shards"), image_size=8))
+    assert small.train_rows.rows == [4, 4, 2]  # each shard's rows, in the files' order
+
+
 def test_webdataset_epoch_stream_decodes_views(ray_session, tmp_path):
     from core.config import RunConfig
     from core.data.pipeline import epoch_dataset
@@ -248,6 +273,8 @@ def test_epoch_datasets_start_no_ray_task(ray_session, tmp_path):
 
     _write_folder(tmp_path / "src", per_class=3)
     paths = sorted(str(p) for p in (tmp_path / "src").rglob("*.png"))
+    shard_dataset(str(tmp_path / "src"), str(tmp_path / "shards"), 4)
+    shards = load_source(DataConfig(source="parquet", root=str(tmp_path / "shards"), image_size=8)).train_rows
     cpus = int(ray_session.cluster_resources()["CPU"])
 
     @ray_session.remote(num_cpus=cpus)  # an actor holding every CPU, as a Train worker group does
@@ -255,6 +282,7 @@ def test_epoch_datasets_start_no_ray_task(ray_session, tmp_path):
         def build(self) -> int:
             images = np.zeros((64, 8, 8, 3), np.uint8)
             FolderRows(paths, np.zeros(len(paths), np.int64), np.arange(len(paths))).epoch(1, 0)
+            shards.epoch(1, 0)
             return ArrayRows(images, np.arange(64) % 4, np.arange(64)).epoch(1, 0).count()  # from metadata
 
     rank0 = Rank0.remote()
