@@ -50,9 +50,12 @@ def store_budget(data: DataConfig, rows: int, views: int = 1, float_views: bool 
 
 
 def training_budget(cfg: RunConfig) -> int:
-    """The budget of one epoch's training stream on one rank."""
-    return store_budget(cfg.data, cfg.optim.batch_size // max(1, cfg.num_workers), cfg.augment.views,
-                        float_views=cfg.data.augment_in == "ray_data")
+    """The budget of one epoch's training stream: a rank's budget for each rank, since rank 0 builds one
+    stream and splits it across the worker group (a single rank's budget shared by 16 ranks was a quarter
+    of a batch each, and less than one decode task's output)."""
+    ranks = max(1, cfg.num_workers)
+    return ranks * store_budget(cfg.data, cfg.optim.batch_size // ranks, cfg.augment.views,
+                                float_views=cfg.data.augment_in == "ray_data")
 
 
 def evaluation_budget(data: DataConfig) -> int:

@@ -24,9 +24,12 @@ def test_the_budget_is_a_few_batches_or_two_decode_tasks():
     small = RunConfig()
     assert training_budget(small) == MIN_MB << 20  # digits: 512 rows x 2 views x 16^2 x 3 bytes is below it
     big = RunConfig().with_overrides(["data.image_size=224", "optim.batch_size=512", "num_workers=2"])
-    assert training_budget(big) == 4 * 256 * 2 * 224 * 224 * 3  # 4 batches of one rank's decoded views
+    # one stream split across the 2 ranks: 4 batches of each rank's decoded views
+    assert training_budget(big) == 2 * 4 * 256 * 2 * 224 * 224 * 3
     few = big.with_overrides(["optim.batch_size=64"])  # 4 batches of 32 are less than two tasks' 2 x 256 rows
-    assert training_budget(few) == 2 * 256 * 2 * 224 * 224 * 3
+    assert training_budget(few) == 2 * 2 * 256 * 2 * 224 * 224 * 3
+    sixteen = big.with_overrides(["num_workers=16", "optim.batch_size=2048"])  # ImageNet on two 8-GPU nodes
+    assert training_budget(sixteen) == 16 * 4 * 128 * 2 * 224 * 224 * 3
     assert store_budget(big.data, 256, 2, float_views=True) == 4 * store_budget(big.data, 256, 2)
     assert evaluation_budget(big.data) == 2 * 512 * 224 * 224 * 3  # two chunks of evaluation images
     assert evaluation_budget(RunConfig().with_overrides(["data.object_store_mb=48"]).data) == 48 << 20
