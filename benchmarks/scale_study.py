@@ -71,6 +71,25 @@ def _daemon_cpu() -> float:
     return total
 
 
+KINDS = ("gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py", "runtime_env", "ray::")
+
+
+def _pss_by_process() -> dict[str, list]:
+    """[processes, PSS MiB] of this Ray instance's processes by kind, and the driver's, now."""
+    import psutil
+
+    kinds: dict[str, list] = {"driver": [1, round(psutil.Process().memory_full_info().pss / 2**20)]}
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cmd, pss = " ".join(p.cmdline()), p.memory_full_info().pss / 2**20
+        except psutil.Error:
+            continue
+        kind = next((k for k in KINDS if k in cmd), "other")
+        n, total = kinds.get(kind, [0, 0])
+        kinds[kind] = [n + 1, round(total + pss)]
+    return kinds
+
+
 def one_search(sampler: str, trials: int, out: str) -> dict:
     """One search of ``trials`` trials; the driver's costs."""
     import ray
@@ -89,6 +108,7 @@ def one_search(sampler: str, trials: int, out: str) -> dict:
     daemons0, cpu0, t0 = _daemon_cpu(), time.process_time(), time.perf_counter()
     code = study_script.main_for(study_script.make_study, "scale_study", argv, extra_args=study_script.extra_args)
     cpu, wall, daemons = time.process_time() - cpu0, time.perf_counter() - t0, _daemon_cpu() - daemons0
+    at_end = _pss_by_process()  # what stays after the search: the per-trial records, by process
     ray.shutdown()
     import pandas as pd
 
@@ -103,7 +123,7 @@ def one_search(sampler: str, trials: int, out: str) -> dict:
             "state saves": saves.calls, "state save s": saves.seconds,
             "state file KiB": sum(f.stat().st_size for f in (Path(out) / "tune").glob("experiment_state*.json")) / 1024,
             "table s": table.seconds, "write s": write.seconds, "report s": report.seconds,
-            "trial s (median)": float(df["trial_seconds"].median())}
+            "trial s (median)": float(df["trial_seconds"].median()), "PSS at the end by process": at_end}
 
 
 def synthetic_table(template: Path, rows: int, seed: int = 0):
@@ -175,8 +195,9 @@ def table(rows: list[dict]) -> str:
                  for a, b in zip(mine, mine[1:])]
         lines.append("| driver CPU ms per added trial | - | " + " | ".join(f"{m:,.1f}" for m in added) + " | |")
         # Optuna's suggest runs in the driver: its own growth is the sampler's, the rest is the platform's and Tune's
-        own = [a - (b["suggest ms/trial"] * b["trials"] - c["suggest ms/trial"] * c["trials"]) / (b["trials"] - c["trials"])
-               for a, c, b in zip(added, mine, mine[1:])]
+        suggest_s = [r["suggest ms/trial"] * r["trials"] for r in mine]  # ms in all
+        own = [a - (s1 - s0) / (b["trials"] - c["trials"])
+               for a, c, b, s0, s1 in zip(added, mine, mine[1:], suggest_s, suggest_s[1:])]
         lines.append("| of which not Optuna's suggest | - | " + " | ".join(f"{m:,.1f}" for m in own) + " | |")
         first, last = mine[0], mine[-1]
         ratio = last["driver CPU ms/trial"] / first["driver CPU ms/trial"]
