@@ -160,8 +160,13 @@ def _compute(images: np.ndarray, pairs: list[tuple[str, int]], seed: int, progre
 
         task = ray.remote(num_cpus=1)(corrupt_imagenet_c)
         ref = ray.put(images)
-        pending = {task.remote(ref, n, s, seed, index): (n, s) for n, s in pairs}
-        while pending:
+        todo, pending = list(pairs), {}
+        while todo or pending:
+            # no more tasks queued than the CPUs the cluster has now (one when it has none): a queue of 75 CPU
+            # tasks made the autoscaler add every node type it could, 8-GPU nodes included, for CPU work
+            while todo and len(pending) < max(1, int(ray.cluster_resources().get("CPU", 0))):
+                n, s = todo.pop(0)
+                pending[task.remote(ref, n, s, seed, index)] = (n, s)
             done, _ = ray.wait(list(pending), num_returns=1)
             out[pending.pop(done[0])] = ray.get(done[0])
             bar.update()

@@ -86,3 +86,18 @@ def test_imagenet_size_test_sets_are_not_corrupted_image_by_image():
         check_corruptions(generated, 50_000)
     check_corruptions(generated, GENERATED_LIMIT)  # up to the limit they are generated
     check_corruptions(generated.with_overrides(["eval.corruption_suite=fast", "eval.reference_errors=null"]), 50_000)  # the fast suite is cheap
+
+
+def test_a_parallel_build_queues_no_more_tasks_than_the_cluster_has_cpus(ray_session, digits16, monkeypatch):
+    """On an autoscaled cluster every queued task is demand: 10 queued CPU tasks brought up 8-GPU nodes (the
+    local cluster's gpu_8x_a100) for CPU work. The build keeps at most the live CPU count in flight."""
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 1.0})  # a cluster with one CPU right now
+    in_flight = []
+    wait = ray.wait
+    monkeypatch.setattr(ray, "wait", lambda refs, **kw: (in_flight.append(len(refs)), wait(refs, **kw))[1])
+    built = corrupted_split(digits16, ("contrast", "fog"), cache_dir=None, parallel=True)
+    assert in_flight == [1] * 10  # one at a time, every one of the 10 sets
+    serial = corrupted_split(digits16, ("contrast", "fog"), cache_dir=None)
+    assert built.keys() == serial.keys() and all(np.array_equal(built[k], serial[k]) for k in built)
