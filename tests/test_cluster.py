@@ -67,7 +67,9 @@ def test_study_job_finishes_every_trial_through_a_preemption(cluster_facts):
 
 
 def test_a_successful_study_job_logs_no_traceback_and_no_warning_of_ours(cluster_facts):
-    noise = cluster_facts["job_noise"]
+    # Ray's own exit noise is not ours: a trial process that Tune ends gets SIGTERM, and when Ray's sigterm_handler
+    # raises SystemExit inside a weakref callback Python prints "Exception ignored in" with its traceback (seen once)
+    noise = [n for n in cluster_facts["job_noise"] if not ("Exception ignored in" in n and "sigterm_handler" in n)]
     tracebacks = [n for n in noise if "Traceback" in n]
     # one traceback is the event itself: Tune reports the trial whose node was preempted (and retries it);
     # nothing else (a trial process ended at the study's end printed one from sigterm_handler)
