@@ -164,7 +164,8 @@ def _compute(images: np.ndarray, pairs: list[tuple[str, int]], seed: int, progre
         while todo or pending:
             # no more tasks queued than the CPUs the cluster has now (one when it has none): a queue of 75 CPU
             # tasks made the autoscaler add every node type it could, 8-GPU nodes included, for CPU work
-            while todo and len(pending) < max(1, int(ray.cluster_resources().get("CPU", 0))):
+            limit = max(1, int(ray.cluster_resources().get("CPU", 0)))
+            while todo and len(pending) < limit:
                 n, s = todo.pop(0)
                 pending[task.remote(ref, n, s, seed, index)] = (n, s)
             done, _ = ray.wait(list(pending), num_returns=1)
