@@ -148,8 +148,8 @@ class ParquetRows(TrainRows):
         return sum(self.rows)
 
     def epoch(self, epoch: int, seed: int) -> ray.data.Dataset:
-        perm = np.random.default_rng(epoch_seed(seed, epoch)).permutation(len(self.files))
-        return self._read([int(i) for i in perm], epoch_seed(seed, epoch))
+        drawn = epoch_seed(seed, epoch)  # the file order and each shard's row order
+        return self._read([int(i) for i in np.random.default_rng(drawn).permutation(len(self.files))], drawn)
 
     def ordered(self) -> ray.data.Dataset:
         return self._read(range(len(self.files)), None)
