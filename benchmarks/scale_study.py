@@ -56,22 +56,35 @@ class Timed:
         setattr(owner, name, timed)
 
 
+KINDS = ("gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py", "runtime_env", "ray::")
+
+
+def _instance_processes():
+    """(kind, process) for every process under this driver (its Ray instance); kind: the first of ``KINDS`` its
+    command line holds, else "other"."""
+    import psutil
+
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cmd = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        yield next((k for k in KINDS if k in cmd), "other"), p
+
+
 def _daemon_cpu() -> float:
     """CPU seconds (user + system) of this Ray instance's GCS and raylet so far."""
     import psutil
 
     total = 0.0
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if any(k in " ".join(p.cmdline()) for k in ("gcs_server", "raylet")):
+    for kind, p in _instance_processes():
+        if kind in ("gcs_server", "raylet"):
+            try:
                 t = p.cpu_times()
                 total += t.user + t.system
-        except psutil.Error:
-            pass
+            except psutil.Error:
+                pass
     return total
-
-
-KINDS = ("gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py", "runtime_env", "ray::")
 
 
 def _pss_by_process() -> dict[str, list]:
@@ -79,12 +92,11 @@ def _pss_by_process() -> dict[str, list]:
     import psutil
 
     kinds: dict[str, list] = {"driver": [1, round(psutil.Process().memory_full_info().pss / 2**20)]}
-    for p in psutil.Process().children(recursive=True):
+    for kind, p in _instance_processes():
         try:
-            cmd, pss = " ".join(p.cmdline()), p.memory_full_info().pss / 2**20
+            pss = p.memory_full_info().pss / 2**20
         except psutil.Error:
             continue
-        kind = next((k for k in KINDS if k in cmd), "other")
         n, total = kinds.get(kind, [0, 0])
         kinds[kind] = [n + 1, round(total + pss)]
     return kinds
