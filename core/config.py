@@ -13,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import typing
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import yaml
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from core.config_loader import dump_yaml, load_yaml, parse_value
@@ -113,6 +115,7 @@ class ModelConfig:
     backbone: str = "small_cnn"
     stem: str = "cifar"  # cifar: 3x3 stride-1 conv, no max-pool (ResNets only); imagenet: the model's own stem
     width: int = 32  # small_cnn base channel count
+    resnet_width: int = 64  # base channel count of the built-in ResNets (64: the papers'; narrower for CPU budgets)
     proj_hidden: int | None = None  # None: equal to the encoder feature dim
     proj_dim: int = 128
     weights: str | None = None  # a local state_dict loaded (strictly) into the backbone before training
@@ -122,9 +125,15 @@ class ModelConfig:
         BACKBONES.get(self.backbone)
         _choice(self.stem, "model.stem", ("cifar", "imagenet"))
         _check(self.width >= 4, "model.width", "must be >= 4", self.width)
+        _check(self.resnet_width >= 4, "model.resnet_width", "must be >= 4", self.resnet_width)
         _check(self.proj_dim >= 2, "model.proj_dim", "must be >= 2", self.proj_dim)
         if self.proj_hidden is not None:
             _check(self.proj_hidden >= 2, "model.proj_hidden", "must be >= 2", self.proj_hidden)
+
+    def base_width(self) -> int:
+        """The channel count the backbone is built with: ``resnet_width`` for the built-in ResNets, ``width``
+        for the small CNN (other backbones have their own)."""
+        return self.resnet_width if self.backbone in ("resnet18", "resnet50") else self.width
 
 
 @dataclass(frozen=True)
@@ -210,18 +219,23 @@ class EvalConfig:
     probe_lr: float = 0.1
     online_knn: bool = True  # cheap kNN each epoch for schedulers such as ASHA
     robustness: bool = False  # corrupted test sets at 5 severities + label-scarce probes
-    # "imagenet_c": the 15 ImageNet-C types (imagecorruptions library, cached per split);
+    # "imagenet_c": the 15 ImageNet-C types (imagecorruptions library, cached per split); "cifar_c": CIFAR-10-C's
+    # 15 types with make_cifar_c.py's parameters (+ 4 extra by name; cached per split; the CIFAR sources' default);
     # "fast": 7 CIFAR-10-C types re-implemented in vectorised torch (milliseconds, no cache)
     corruption_suite: str = "imagenet_c"
     corruptions: tuple[str, ...] = ()  # a subset of the suite's types; empty = all of them
-    # an on-disk ImageNet-C style folder (root/<corruption>/<severity>/<class>/*, as the released set
-    # ships) read instead of generating the corruptions; class folders as in the training set
+    # the released corrupted sets, read instead of generating them: an ImageNet-C folder
+    # (root/<corruption>/<severity>/<class>/*; class folders as in the training set) or CIFAR-10-C / CIFAR-100-C
+    # (root/<corruption>.npy, 10,000 images per severity in order 1-5, and root/labels.npy)
     corruption_root: str | None = None
     # published per-type errors to normalise by (the ImageNet-C paper's mCE, metric imagenet_c_mce): "alexnet"
     reference_errors: str | None = None
     label_budgets: tuple[int, ...] = (1, 5, 10)  # labels per class for the prototype probes
     few_shot_episodes: int = 200  # N-way K-shot episodes per (N, K) on frozen test features
     batch_memory_mb: int = 256  # activations of one evaluation chunk (chunks sized by it, <= 512 images)
+    # score on a seeded class-stratified subset of this many test images (clean and corrupted), the same
+    # for every run; None: the whole test split. A quick look at a large test split; reports name it.
+    test_limit: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "corruptions", tuple(self.corruptions))
@@ -237,6 +251,9 @@ class EvalConfig:
             _choice(name, "eval.corruptions", self.suite_names())
         _check(self.few_shot_episodes >= 0, "eval.few_shot_episodes", "must be >= 0", self.few_shot_episodes)
         _check(self.batch_memory_mb >= 8, "eval.batch_memory_mb", "must be >= 8", self.batch_memory_mb)
+        if self.test_limit is not None:
+            _check(self.test_limit >= 10, "eval.test_limit", "must be >= 10 (or null: the whole test split)",
+                   self.test_limit)
         for k in self.label_budgets:
             _check(isinstance(k, int) and k >= 1, "eval.label_budgets", "must hold integers >= 1", self.label_budgets)
         _check(self.knn_k >= 1, "eval.knn_k", "must be >= 1", self.knn_k)
@@ -247,12 +264,13 @@ class EvalConfig:
                self.probe_lr)
 
     def suite_names(self) -> tuple[str, ...]:
-        """Every corruption type of the chosen suite."""
-        return tuple(CORRUPTION_SUITES.get(self.corruption_suite).corruptions)
+        """Every corruption type of the chosen suite, its extra ones included."""
+        suite = CORRUPTION_SUITES.get(self.corruption_suite)
+        return (*suite.corruptions, *getattr(suite, "extra", ()))
 
     def corruption_names(self) -> tuple[str, ...]:
-        """The corruption types evaluated: the chosen subset, else every type of the suite."""
-        return self.corruptions or self.suite_names()
+        """The corruption types evaluated: the chosen subset, else the suite's benchmark types."""
+        return self.corruptions or tuple(CORRUPTION_SUITES.get(self.corruption_suite).corruptions)
 
 
 MAX_NAME = 128  # a run name becomes a directory name (file systems allow 255 bytes)
@@ -307,47 +325,26 @@ class RunConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Iterable[str] = ()) -> "RunConfig":
-        """Built-in defaults < the file < ``section.key=value`` overrides."""
-        return cls().with_yaml(path).with_overrides(overrides)
+        """Built-in defaults < the data source's defaults < the file < ``section.key=value`` overrides."""
+        return layered(cls(), [path], overrides)
 
     def with_yaml(self, path: str | Path) -> "RunConfig":
         """This config with a YAML file layered on top: the file's keys replace these values, section by
-        section; keys the file does not name keep this config's values (not the built-in defaults)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        raw = load_yaml(path)
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(raw).__name__}")
-        try:
-            return RunConfig.from_dict(_deep_merge(self.to_dict(), raw))
-        except ConfigError as exc:
-            raise ConfigError(f"config file {str(path)!r}: {exc}") from None
+        section; keys the file does not name keep this config's values (not the built-in defaults), except
+        those the data source declares when the file changes the source."""
+        return layered(self, [path])
 
     def with_overrides(self, overrides: Iterable[str]) -> "RunConfig":
-        """Apply ``section.key=value`` strings, each parsed by its field's declared type: YAML scalars,
-        and for list fields a YAML list, a comma-separated list or one item (``eval.corruptions=fog``)."""
-        updates: dict[str, Any] = {}
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} must look like section.key=value")
-            key, value = (part.strip() for part in item.split("=", 1))
-            updates[key] = parse_value(value, _is_sequence(field_hint(key)))
-        return self.with_(**updates) if updates else self
+        """Apply ``section.key=value`` strings on top of this config (:meth:`Layer.from_overrides`: each
+        parsed by its field's declared type). The data source's defaults are not re-applied: the command
+        line's layering (:func:`resolve_layers`) does that."""
+        layer = Layer.from_overrides(overrides)
+        return _updated(self, layer.values, prefix="") if layer.values else self
 
     def with_(self, **dotted: Any) -> "RunConfig":
         """Copy with dotted-key updates, e.g. ``cfg.with_(**{"loss.temperature": 0.2})``: each value is
         checked against its field's declared type and every changed section is re-validated once."""
-        updates: dict[str, Any] = {}
-        for key, value in dotted.items():
-            node = updates
-            *path, last = key.split(".")
-            for part in path:
-                node = node.setdefault(part, {})
-                if not isinstance(node, dict):
-                    raise ConfigError(f"unknown config field {key!r}")
-            node[last] = value
-        return _updated(self, updates, prefix="")
+        return _updated(self, Layer.from_dotted("", dotted).values, prefix="")
 
     def to_yaml(self) -> str:
         """The resolved config as YAML (loadable with ``--config``)."""
@@ -355,17 +352,189 @@ class RunConfig:
 
 
 SECTIONS = ("data", "augment", "model", "loss", "optim", "eval")
+_OVERRIDE = re.compile(r"^([A-Za-z_]\w*)(\.\w+)*=")
+
+
+def split_overrides(argv: Iterable[str]) -> tuple[list[str], list[str]]:
+    """A command line's ``section.key=value`` overrides apart from its flags, wherever they stand: after
+    ``--seeds 0 1`` an override would otherwise be read as a seed. A token is an override when it starts
+    with a config section or top-level field and ``=`` (``data.train_limit=256``, ``seed=1``); anything
+    else (``local_gpu=1`` after ``--trial-resource``) stays with the flags."""
+    flags: list[str] = []
+    overrides: list[str] = []
+    fields = set(_hints(RunConfig))
+    for token in argv:
+        match = _OVERRIDE.match(token)
+        (overrides if match and match.group(1) in fields else flags).append(token)
+    return flags, overrides
 CONFIG_HELP = (f"config: sections {', '.join(SECTIONS)} plus top-level seed, num_workers, use_gpu, precision, "
                "storage_path, name. Set a field with section.key=value (lists: key=a,b or key=[a,b]); "
                "--config files layer in order. Every field and its value: --print-config; their meaning: "
                "core/config.py. Every metric (meaning, unit, better side): python -m core.eval.glossary.")
 
 
+@dataclass(frozen=True)
+class Layer:
+    """One place config values come from: ``origin`` names it (``--print-config`` shows it beside every
+    value it set); ``values`` is a nested partial mapping (``{"optim": {"lr": 0.1}}``)."""
+
+    origin: str
+    values: Mapping[str, Any]
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Layer":
+        """A YAML config file; top-level keys starting with ``x-`` or ``_`` are a place for YAML anchors
+        (merged elsewhere with ``<<: *name``) and are not config fields."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        raw = load_yaml(path)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(raw).__name__}")
+        return cls(f"config file {str(path)!r}",
+                   {k: v for k, v in raw.items() if not (isinstance(k, str) and k.startswith(("x-", "_")))})
+
+    @classmethod
+    def from_overrides(cls, overrides: Iterable[str], origin: str = "override") -> "Layer":
+        """``section.key=value`` strings, each parsed by its field's declared type: YAML scalars, and for
+        list fields a YAML list, a comma-separated list or one item (``eval.corruptions=fog``)."""
+        dotted: dict[str, Any] = {}
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like section.key=value")
+            key, value = (part.strip() for part in item.split("=", 1))
+            dotted[key] = parse_value(value, _is_sequence(field_hint(key)))
+        return cls.from_dotted(origin, dotted)
+
+    @classmethod
+    def from_dotted(cls, origin: str, dotted: Mapping[str, Any]) -> "Layer":
+        """``{"optim.lr": 0.1}`` -> a layer (a key that nests under a value is refused, naming it)."""
+        values: dict[str, Any] = {}
+        for key, value in dotted.items():
+            node = values
+            *path, last = key.split(".")
+            for part in path:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"unknown config field {key!r}")
+            node[last] = value
+        return cls(origin, values)
+
+    @classmethod
+    def difference(cls, origin: str, cfg: "RunConfig", below: "RunConfig | None" = None) -> "Layer":
+        """The fields where ``cfg`` differs from ``below`` (the built-in defaults): a config made in code
+        (a study's defaults) as a layer that leaves the data source's defaults alone where it did not
+        change them."""
+        mine, base = flatten("", cfg.to_dict()), flatten("", (below or RunConfig()).to_dict())
+        return cls.from_dotted(origin, {k: v for k, v in mine.items() if base.get(k) != v})
+
+    def dotted(self) -> dict[str, Any]:
+        return flatten("", self.values)
+
+
+BUILT_IN = "built-in default"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A config and where each of its values came from (dotted field -> the layer that set it last)."""
+
+    config: "RunConfig"
+    origins: Mapping[str, str] = field(default_factory=dict)
+
+    def origin(self, key: str) -> str:
+        return self.origins.get(key, BUILT_IN)
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML (loadable with ``--config``), each value followed by a comment
+        naming where it came from when that is not the built-in default."""
+        lines = []
+        for key, value in self.config.to_dict().items():
+            if isinstance(value, dict):
+                lines.append(f"{key}:")
+                lines += [_annotated(f"  {k}: {_flow(v)}", self.origin(f"{key}.{k}")) for k, v in value.items()]
+            else:
+                lines.append(_annotated(f"{key}: {_flow(value)}", self.origin(key)))
+        return "\n".join(lines) + "\n"
+
+
+def _flow(value: Any) -> str:
+    text = yaml.safe_dump(_plain(value), default_flow_style=True, width=10_000).strip()
+    return text.removesuffix("...").strip()
+
+
+def _annotated(line: str, origin: str) -> str:
+    return line if origin == BUILT_IN else f"{line:<44} # {origin}"
+
+
+def source_layer(source: str) -> Layer:
+    """What a data source declares (its image size, normalisation, classes, corruption suite): the layer
+    just above the built-in defaults."""
+    return Layer.from_dotted(f"data.source={source}", dict(getattr(SOURCES.get(source), "defaults", {}) or {}))
+
+
+def resolve(layers: Iterable[Layer], base: "RunConfig | None" = None) -> Resolved:
+    """``base`` (the built-in defaults) < the chosen data source's defaults < each layer in order. The
+    source is the one the layers end with; its defaults fill only what no layer above them sets. A wrong
+    name or type fails naming the layer that set it; a wrong value (checked once, on the final config)
+    names the layer whose field it is."""
+    layers = list(layers)
+    raw, origins = (base or RunConfig()).to_dict(), {}
+    source = raw["data"]["source"]
+    for layer in layers:
+        data = layer.values.get("data")
+        source = data.get("source", source) if isinstance(data, Mapping) else source
+    if not isinstance(source, str):
+        raise ConfigError(f"data.source must be a string, got {_short(source)}")
+    for layer in [source_layer(source), *layers]:
+        try:
+            _check_layer(layer.values)
+        except ConfigError as exc:
+            raise ConfigError(_blamed(str(exc), layer.origin)) from None
+        raw = _deep_merge(raw, layer.values)
+        origins.update(dict.fromkeys(layer.dotted(), layer.origin))
+    try:
+        return Resolved(RunConfig.from_dict(raw), origins)
+    except ConfigError as exc:
+        named = re.match(r"[a-z_]+(\.[a-z_]+)?", str(exc))
+        raise ConfigError(_blamed(str(exc), origins.get(named.group(0), "") if named else "")) from None
+
+
+def _blamed(message: str, origin: str) -> str:
+    """A config error prefixed by the file that caused it (overrides and defaults speak for themselves)."""
+    return f"{origin}: {message}" if origin.startswith("config file") and origin not in message else message
+
+
+def _check_layer(values: Mapping[str, Any], cls: Any = None, prefix: str = "") -> None:
+    """Every key of a layer names a field, and every value has its field's type (not yet its range)."""
+    cls = cls or RunConfig
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {_short(values)}")
+    known = _hints(cls)
+    for name, value in values.items():
+        if name not in known:
+            raise ConfigError(f"unknown config field {prefix + _dotted(name, value)!r} (known: {sorted(known)})")
+        if is_dataclass(known[name]):
+            _check_layer(value, known[name], f"{prefix}{name}.")
+        else:
+            _coerce(value, known[name], f"{prefix}{name}")
+
+
 def layered(base: RunConfig, config_files: Iterable[str | Path] = (), overrides: Iterable[str] = ()) -> RunConfig:
-    """``base`` < each config file in order < ``section.key=value`` overrides."""
-    for path in config_files:
-        base = base.with_yaml(path)
-    return base.with_overrides(overrides)
+    """``base`` < each config file in order < ``section.key=value`` overrides (:func:`resolve_layers`)."""
+    return resolve_layers(base, config_files, overrides).config
+
+
+def resolve_layers(base: "RunConfig | Layer", config_files: Iterable[str | Path] = (), overrides: Iterable[str] = (),
+                   base_origin: str = "defaults", flags: Mapping[str, Any] | None = None) -> Resolved:
+    """The command line's layers: built-in defaults < the data source's < ``base`` (a study's defaults: a
+    Layer as written, or a config made in code, of which what it changes) < each config file in order <
+    ``section.key=value`` overrides < ``flags`` (a study's own flags, dotted key -> value)."""
+    first = base if isinstance(base, Layer) else Layer.difference(base_origin, base)
+    layers = [first, *(Layer.from_file(p) for p in config_files), Layer.from_overrides(overrides)]
+    if flags:
+        layers.append(Layer.from_dotted("flag", flags))
+    return resolve(layers)
 
 
 def flatten(prefix: str, d: Mapping[str, Any]) -> dict[str, Any]:

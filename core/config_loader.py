@@ -10,6 +10,7 @@ file (and line) or the value.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +20,25 @@ from core.errors import ConfigError
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a key given twice in one mapping (YAML would keep the last silently)."""
+    """safe_load that refuses a key given twice in one mapping (YAML would keep the last silently),
+    accepts merge keys (``<<: *base``, whose keys the mapping's own may replace) and reads ``1e-3`` as a
+    number (YAML 1.1 leaves exponents without a dot as strings; YAML 1.2 and every Hydra user do not)."""
 
     def construct_mapping(self, node, deep=False):  # type: ignore[override]
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+
+_UniqueKeyLoader.add_implicit_resolver(  # YAML 1.2's floats: 1e-3, 1.5E+2, .5, as 1.1's with a dot
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
 
 MAX_YAML_BYTES = 1 << 20  # a config file is a few KB; anything near this is not a config
 MAX_YAML_NODES = 100_000  # values after expanding aliases (a "billion laughs" file expands to ~10^9)

@@ -14,6 +14,12 @@ from typing import Any, Callable, Iterable
 from core.errors import DataError, LockedError
 
 
+def cache_dir() -> Path:
+    """Where what the platform derives from data and reuses across runs lives (decoded small data sets,
+    corrupted evaluation splits): ``$CONTRASTIVE_CACHE``, else ``~/.cache/contrastive-platform``."""
+    return Path(os.environ.get("CONTRASTIVE_CACHE") or os.path.expanduser("~/.cache/contrastive-platform"))
+
+
 def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """Call ``write(tmp_path)`` then rename ``tmp_path`` over ``path``; returns ``path``.
     The temporary name keeps the suffix (``x.tmp.parquet``) so writers that infer a format from it work."""
@@ -74,7 +80,9 @@ class DirectoryLock:
     """Exclusive advisory lock on ``directory/.lock`` (``fcntl.flock``), held from :meth:`acquire` until
     :meth:`release`; the kernel releases it if the holder dies, so a crash never leaves a stale lock.
     A second writer is refused with a message naming the directory and the holder's pid (``wait``: it
-    waits for the holder instead, e.g. two trials that train the same run)."""
+    waits for the holder instead, e.g. two trials that train the same run). A clean release removes the
+    file (a finished study or run keeps no ``.lock`` with a dead pid): a waiter that then holds the removed
+    file sees it is no longer the one at the path and locks the path again."""
 
     def __init__(self, directory: str | Path, what: str = "directory", wait: bool = False) -> None:
         self.path, self.what, self.wait, self.fh = Path(directory) / ".lock", what, wait, None
@@ -83,15 +91,23 @@ class DirectoryLock:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "?"
-            fh.close()
-            raise LockedError(f"{self.what} {str(self.path.parent)!r} is being written by another process "
-                              f"(pid {holder}); wait for it to finish or use another directory") from None
+        while True:
+            fh = open(self.path, "a+")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "?"
+                fh.close()
+                raise LockedError(f"{self.what} {str(self.path.parent)!r} is being written by another process "
+                                  f"(pid {holder}); wait for it to finish or use another directory") from None
+            try:
+                current = os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            fh.close()  # the holder we waited for removed this file on release: lock the path's file anew
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))
@@ -101,6 +117,10 @@ class DirectoryLock:
 
     def release(self) -> None:
         if self.fh is not None:
+            try:
+                self.path.unlink()  # while still held: no other process holds this file's lock
+            except FileNotFoundError:
+                pass
             self.fh.close()  # closing the descriptor drops the flock
             self.fh = None
 

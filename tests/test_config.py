@@ -95,21 +95,28 @@ def test_shipped_configs_validate():
     configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
     assert len(configs) >= 3
     for path in configs:
-        cfg = RunConfig.from_yaml(str(path))
-        if path.stem.endswith("_local"):  # one machine, torchvision's on-disk layout
+        cfg = RunConfig.from_yaml(str(path))  # the command line's layering: the source's defaults below the file
+        if path.stem.endswith(("_local", "_laptop")):  # one machine, CIFAR-10 from local disk
             assert cfg.data.source == "cifar10" and not cfg.use_gpu, path
+            assert cfg.data.image_size == 32 and cfg.eval.corruption_suite == "cifar_c", path  # the source's
         else:  # cluster recipes: shards in object storage, GPUs
             assert cfg.use_gpu and cfg.data.source == "parquet" and cfg.data.root.startswith("s3://"), path
 
 
 def test_corruption_suite_and_names_are_validated():
     with pytest.raises(ConfigError, match="eval.corruption_suite must be one of"):
-        RunConfig().with_overrides(["eval.corruption_suite=cifar_c"])
+        RunConfig().with_overrides(["eval.corruption_suite=cifar10c"])
     with pytest.raises(ConfigError, match="eval.corruptions must be one of"):
         RunConfig().with_overrides(["eval.corruption_suite=fast", "eval.corruptions=[frost]"])  # ImageNet-C only
     assert len(RunConfig().eval.corruption_names()) == 15
     assert RunConfig().with_overrides(["eval.corruption_suite=fast"]).eval.corruption_names()[0] == "gaussian_noise"
     assert RunConfig().with_overrides(["eval.corruptions=[frost,fog]"]).eval.corruption_names() == ("frost", "fog")
+    cifar_c = RunConfig().with_overrides(["eval.corruption_suite=cifar_c"]).eval
+    assert len(cifar_c.corruption_names()) == 15 and len(cifar_c.suite_names()) == 19  # the 4 extra by name only
+    assert RunConfig().with_overrides(["eval.corruption_suite=cifar_c", "eval.corruptions=spatter,saturate"]) \
+        .eval.corruption_names() == ("spatter", "saturate")
+    with pytest.raises(ConfigError, match="eval.corruptions must be one of"):
+        RunConfig().with_overrides(["eval.corruptions=spatter"])  # CIFAR-10-C's extra type, not ImageNet-C's
 
 
 # -- layering, typed overrides, --print-config (#15) ------------------------------------------------
@@ -210,3 +217,41 @@ def test_a_name_too_long_for_a_directory_is_refused():
         RunConfig().with_overrides(["name=" + "x" * 300])
     with pytest.raises(ConfigError, match=r"got 'xxx.*\.\.\. \(302 characters\)"):  # the message stays one line
         RunConfig().with_overrides(["name=" + "x" * 300])
+
+
+# -- what a first day meets in a config (#52) ---------------------------------------------------------------------
+def test_yaml_numbers_in_exponent_form_and_merge_keys(tmp_path):
+    path = tmp_path / "hydra.yaml"
+    path.write_text("x-optim: &optim {lr: 1e-3, momentum: 0.8}\n"
+                    "optim:\n  <<: *optim\n  momentum: 0.95\n  weight_decay: 5E-4\n")
+    cfg = RunConfig.from_yaml(path)
+    assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == (0.001, 0.95, 0.0005)
+    path.write_text("optim: {lr: 1e-3, lr: 2e-3}\n")
+    with pytest.raises(ConfigError, match="duplicate key 'lr'"):
+        RunConfig.from_yaml(path)
+
+
+def test_overrides_parse_wherever_they_stand():
+    from core.config import split_overrides
+
+    flags, overrides = split_overrides(["--seeds", "0", "1", "data.train_limit=256", "--trial-resource", "local_gpu=1",
+                                        "seed=3", "optim.epochz=1", "--results-dir", "a=b"])
+    assert flags == ["--seeds", "0", "1", "--trial-resource", "local_gpu=1", "--results-dir", "a=b"]
+    assert overrides == ["data.train_limit=256", "seed=3", "optim.epochz=1"]  # a misspelt field still fails by name
+
+
+def test_the_studys_epochs_flag_scales_a_warmup_the_config_sets(tmp_path, capsys):
+    import argparse
+
+    from core.study.cli import study_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("optim: {epochs: 100, warmup_epochs: 5}\n")
+    args = argparse.Namespace(config=[str(path)], overrides=[], epochs=2)
+    cfg = study_config(args, RunConfig()).config
+    assert (cfg.optim.epochs, cfg.optim.warmup_epochs) == (2, 0)
+    assert "optim.warmup_epochs 5 -> 0 (scaled with the epochs, 5 of 100" in capsys.readouterr().out
+    assert study_config(argparse.Namespace(config=[str(path)], overrides=[], epochs=40), RunConfig()) \
+        .config.optim.warmup_epochs == 2
+    assert study_config(argparse.Namespace(config=[str(path)], overrides=["optim.warmup_epochs=1"], epochs=2),
+                        RunConfig()).config.optim.warmup_epochs == 1  # one the command names is kept

@@ -72,9 +72,47 @@ def load_plain_pickle(path: str) -> object:
                         f"read only files you trust, or share data as shards (python -m core.data.shard)") from None
 
 
+CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
+
+
 def load_cifar(root: str, name: str, image_size: int) -> dict[str, Arrays]:
-    """CIFAR-10/100 from torchvision's on-disk python format under ``root`` (no download)."""
-    folder = os.path.join(root, "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    """CIFAR-10/100 under ``root``, in either layout, as arrays (no download): torchvision's on-disk
+    python format (``cifar-10-batches-py/``), or an ImageFolder of the 32 px images (``train/<class>/``
+    and ``val/`` or ``test/``; labels are the sorted class folders, which is CIFAR's own label order),
+    decoded once and cached (``core.data.decoded``)."""
+    if os.path.isdir(os.path.join(root, CIFAR_FOLDERS[name])):
+        out = _cifar_batches(root, name)
+    elif os.path.isdir(os.path.join(root, "train")):
+        out = _cifar_folder(root, name)
+    else:
+        raise DataError(f"{name}: data.root={root!r} holds neither {CIFAR_FOLDERS[name]}/ (torchvision's on-disk "
+                        f"layout) nor train/ and val/ class folders (an ImageFolder of the 32 px images); this "
+                        f"platform never downloads at run time")
+    return {split: (resize_uint8(images, image_size), labels, index) for split, (images, labels, index) in out.items()}
+
+
+def _cifar_folder(root: str, name: str) -> dict[str, Arrays]:
+    from core.data.decoded import cached_folder
+    from core.data.folders import list_image_folder
+
+    splits = {"train": os.path.join(root, "train")}
+    test = next((os.path.join(root, d) for d in ("val", "test") if os.path.isdir(os.path.join(root, d))), None)
+    if test is None:
+        raise DataError(f"{name}: {root!r} has train/ but no val/ or test/ class folders")
+    splits["test"] = test
+    train = list_image_folder(splits["train"])
+    if len(train.classes) != CIFAR_CLASSES[name]:
+        raise DataError(f"{name}: {splits['train']!r} has {len(train.classes)} class folders, not "
+                        f"{CIFAR_CLASSES[name]}")
+    listings = {"train": train, "test": list_image_folder(splits["test"], train.classes)}
+    return {split: cached_folder(listing, (32, 32), f"{name} {split} ({splits[split]})")
+            for split, listing in listings.items()}
+
+
+def _cifar_batches(root: str, name: str) -> dict[str, Arrays]:
+    """torchvision's on-disk python format (pickled batches, read with a plain-data unpickler)."""
+    folder = os.path.join(root, CIFAR_FOLDERS[name])
     files = ({"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]} if name == "cifar10"
              else {"train": ["train"], "test": ["test"]})
     key = "labels" if name == "cifar10" else "fine_labels"
@@ -92,8 +130,8 @@ def load_cifar(root: str, name: str, image_size: int) -> dict[str, Arrays]:
             xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             ys.append(np.asarray(entry[key], dtype=np.int64))
         images, labels = np.concatenate(xs), np.concatenate(ys)
-        check_labels(labels, 10 if name == "cifar10" else 100, f"{name} {split}")
-        out[split] = (resize_uint8(images, image_size), labels, np.arange(len(labels), dtype=np.int64))
+        check_labels(labels, CIFAR_CLASSES[name], f"{name} {split}")
+        out[split] = (images, labels, np.arange(len(labels), dtype=np.int64))
     return out
 
 
@@ -153,6 +191,8 @@ def blocks_dataset(n: int, block_rows: int, table: Callable[[slice], pa.Table]) 
 
 def in_order(ds: ray.data.Dataset) -> ray.data.Dataset:
     """The dataset's rows come out in its order, whatever order its tasks finish in (a run's batches
-    depend on its seed only, not on timing)."""
+    depend on its seed only, not on timing); a task's own error (a ``DataError`` naming a sample) reaches the
+    caller as raised, not wrapped in Ray Data's ``UserCodeException``, so the command prints it in one line."""
     ds.context.execution_options.preserve_order = True
+    ds.context.raise_original_map_exception = True
     return ds

@@ -4,9 +4,10 @@
       -> decode_view_batch   (encoded rows)   each view's crop cut from the full-resolution original
       -> photometric stage   (augment_in=ray_data only) colour/RandAugment on CPU tasks
 
-Array rows (digits, CIFAR) skip the decode; with ``augment_in=ray_data`` their crop and
-photometric part run in one stage (:func:`augment_batch`). Otherwise the trainer receives uint8
-images or uint8 views and runs the rest on its device. The stream keeps its order
+Array rows (digits, CIFAR) skip Ray Data altogether: each rank gathers its batches of the epoch's
+permutation from the arrays (:func:`epoch_stream`) and crops, flips and colours them on its device,
+batched; with ``augment_in=ray_data`` their crop and photometric part run in one Ray Data stage
+(:func:`augment_batch`) instead. Encoded rows reach the trainer as uint8 views, augmented there. The stream keeps its order
 (``preserve_order``): batches depend on the seed, not on which task finished first. Views are
 seeded by (seed, epoch, view, sample index), never by the task or batch, so a sample gets the
 same views whatever the worker count, block layout or order. Function tasks, not an actor pool:
@@ -26,7 +27,7 @@ from core.config import RunConfig
 from core.data.augment import augment_cropped, augment_views
 from core.data.budget import bounded, training_budget
 from core.data.decode import decode_view_batch
-from core.data.sources import TrainRows, in_order
+from core.data.sources import ArrayRows, TrainRows, in_order
 from core.registry import AUGMENTATIONS
 
 AUGMENT_BATCH = 128  # images per map_batches call
@@ -77,6 +78,22 @@ def epoch_views(ds: ray.data.Dataset, cfg: RunConfig, epoch: int) -> ray.data.Da
                           num_cpus=1)
 
 
+def in_memory(rows: TrainRows, cfg: RunConfig) -> bool:
+    """Whether an epoch is gathered straight from in-memory arrays: an array source whose augmentation runs
+    on the training device (``data.augment_in=ray_data`` keeps the Ray Data stage, which scales out)."""
+    return isinstance(rows, ArrayRows) and cfg.data.augment_in == "trainer"
+
+
+def epoch_stream(rows: TrainRows, cfg: RunConfig, epoch: int, rank: int = 0, world: int = 1):
+    """Rank ``rank``'s stream of an epoch where every rank makes its own: in-memory arrays, batches gathered
+    from them (:meth:`ArrayRows.share`), else the epoch's Ray Dataset (one rank of one)."""
+    if in_memory(rows, cfg):
+        return rows.share(epoch, cfg.seed, rank, world)  # type: ignore[union-attr]
+    if world != 1:
+        raise ValueError("a streamed epoch is built once by rank 0 and split (WorkerContext.epoch_stream)")
+    return epoch_dataset(rows, cfg, epoch)
+
+
 def epoch_dataset(rows: TrainRows, cfg: RunConfig, epoch: int) -> ray.data.Dataset:
     """The training stream of one epoch: rows in this epoch's order, decoded into cropped views
     where they are encoded, fully augmented where ``data.augment_in=ray_data``."""
@@ -100,7 +117,7 @@ def _epoch_stages(rows: TrainRows, cfg: RunConfig, epoch: int) -> ray.data.Datas
 
 
 def train_batches(stream: Any, batch_size: int):
-    """This rank's numpy batches of an epoch's stream (a Dataset or a split iterator), in the
+    """This rank's numpy batches of an epoch's stream (a Dataset, a split iterator or an in-memory epoch), in the
     stream's order. There is no local shuffle buffer: the order was drawn by ``rows.epoch`` (a full
     permutation of arrays; listing, shard and in-shard order of encoded rows), and a buffer would
     make batches depend on which blocks arrived first (runs would not repeat) and, over decoded

@@ -59,3 +59,39 @@ def crop_boxes(indices: np.ndarray, width: int, height: int, *, views: int, stre
         boxes[:, v] = np.stack([x0, y0, x0 + w, y0 + h], axis=1)
         flips[:, v] = u(4) < 0.5 * strength
     return boxes, flips
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def sample_keys(index: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded pseudo-random uint64 key per sample id (splitmix64 of id ^ seed)."""
+    with np.errstate(over="ignore"):
+        return _mix_np(np.asarray(index).astype(np.uint64) ^ (np.uint64(seed) * _GOLDEN))
+
+
+def class_quotas(labels: np.ndarray, limit: int) -> dict[int, int]:
+    """Images to take per class: proportional to its size (largest remainders), at least one each,
+    ``limit`` in all (or every image when there are fewer)."""
+    classes, counts = np.unique(np.asarray(labels), return_counts=True)
+    total = int(counts.sum())
+    if total <= limit:
+        return {int(c): int(n) for c, n in zip(classes, counts)}
+    share = counts * (limit / total)
+    quota = np.maximum(np.floor(share).astype(int), 1)
+    order = np.argsort(-(share - np.floor(share)), kind="stable")
+    for i in order[: max(0, limit - int(quota.sum()))]:
+        quota[i] += 1
+    return {int(c): int(min(q, n)) for c, q, n in zip(classes, quota, counts)}
+
+
+def stratified_positions(labels: np.ndarray, index: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
+    """Positions (sorted) of a stratified subsample of at most ``limit`` of the samples ``labels``/``index``."""
+    labels, keys = np.asarray(labels), sample_keys(index, seed)
+    out = []
+    for c, q in class_quotas(labels, limit).items():
+        members = np.flatnonzero(labels == c)
+        out.append(members[np.argsort(keys[members], kind="stable")[:q]])
+    return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
+
+

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +42,7 @@ from core.data.budget import bounded, evaluation_budget
 from core.data.decode import decode_eval_batch
 from core.data.folders import FolderListing, list_image_folder
 from core.data.manifest import read_manifest
+from core.data.seeded_draws import stratified_positions
 from core.errors import DataError  # noqa: F401  (re-exported)
 from core.fs import filesystem, is_uri, join, list_files
 from core.registry import SOURCES
@@ -79,9 +80,36 @@ class ArrayRows(TrainRows):
     def count(self) -> int:
         return len(self.labels)
 
+    def order(self, epoch: int, seed: int) -> np.ndarray:
+        return np.random.default_rng(epoch_seed(seed, epoch)).permutation(len(self.labels))
+
     def epoch(self, epoch: int, seed: int) -> ray.data.Dataset:
-        perm = np.random.default_rng(epoch_seed(seed, epoch)).permutation(len(self.labels))
+        perm = self.order(epoch, seed)
         return arrays_to_dataset(self.images[perm], self.labels[perm], self.index[perm])
+
+    def share(self, epoch: int, seed: int, rank: int = 0, world: int = 1) -> "ArrayEpoch":
+        """Rank ``rank``'s share of the epoch, straight from the arrays (no Ray Data pass): every
+        ``world``-th sample of the epoch's permutation, so the ranks' k-th batches together are the
+        k-th global batch of a single worker."""
+        return ArrayEpoch(self, self.order(epoch, seed)[rank::world])
+
+
+class ArrayEpoch:
+    """One epoch of an in-memory training set as numpy batches gathered from the arrays in the epoch's
+    order: the stream of an array source whose augmentation runs on the training device (each batch a
+    gather of ``batch_size`` rows; nothing is put in the object store)."""
+
+    def __init__(self, rows: ArrayRows, order: np.ndarray) -> None:
+        self.rows, self.order = rows, order
+
+    def count(self) -> int:
+        return len(self.order)
+
+    def iter_batches(self, batch_size: int, drop_last: bool = True, **_: object):
+        n = len(self.order)
+        for i in range(0, n - batch_size + 1 if drop_last else n, batch_size):
+            take = self.order[i: i + batch_size]
+            yield {"image": self.rows.images[take], "label": self.rows.labels[take], "index": self.rows.index[take]}
 
     def ordered(self) -> ray.data.Dataset:
         return arrays_to_dataset(self.images, self.labels, self.index)
@@ -129,8 +157,11 @@ class FolderRows(TrainRows):
 
     def subset(self, n: int) -> "FolderRows":
         """A fixed, class-mixed subset of ``n`` images (a seeded permutation's first ``n``)."""
-        keep = np.sort(np.random.default_rng(0).permutation(len(self.paths))[:n])
-        return FolderRows(self.paths.take(keep), self.labels[keep], self.index[keep])
+        return self.take(np.sort(np.random.default_rng(0).permutation(len(self.paths))[:n]))
+
+    def take(self, positions: np.ndarray) -> "FolderRows":
+        """The listing's rows at ``positions``, in that order."""
+        return FolderRows(self.paths.take(positions), self.labels[positions], self.index[positions])
 
 
 class ParquetRows(TrainRows):
@@ -175,8 +206,8 @@ class WebDatasetRows(TrainRows):
 
     encoded = True
 
-    def __init__(self, fs, files: list[str], count: int | None = None) -> None:
-        self.fs, self.files, self.n = fs, list(files), count
+    def __init__(self, fs, files: list[str], count: int | None = None, num_classes: int | None = None) -> None:
+        self.fs, self.files, self.n, self.num_classes = fs, list(files), count, num_classes
 
     def count(self) -> int:
         if self.n is None:
@@ -191,8 +222,8 @@ class WebDatasetRows(TrainRows):
         return in_order(self._read(self.files))
 
     def _read(self, files: list[str]) -> ray.data.Dataset:
-        return ray.data.read_webdataset(files, decoder=None, filesystem=self.fs).map_batches(
-            webdataset_rows, batch_size=ROWS_PER_BLOCK)
+        return in_order(ray.data.read_webdataset(files, decoder=None, filesystem=self.fs)).map_batches(
+            webdataset_rows, fn_kwargs={"num_classes": self.num_classes}, batch_size=ROWS_PER_BLOCK)
 
 
 def check_webdataset(fs, path: str) -> None:
@@ -243,6 +274,7 @@ class ImageSource:
     class_names: list[str] = field(default_factory=list)
     description: str = ""
     test_size: int | None = None  # images in the evaluation split, when known without reading it
+    test_note: str = ""  # how the evaluation split was cut (eval.test_limit), for reports
 
     @property
     def train_size(self) -> int:
@@ -280,7 +312,10 @@ def parquet_rows(root: str, num_classes: int | None, split: str = "train") -> tu
     if manifest:
         manifest.check(files, lambda p: pq.ParquetFile(fs.open_input_file(p)).metadata.num_rows,
                        f"parquet shards {root!r}")
-    labels, rows = _parquet_labels(fs, files, root)
+    labels, shard_of = _parquet_labels(fs, files, root)
+    rows = np.bincount(shard_of, minlength=len(files)).tolist()
+    if manifest:  # cheap, from the labels already read: relabelled shards of unchanged size are caught here
+        manifest.check_classes(files, labels, shard_of, f"parquet shards {root!r}")
     claimed = len(manifest.classes) if manifest else int(labels.max()) + 1
     if num_classes is not None:
         check_labels(labels, num_classes, f"parquet shards {root!r}")
@@ -297,9 +332,9 @@ def parquet_rows(root: str, num_classes: int | None, split: str = "train") -> tu
     return ParquetRows(fs, files, rows), n_cls, manifest.classes if manifest else None
 
 
-def _parquet_labels(fs, files: list[str], root: str) -> tuple[np.ndarray, list[int]]:
-    """The label column of the shards and the rows of each shard (in ``files``' order), after checking the
-    columns' types (no nulls, integer labels, binary images)."""
+def _parquet_labels(fs, files: list[str], root: str) -> tuple[np.ndarray, np.ndarray]:
+    """The label column of the shards and each label's shard (its position in ``files``), after checking
+    the columns' types (no nulls, integer labels, binary images)."""
     import pyarrow.dataset as pads
 
     try:
@@ -324,47 +359,82 @@ def _parquet_labels(fs, files: list[str], root: str) -> tuple[np.ndarray, list[i
     labels = column.to_numpy()
     if labels.size == 0:
         raise DataError(f"parquet shards {root!r} hold no rows")
-    return labels, np.bincount(table.column("__fragment_index").to_numpy(), minlength=len(files)).tolist()
+    return labels, table.column("__fragment_index").to_numpy()
 
 
 @dataclass(frozen=True)
 class SourceKind:
-    """A data source ``data.source`` can name: how its rows and evaluation views are made."""
+    """A data source ``data.source`` can name: how its rows and evaluation views are made, and what it
+    declares about its images (``defaults``: dotted config keys -> values, the layer just above the
+    built-in defaults: its natural image size, normalisation statistics, class count, corruption suite)."""
 
     name: str
-    load: Callable[[DataConfig], ImageSource]
+    load: Callable[[DataConfig, "int | None"], ImageSource]  # (data config, eval.test_limit)
     needs_root: bool = True  # data.root is required (every source but the embedded one)
     summary: str = ""
-    in_memory: bool = False  # its images are arrays put into the object store whole (each epoch's order too)
+    in_memory: bool = False  # its images are arrays held in memory (the object store's size is not the config's)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
 def register_source(kind: SourceKind) -> SourceKind:
     return SOURCES.register(kind.name, kind)
 
 
-def load_source(cfg: DataConfig, seed: int = 0) -> ImageSource:
-    """The training rows and evaluation views a DataConfig names; fails early with the offending path."""
-    return SOURCES.get(cfg.source).load(cfg)
+def load_source(cfg: DataConfig, test_limit: int | None = None) -> ImageSource:
+    """The training rows and evaluation views a DataConfig names; fails early with the offending path.
+    ``test_limit`` (``eval.test_limit``): the test split is a seeded class-stratified subset of that many
+    images (the same images for every run and every seed)."""
+    return SOURCES.get(cfg.source).load(cfg, test_limit)
 
 
-def _array_source(cfg: DataConfig, arrays: dict, num_classes: int, names: list[str], desc: str) -> ImageSource:
+def _limited_test(positions_of: Callable[[], tuple[np.ndarray, np.ndarray]], limit: int | None) -> np.ndarray | None:
+    """Positions of the stratified test subset (None: the whole split)."""
+    if not limit:
+        return None
+    labels, index = positions_of()
+    return stratified_positions(labels, index, limit, seed=0) if limit < len(labels) else None
+
+
+def _test_note(kept: int, total: int) -> str:
+    return "" if kept == total else f"{kept:,} of {total:,} test images (stratified by class, eval.test_limit)"
+
+
+def _array_source(cfg: DataConfig, arrays: dict, num_classes: int, names: list[str], desc: str,
+                  test_limit: int | None) -> ImageSource:
     if cfg.num_classes is not None and cfg.num_classes != num_classes:
         raise DataError(f"data.num_classes={cfg.num_classes} but {desc} has {num_classes} classes "
                         f"(leave data.num_classes unset)")
     if cfg.train_limit:
-        arrays["train"] = tuple(a[: cfg.train_limit] for a in arrays["train"])
-    return ImageSource(ArrayRows(*arrays["train"]), ArraySplit(*arrays["train"]),
-                       ArraySplit(*arrays["test"]), num_classes, names, desc, test_size=len(arrays["test"][1]))
+        arrays["train"] = _stratified_train(arrays["train"], cfg.train_limit)
+    test, total = arrays["test"], len(arrays["test"][1])
+    keep = _limited_test(lambda: (test[1], test[2]), test_limit)
+    if keep is not None:
+        test = tuple(a[keep] for a in test)
+    return ImageSource(ArrayRows(*arrays["train"]), ArraySplit(*arrays["train"]), ArraySplit(*test), num_classes,
+                       names, desc, test_size=len(test[1]), test_note=_test_note(len(test[1]), total))
 
 
-def _digits(cfg: DataConfig) -> ImageSource:
+def _stratified_train(train: tuple, limit: int) -> tuple:
+    """The first ``limit`` training images of the digits (as before), a class-stratified subset of a
+    class-sorted array source (CIFAR from an ImageFolder: its first images are all one class)."""
+    labels = np.asarray(train[1])
+    if limit >= len(labels):
+        return train
+    if len(np.unique(labels[:limit])) == len(np.unique(labels)):  # the first ones already mix the classes
+        return tuple(a[:limit] for a in train)
+    keep = stratified_positions(labels, train[2], limit, seed=0)
+    return tuple(a[keep] for a in train)
+
+
+def _digits(cfg: DataConfig, test_limit: int | None = None) -> ImageSource:
     return _array_source(cfg, digits_arrays(cfg.image_size), 10, [str(i) for i in range(10)],
-                         "scikit-learn digits (embedded)")
+                         "scikit-learn digits (embedded)", test_limit)
 
 
-def _cifar(cfg: DataConfig) -> ImageSource:
+def _cifar(cfg: DataConfig, test_limit: int | None = None) -> ImageSource:
     arrays = load_cifar(cfg.root, cfg.source, cfg.image_size)  # type: ignore[arg-type]
-    return _array_source(cfg, arrays, 10 if cfg.source == "cifar10" else 100, [], f"{cfg.source} at {cfg.root}")
+    return _array_source(cfg, arrays, 10 if cfg.source == "cifar10" else 100, [], f"{cfg.source} at {cfg.root}",
+                         test_limit)
 
 
 def _split_roots(cfg: DataConfig) -> dict[str, str]:
@@ -381,16 +451,25 @@ def _split_roots(cfg: DataConfig) -> dict[str, str]:
 
 
 def _file_source(cfg: DataConfig, train: TrainRows, test: TrainRows, num_classes: int,
-                 names: list[str] | None = None) -> ImageSource:
-    """A file source's training rows (``data.train_limit`` applied) and evaluation views of both splits."""
+                 names: list[str] | None = None, test_limit: int | None = None) -> ImageSource:
+    """A file source's training rows (``data.train_limit`` applied) and evaluation views of both splits
+    (``test_limit``: a stratified subset of a listed test split)."""
     if cfg.train_limit:
         train = train.subset(cfg.train_limit) if isinstance(train, FolderRows) else LimitedRows(train, cfg.train_limit)
+    note = ""
+    if test_limit:
+        if not isinstance(test, FolderRows):
+            raise DataError(f"eval.test_limit needs a test split whose labels are listed up front (digits, cifar10, "
+                            f"cifar100, imagefolder); {cfg.source} is read shard by shard: leave it unset")
+        keep, total = _limited_test(lambda: (test.labels, test.index), test_limit), test.count()
+        test = test if keep is None else test.take(keep)
+        note = _test_note(test.count(), total)
     return ImageSource(train, _eval_views(train.ordered(), cfg), _eval_views(test.ordered(), cfg),
                        cfg.num_classes or num_classes, names or [], f"{cfg.source} at {cfg.root}",
-                       test_size=test.count() if not isinstance(test, WebDatasetRows) else None)
+                       test_size=test.count() if not isinstance(test, WebDatasetRows) else None, test_note=note)
 
 
-def _image_folder(cfg: DataConfig) -> ImageSource:
+def _image_folder(cfg: DataConfig, test_limit: int | None = None) -> ImageSource:
     splits = _split_roots(cfg)
     train, names = image_folder_rows(splits["train"])
     test, test_names = image_folder_rows(splits["test"])
@@ -399,10 +478,10 @@ def _image_folder(cfg: DataConfig) -> ImageSource:
     if cfg.num_classes is not None and cfg.num_classes != len(names):
         raise DataError(f"data.num_classes={cfg.num_classes} but {splits['train']!r} has {len(names)} class "
                         f"folders {names[:5]}{'...' if len(names) > 5 else ''}")
-    return _file_source(cfg, train, test, len(names), names)
+    return _file_source(cfg, train, test, len(names), names, test_limit)
 
 
-def _parquet(cfg: DataConfig) -> ImageSource:
+def _parquet(cfg: DataConfig, test_limit: int | None = None) -> ImageSource:
     splits = _split_roots(cfg)
     train, num_classes, train_classes = parquet_rows(splits["train"], cfg.num_classes)
     test, _, test_classes = parquet_rows(splits["test"], num_classes, split="test")
@@ -410,24 +489,32 @@ def _parquet(cfg: DataConfig) -> ImageSource:
         raise DataError(f"the manifests of {splits['train']!r} and {splits['test']!r} list different classes "
                         f"({len(train_classes)} vs {len(test_classes)}): their labels mean different things; "
                         f"rewrite the shards with python -m core.data.shard")
-    return _file_source(cfg, train, test, num_classes)
+    return _file_source(cfg, train, test, num_classes, test_limit=test_limit)
 
 
-def _webdataset(cfg: DataConfig) -> ImageSource:
+def _webdataset(cfg: DataConfig, test_limit: int | None = None) -> ImageSource:
     if cfg.num_classes is None:
         raise DataError("data.num_classes is required for webdataset sources")
     splits = _split_roots(cfg)
-    train = WebDatasetRows(*list_files(splits["train"], (".tar",), "webdataset shards"))
-    test = WebDatasetRows(*list_files(splits["test"], (".tar",), "webdataset shards"))
+    train = WebDatasetRows(*list_files(splits["train"], (".tar",), "webdataset shards"), num_classes=cfg.num_classes)
+    test = WebDatasetRows(*list_files(splits["test"], (".tar",), "webdataset shards"), num_classes=cfg.num_classes)
     for rows in (train, test):
         check_webdataset(rows.fs, rows.files[0])
-    return _file_source(cfg, train, test, cfg.num_classes)
+    return _file_source(cfg, train, test, cfg.num_classes, test_limit=test_limit)
 
 
+_CIFAR_SUMMARY = "{} from local disk: torchvision's layout or an ImageFolder of its 32 px images (held in memory)"
 for _kind in (SourceKind("digits", _digits, needs_root=False, summary="scikit-learn's 8x8 digits, embedded",
-                         in_memory=True),
-              SourceKind("cifar10", _cifar, summary="CIFAR-10 in torchvision's on-disk layout", in_memory=True),
-              SourceKind("cifar100", _cifar, summary="CIFAR-100 in torchvision's on-disk layout", in_memory=True),
+                         in_memory=True, defaults={"data.image_size": 16, "data.mean": [0.5], "data.std": [0.25],
+                                                   "eval.corruption_suite": "imagenet_c"}),
+              SourceKind("cifar10", _cifar, summary=_CIFAR_SUMMARY.format("CIFAR-10"), in_memory=True,
+                         defaults={"data.image_size": 32, "data.num_classes": 10,
+                                   "data.mean": [0.4914, 0.4822, 0.4465], "data.std": [0.2470, 0.2435, 0.2616],
+                                   "eval.corruption_suite": "cifar_c"}),
+              SourceKind("cifar100", _cifar, summary=_CIFAR_SUMMARY.format("CIFAR-100"), in_memory=True,
+                         defaults={"data.image_size": 32, "data.num_classes": 100,
+                                   "data.mean": [0.5071, 0.4865, 0.4409], "data.std": [0.2673, 0.2564, 0.2762],
+                                   "eval.corruption_suite": "cifar_c"}),
               SourceKind("imagefolder", _image_folder, summary="root/{train,val}/<class>/*.jpg, local or s3://"),
               SourceKind("parquet", _parquet, summary="shards of python -m core.data.shard, local or s3://"),
               SourceKind("webdataset", _webdataset, summary="WebDataset tars (jpg/png + cls)")):

@@ -74,11 +74,12 @@ class _Rows:
 @torch.no_grad()
 def extract(model: nn.Module, batches: Batches, device: torch.device, *, embedding: bool = False,
             logvar: bool = False, views: Callable[[Tensor, np.ndarray], Tensor] | None = None,
-            bad: BadImages | None = None, size_hint: int | None = None) -> Features:
+            bad: BadImages | None = None, size_hint: int | None = None, bar=None) -> Features:
     """One streaming pass: encoder features (and optionally the head embedding, the posterior
     log-variance and two augmented views' embeddings) of every decodable image, in eval mode.
     ``size_hint``: the split's image count when known; the features are then gathered in place (memory
-    ``4 x feature_dim`` bytes per image, held once)."""
+    ``4 x feature_dim`` bytes per image, held once); ``bar``: a :class:`core.progress.Progress` advanced by
+    each batch's images."""
     was_training = model.training
     model.eval()
     bad = bad or BadImages(where="evaluation: ")
@@ -104,6 +105,8 @@ def extract(model: nn.Module, batches: Batches, device: torch.device, *, embeddi
                 pair = views(images, batch["index"]).to(device)  # [B, 2, C, H, W]
                 cols["v0"].append(model(pair[:, 0]).z.float().cpu())
                 cols["v1"].append(model(pair[:, 1]).z.float().cpu())
+            if bar is not None:
+                bar.update(len(batch["label"]))
     finally:
         model.train(was_training)
     if not cols["feats"]:

@@ -62,6 +62,8 @@ METRICS: tuple[Metric, ...] = (
            _STUDY),
     Metric("bad_eval_images", "evaluation images that could not be decoded (skipped, named)", "count", "lower",
            "evaluation"),
+    Metric("test_images", "test images every clean metric was scored on (eval.test_limit: a stratified subset); each "
+           "corrupted set holds as many", "count", "", "evaluation"),
     Metric("effective_rank_features", "exp(entropy of the normalised singular values) of the test features: 1 = "
            "collapsed, D = isotropic", "-", "higher", _GEOM),
     Metric("effective_rank_embedding", "effective rank of the head's embedding (VCL's dimensional-collapse claim)",

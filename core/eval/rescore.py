@@ -48,7 +48,7 @@ def rescore(run: RunDir, cfg: RunConfig, source: Any = None, device: torch.devic
     unfinished run's are left alone and the metrics say which epoch was scored. The caller holds the lock."""
     dev = device or _device(None, cfg)
     state = model_checkpoint(run, dev)
-    source = source or load_source(cfg.data)
+    source = source or load_source(cfg.data, cfg.eval.test_limit)
     model = build_model(cfg, source.num_classes).to(dev)
     model.load_state_dict(state.model)
     result = evaluate(model, cfg, source.train_eval, source.test, source.num_classes, dev, train_size=source.train_size,
@@ -87,7 +87,8 @@ def _device(name: str | None, cfg: RunConfig) -> torch.device:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m core.eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir")
     parser.add_argument("overrides", nargs="*", help="eval.key=value changes to the evaluation protocol")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if the run used a GPU)")

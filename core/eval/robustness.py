@@ -34,9 +34,9 @@ CORRUPTIONS = tuple(SEVERITY_PARAMS)
 SEVERITIES = range(1, 6)
 
 # corrupted versions of a batch of uint8 [N, H, W, C] images: (images, corruption names, their stable ids,
-# in parallel Ray tasks, with a progress bar, a cache every node reaches or None)
+# in parallel Ray tasks, a core.progress.Progress advanced per set or None, a cache every node reaches or None)
 #   -> {(corruption, severity): corrupted images}
-MakeCorrupted = Callable[[np.ndarray, tuple[str, ...], np.ndarray, bool, bool, "str | None"],
+MakeCorrupted = Callable[[np.ndarray, tuple[str, ...], np.ndarray, bool, object, "str | None"],
                          dict[tuple[str, int], np.ndarray]]
 
 
@@ -46,17 +46,31 @@ class CorruptionSuite:
     are made, and what evaluating a split with it costs."""
 
     name: str
-    corruptions: tuple[str, ...]
+    corruptions: tuple[str, ...]  # the types evaluated by default (the benchmark's)
     make: MakeCorrupted
     references: tuple[str, ...] = ()  # published per-type errors it can be normalised by (eval.reference_errors)
     cached: bool = False  # made once per split and cached on disk (a study builds it before its trials)
     generated_limit: int | None = None  # test images above which it must be read from eval.corruption_root
+    extra: tuple[str, ...] = ()  # further types eval.corruptions may name (CIFAR-10-C's 4 extra ones)
+    made_for: int | None = None  # px: the image size its parameters were chosen for (None: any)
+    title: str = ""  # how reports name it
+
+    def size_note(self, image_size: int) -> str:
+        """A warning when the images are far (over 2x either way) from the size the suite was made for: its
+        severities then mean something else than in the papers that report it; empty otherwise."""
+        if self.made_for is None or self.made_for / 2 <= image_size <= self.made_for * 2:
+            return ""
+        return (f"the {self.name} suite was made for {self.made_for} px images and is used here at {image_size} px: "
+                f"its severities are not the ones the papers report")
 
 
 def _make_fast(images: np.ndarray, names: tuple[str, ...], index: np.ndarray, parallel: bool = False,
-               progress: bool = False, shared: str | None = None) -> dict[tuple[str, int], np.ndarray]:
+               bar=None, shared: str | None = None) -> dict[tuple[str, int], np.ndarray]:
     x = torch.from_numpy(images)
-    return {(n, s): corrupt(x, n, s, seed=0, index=index).numpy() for n in names for s in SEVERITIES}
+    out = {(n, s): corrupt(x, n, s, seed=0, index=index).numpy() for n in names for s in SEVERITIES}
+    if bar is not None:
+        bar.update(len(out))
+    return out
 
 
 def _blur(x: Tensor, sigma: float) -> Tensor:
@@ -71,7 +85,7 @@ def _blur(x: Tensor, sigma: float) -> Tensor:
 
 def _sample_generators(seed: int, name: str, severity: int, index: np.ndarray) -> list[torch.Generator]:
     """One generator per image, seeded by (seed, corruption, severity, the image's stable id)."""
-    from core.eval.subsample import sample_keys
+    from core.data.seeded_draws import sample_keys
 
     base = zlib.crc32(f"{seed}/{name}/{severity}".encode())
     return [torch.Generator().manual_seed(int(k) >> 1) for k in sample_keys(np.asarray(index), base)]
@@ -185,5 +199,5 @@ def normalized_corruption_errors(acc: dict[tuple[str, int], float], clean_acc: f
     return {"mce": 100.0 * float(np.mean(ce)), "relative_mce": 100.0 * float(np.mean(rel))}
 
 
-CORRUPTION_SUITES.register("fast", CorruptionSuite(
-    "fast", CORRUPTIONS, _make_fast))  # 7 CIFAR-10-C types in vectorised torch: milliseconds, no cache
+CORRUPTION_SUITES.register("fast", CorruptionSuite(  # 7 CIFAR-10-C types in vectorised torch: milliseconds, no cache
+    "fast", CORRUPTIONS, _make_fast, made_for=32, title="7 CIFAR-10-C types in torch (fast)"))

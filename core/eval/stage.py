@@ -19,6 +19,7 @@ from core.config import RunConfig
 from core.data.augment import augment_views
 from core.data.bad_images import BadImages
 from core.data.budget import eval_chunk
+from core.data.seeded_draws import stratified_positions
 from core.errors import EvaluationError
 from core.eval.calibration import ece_from_confidence, negative_log_likelihood
 from core.eval.corrupted import corrupted_sets, robustness_metrics
@@ -26,8 +27,9 @@ from core.eval.features import Features, check_classes, extract, iter_numpy
 from core.eval.fewshot import few_shot_episodes
 from core.eval.geometry import alignment, cluster_agreement, effective_rank, normalized_spectrum, uniformity
 from core.eval.probe import KNN_PROTOCOL, ProbeResult, knn_accuracy, linear_probe
-from core.eval.subsample import StreamSample, stratified_positions
+from core.eval.subsample import StreamSample
 from core.losses.registry import loss_family
+from core.progress import Progress
 from core.results import Evaluation
 
 
@@ -72,12 +74,14 @@ def bounded_images(ds: Any, num_classes: int, limit: int = ONLINE_KNN_IMAGES, se
 
 
 def evaluate(model: nn.Module, cfg: RunConfig, train_eval: Any, test: Any, num_classes: int,
-             device: torch.device, train_size: int | None = None, corruption_cache: str | None = None) -> Evaluation:
+             device: torch.device, train_size: int | None = None, corruption_cache: str | None = None,
+             verbose: bool = False) -> Evaluation:
     """The full frozen-encoder evaluation: kNN (top-1/top-5), linear probe with calibration, few-shot
     episodes, embedding geometry and (``eval.robustness``) corruption, uncertainty and label-scarce
     metrics. ``train_eval``/``test`` are datasets (or iterables of numpy batches) of eval views;
     ``train_size``, when known, lets the training set's features be gathered in place;
-    ``corruption_cache``: a path or URI every node reaches where the corrupted split is kept once built.
+    ``corruption_cache``: a path or URI every node reaches where the corrupted split is kept once built;
+    ``verbose``: progress lines through the long passes (features of the training split, corrupted sets).
 
     Memory that grows with the training set: its features, labels and ids, ``4 x feature_dim + 16``
     bytes per image, held once (``train_bytes_per_image``); everything else is bounded by constants (the
@@ -87,12 +91,14 @@ def evaluate(model: nn.Module, cfg: RunConfig, train_eval: Any, test: Any, num_c
                              views=2, seed=cfg.seed, epoch=0)
 
     chunk = eval_chunk(model, cfg.data.image_size, cfg.eval.batch_memory_mb)  # images per forward pass
-    tr = extract(model, iter_numpy(train_eval, chunk), device, size_hint=train_size)
+    with Progress(train_size or 0, "evaluation: features of the training split", unit="image",
+                  enabled=verbose and bool(train_size)) as bar:
+        tr = extract(model, iter_numpy(train_eval, chunk), device, size_hint=train_size, bar=bar)
     te = extract(model, iter_numpy(test, chunk), device, embedding=True,
                  logvar=loss_family(cfg.loss.name).variational, views=views)
     check_classes("train (evaluation pass)", tr, num_classes)
     check_classes("test", te, num_classes)
-    result = Evaluation(knn_metrics(cfg, tr, te, num_classes, device))
+    result = Evaluation({**knn_metrics(cfg, tr, te, num_classes, device), "test_images": len(te.labels)})
     probe = linear_probe(tr.feats, tr.labels, te.feats, te.labels, num_classes, cfg.eval.probe_epochs,
                          cfg.eval.probe_lr, seed=cfg.seed, device=device)
     result.scalars.update(probe_metrics(probe, te.labels))
@@ -100,7 +106,7 @@ def evaluate(model: nn.Module, cfg: RunConfig, train_eval: Any, test: Any, num_c
     result.scalars.update(few_shot_metrics(cfg, te))
     if cfg.eval.robustness:
         robustness_metrics(model, cfg, tr, te, probe.predict, lambda: corrupted_sets(cfg, test, chunk, corruption_cache),
-                           device, result)
+                           device, result, chunk, verbose)
     return result
 
 

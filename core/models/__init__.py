@@ -83,7 +83,7 @@ class ContrastiveModel(nn.Module):
 
 def build_model(cfg: RunConfig, num_classes: int) -> ContrastiveModel:
     """The model a run config asks for (``model.weights`` loaded into its backbone)."""
-    encoder = build_backbone(cfg.model.backbone, cfg.model.stem, cfg.model.width)
+    encoder = build_backbone(cfg.model.backbone, cfg.model.stem, cfg.model.base_width())
     if cfg.model.weights:
         load_weights(encoder, cfg.model.weights, cfg.model.backbone)
     return ContrastiveModel(encoder, loss_family(cfg.loss.name).head, cfg.model.proj_dim, cfg.model.proj_hidden,
@@ -92,7 +92,7 @@ def build_model(cfg: RunConfig, num_classes: int) -> ContrastiveModel:
 
 def check_backbone(cfg: RunConfig) -> None:
     """Before any training: the backbone builds, takes ``data.image_size`` inputs and its weights fit."""
-    encoder = build_backbone(cfg.model.backbone, cfg.model.stem, cfg.model.width)
+    encoder = build_backbone(cfg.model.backbone, cfg.model.stem, cfg.model.base_width())
     if cfg.model.weights:
         load_weights(encoder, cfg.model.weights, cfg.model.backbone)
     check_input(encoder, cfg.model.backbone, cfg.data.image_size)

@@ -27,8 +27,20 @@ RESNET_FAMILY = re.compile(r"(resnet|resnext|wide_resnet)\d")  # torchvision mod
 
 def cifar_stem(net: nn.Module) -> None:
     """SupContrast/VarContrast's stem for 32 px inputs: a 3x3 stride-1 conv and no max-pool."""
-    net.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+    net.conv1 = nn.Conv2d(3, net.conv1.out_channels, 3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
+
+
+def _rescale(net: nn.Module, width: int) -> None:
+    """A torchvision ResNet rebuilt with base width ``width`` (its stages 1, 2, 4 and 8 times it), through
+    torchvision's own ``_make_layer``."""
+    block = type(net.layer1[0])
+    net.inplanes = width
+    net.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(width)
+    for i, layer in enumerate((net.layer1, net.layer2, net.layer3, net.layer4)):
+        setattr(net, f"layer{i + 1}", net._make_layer(block, width * 2 ** i, len(layer), stride=1 if i == 0 else 2))
+    net.fc = nn.Linear(width * 8 * block.expansion, net.fc.out_features)
 
 
 def _declare(net: nn.Module, feature_dim: int, fixed: int | None = None, dropped: tuple[str, ...] = ()) -> nn.Module:
@@ -82,8 +94,12 @@ def _timm(name: str, stem: str) -> nn.Module:
     return _declare(net, getattr(net, "head_hidden_size", None) or net.num_features, fixed)
 
 
-def _builtin_resnet(name: str, stem: str) -> nn.Module:
+def _builtin_resnet(name: str, stem: str, width: int = 64) -> nn.Module:
+    """torchvision's ResNet-18/50, its channels scaled to base ``width`` (64: torchvision's own); the
+    module names stay torchvision's, so its state_dict keys are the library's."""
     net = {"resnet18": torchvision.models.resnet18, "resnet50": torchvision.models.resnet50}[name](weights=None)
+    if width != 64:
+        _rescale(net, width)
     if stem == "cifar":
         cifar_stem(net)
     dim = net.fc.in_features
@@ -101,14 +117,16 @@ class BackboneKind:
     summary: str = ""
 
 
-def _small_cnn(name: str, stem: str, width: int) -> nn.Module:
-    net = SmallCNN(3, width)
+def _small_cnn(name: str, stem: str, width: int | None) -> nn.Module:
+    net = SmallCNN(3, width or 32)
     return _declare(net, net.feature_dim)
 
 
 for _kind in (BackboneKind("small_cnn", _small_cnn, "the platform's small CNN (model.width channels)"),
-              BackboneKind("resnet18", lambda n, s, w: _builtin_resnet(n, s), "ResNet-18 (model.stem cifar/imagenet)"),
-              BackboneKind("resnet50", lambda n, s, w: _builtin_resnet(n, s), "ResNet-50 (model.stem cifar/imagenet)"),
+              BackboneKind("resnet18", lambda n, s, w: _builtin_resnet(n, s, w or 64),
+                           "ResNet-18 (model.stem cifar/imagenet, model.resnet_width)"),
+              BackboneKind("resnet50", lambda n, s, w: _builtin_resnet(n, s, w or 64),
+                           "ResNet-50 (model.stem cifar/imagenet, model.resnet_width)"),
               BackboneKind("torchvision:", lambda n, s, w: _torchvision(n.split(":", 1)[1], s),
                            "any torchvision classification model, its classifier the identity"),
               BackboneKind("timm:", lambda n, s, w: _timm(n.split(":", 1)[1], s),
@@ -116,8 +134,9 @@ for _kind in (BackboneKind("small_cnn", _small_cnn, "the platform's small CNN (m
     BACKBONES.register(_kind.name, _kind)
 
 
-def build_backbone(name: str, stem: str = "cifar", width: int = 32) -> nn.Module:
-    """The backbone ``name`` names (see the module docstring), with its declared needs as attributes."""
+def build_backbone(name: str, stem: str = "cifar", width: int | None = None) -> nn.Module:
+    """The backbone ``name`` names (see the module docstring), with its declared needs as attributes;
+    ``width``: its base channel count (None: the backbone's own, 32 for small_cnn, 64 for the ResNets)."""
     return BACKBONES.get(name).build(name, stem, width)
 
 

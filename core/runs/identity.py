@@ -23,7 +23,10 @@ _UNHASHED_DATA = ("object_store_mb",)  # how much memory the data path holds cha
 _ADDED_SINCE_V1 = {("data", "mean"): (0.5,), ("data", "std"): (0.25,), ("data", "object_store_mb"): None,
                    ("eval", "batch_memory_mb"): 256, ("model", "weights"): None,
                    ("model", "sync_bn"): False, ("optim", "exclude_norm_bias_decay"): False,
-                   ("eval", "reference_errors"): None}
+                   ("eval", "reference_errors"): None, ("model", "resnet_width"): 64, ("eval", "test_limit"): None}
+# fields added since hash version 2 that change weights: left out of the hash at their defaults, so every run
+# named before they existed keeps its name
+_ADDED_SINCE_V2 = {("model", "resnet_width"): 64}
 
 
 def _digest(payload: dict) -> str:
@@ -36,6 +39,9 @@ def config_hash(cfg: Any) -> str:
     payload = {k: v for k, v in cfg.to_dict().items() if k not in _UNHASHED}
     for key in _UNHASHED_DATA:
         del payload["data"][key]
+    for (section, key), default in _ADDED_SINCE_V2.items():
+        if payload[section][key] == default:
+            del payload[section][key]
     return _digest(payload)
 
 

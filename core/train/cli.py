@@ -11,19 +11,23 @@ import sys
 
 import ray
 
-from core.config import CONFIG_HELP, RunConfig, layered
+from core.config import CONFIG_HELP, RunConfig, resolve_layers, split_overrides
 from core.errors import cli_main
 from core.results import RunResult, RunStatus
 from core.runs.identity import run_name
 from core.runtime import require_shared, start_ray
 from core.train.trainer import finished_run, fit
 
-SUMMARY_KEYS = ("status", "epoch", "loss", "knn_top1", "knn_top5", "probe_top1", "probe_top5", "views_per_s",
-                "classes_per_batch", "world_size", "global_batch", "effective_lr", "config_hash")
+SUMMARY_KEYS = ("status", "epoch", "loss", "knn_top1", "knn_top5", "probe_top1", "probe_top5", "corruption_acc",
+                "corruption_error", "corruption_acc_s1", "corruption_acc_s5", "test_images", "views_per_s",
+                "classes_per_batch", "world_size", "global_batch", "effective_lr", "config_hash", "corruption_protocol")
 
 
 def format_summary(cfg: RunConfig, result: RunResult) -> str:
-    rows = [(k, result.metrics[k]) for k in SUMMARY_KEYS if k in result.metrics]
+    metrics = dict(result.metrics)
+    if isinstance(metrics.get("epoch"), int):  # the row's 0-based epoch, as every message counts it: from 1
+        metrics["epoch"] = f"{metrics['epoch'] + 1} of {cfg.optim.epochs}"
+    rows = [(k, metrics[k]) for k in SUMMARY_KEYS if k in metrics]
     width = max(len(k) for k, _ in rows) if rows else 10
     lines = [f"run {run_name(cfg)}  ({result.run_dir})"]
     lines += [f"  {k:<{width}}  {v:.4g}" if isinstance(v, float) else f"  {k:<{width}}  {v}" for k, v in rows]
@@ -33,12 +37,13 @@ def format_summary(cfg: RunConfig, result: RunResult) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, epilog=CONFIG_HELP,
+    parser = argparse.ArgumentParser(prog="python -m core.train", description=__doc__, epilog=CONFIG_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action="append", default=[], metavar="FILE.yaml",
                         help="YAML run config layered onto the defaults (repeatable: later files win)")
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster address")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as YAML, each value with where it came from, and exit")
     parser.add_argument("--overwrite", action="store_true",
                         help="train again from scratch when this config's run already exists (its files are deleted)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
@@ -46,14 +51,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_intermixed_args(argv)
+    flags, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_intermixed_args(flags)
+    args.overrides = [*args.overrides, *overrides]
     return cli_main(lambda: _main(args))
 
 
 def _main(args: argparse.Namespace) -> int:
-    cfg = layered(RunConfig(), args.config, args.overrides)
-    if args.print_config:
-        print(cfg.to_yaml(), end="")
+    resolved = resolve_layers(RunConfig(), args.config, args.overrides)
+    cfg = resolved.config
+    if args.print_config:  # every value, with where it came from (source defaults, a file, an override)
+        print(resolved.to_yaml(), end="")
         return 0
     earlier = finished_run(cfg)
     if earlier is not None and not args.overwrite:

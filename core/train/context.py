@@ -13,7 +13,7 @@ import torch
 from ray.train import Checkpoint
 
 from core.config import RunConfig
-from core.data.pipeline import epoch_dataset
+from core.data.pipeline import epoch_dataset, epoch_stream, in_memory
 from core.data.sources import ImageSource, TrainRows
 from core.results import scalars
 from core.runs.checkpoint import TrainState, choose_state, load_state, save_state
@@ -33,10 +33,11 @@ class WorkerContext:
         return ray.train.get_dataset_shard(name)
 
     def epoch_stream(self, cfg: RunConfig, epoch: int):
-        """This rank's share of the epoch's training stream: rank 0 builds the epoch's dataset (its
-        own shuffled order and seeds) and splits it into one iterator per rank."""
-        if self.world == 1:
-            return epoch_dataset(self.train_rows, cfg, epoch)
+        """This rank's share of the epoch's training stream: from in-memory arrays each rank gathers its
+        own; otherwise rank 0 builds the epoch's dataset (its own shuffled order and seeds) and splits it
+        into one iterator per rank."""
+        if self.world == 1 or in_memory(self.train_rows, cfg):
+            return epoch_stream(self.train_rows, cfg, epoch, self.rank, self.world)
         iterators: list[Any] = [None] * self.world
         if self.rank == 0:
             iterators = epoch_dataset(self.train_rows, cfg, epoch).streaming_split(self.world, equal=True)
@@ -80,7 +81,7 @@ class InProcessContext:
         return {"train_eval": self.source.train_eval, "test": self.source.test}[name]
 
     def epoch_stream(self, cfg: RunConfig, epoch: int):
-        return epoch_dataset(self.source.train_rows, cfg, epoch)
+        return epoch_stream(self.source.train_rows, cfg, epoch)
 
     def load_state(self, device: torch.device) -> TrainState | None:
         states = []

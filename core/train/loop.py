@@ -179,7 +179,7 @@ class _Epochs:
                       f"({self.spec.train_size:,} training images and the test split)", flush=True)
             evaluation = stage.evaluate(self.stepper.model, cfg, ctx.dataset("train_eval"), ctx.dataset("test"),
                                         self.spec.num_classes, self.device, train_size=self.spec.train_size,
-                                        corruption_cache=self.spec.corruption_cache)
+                                        corruption_cache=self.spec.corruption_cache, verbose=self.verbose)
             metrics.update(evaluation.scalars)
             metrics.update(run_record(cfg, ctx.world, epoch, self.start, self.workers))
             return LoopOutcome(scalars(fail_if_not_finite(metrics)), evaluation.records())

@@ -23,7 +23,7 @@ from core.data.budget import execution_options, run_store_bytes
 from core.data.pipeline import quiet_ray_data
 from core.data.sources import ImageSource, as_dataset, load_source
 from core.errors import DataError, ResourceError
-from core.eval.corrupted import check_corruptions
+from core.eval.corrupted import check_corruptions, prepare_corruptions
 from core.eval.rescore import rescore
 from core.io import DirectoryLock, refuse_symlink, remove_paths, unlocked_entries
 from core.models import check_backbone
@@ -62,7 +62,7 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, **options) -> RunResu
     quiet_ray_data()
     _check_resources(cfg, opts.worker_resources)
     check_backbone(cfg)  # builds, takes data.image_size, its weights fit: before any data is read
-    source = source or load_source(cfg.data, cfg.seed)
+    source = source or load_source(cfg.data, cfg.eval.test_limit)
     check_corruptions(cfg, source.test_size)  # an evaluation that cannot run fails before training
     if source.train_size == 0:
         raise DataError(f"training set of {source.description} is empty")
@@ -92,6 +92,8 @@ def _fit_held(cfg: RunConfig, source: ImageSource, where: RunPlace, opts: FitOpt
             raise DataError(f"--overwrite does not delete object storage; remove {where.mirror} "
                             f"yourself or choose another storage_path")
         remove_paths(unlocked_entries(str(run.path)))  # all but the lock this process holds
+    if not opts.tune_trial:  # a study's driver built it before its trials; a run builds it now, with progress
+        prepare_corruptions(cfg, opts.corruption_cache, source)
     if not opts.overwrite and (changed := run.evaluation_changed(cfg)) is not None:
         result = _rescore(run, cfg, source, changed, opts.verbose, opts.corruption_cache)
     else:

@@ -68,6 +68,11 @@ def test_missing_and_empty_inputs_name_the_path(ray_session, tmp_path):
     (tmp_path / "val" / "a").mkdir(parents=True)
     with pytest.raises(DataError, match=r"holds no images"):
         load_source(DataConfig(source="imagefolder", root=str(tmp_path)))
+    with pytest.raises(DataError, match="no images"):  # train/ is there: read as an ImageFolder of CIFAR
+        load_source(DataConfig(source="cifar10", root=str(tmp_path)))
+    with pytest.raises(DataError, match=r"neither cifar-10-batches-py/ .* nor train/ and val/"):
+        load_source(DataConfig(source="cifar10", root=str(tmp_path / "train" / "a")))
+    (tmp_path / "cifar-10-batches-py").mkdir()
     with pytest.raises(DataError, match="cifar-10-batches-py/data_batch_1"):
         load_source(DataConfig(source="cifar10", root=str(tmp_path)))
 
@@ -412,3 +417,85 @@ def test_a_crafted_cifar_pickle_cannot_run_code(tmp_path):
     # the shard writer reads it the same way: a one-line error, exit 2
     assert shard_main([str(tmp_path), str(tmp_path / "out"), "--format", "cifar10"]) == 2
     assert not marker.exists()
+
+
+# -- CIFAR as an ImageFolder, decoded once; the source's own defaults; the stratified test subset (#47) ----
+CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def test_cifar_image_folder_is_decoded_once_and_cached(tmp_path, monkeypatch):
+    from core.data import decoded
+
+    monkeypatch.setenv("CONTRASTIVE_CACHE", str(tmp_path / "cache"))
+    arrays = _write_folder(tmp_path / "cifar", classes=CIFAR10, per_class=3, size=32)
+    src = load_source(DataConfig(source="cifar10", root=str(tmp_path / "cifar"), image_size=32))
+    assert (src.train_size, src.test.count(), src.num_classes) == (30, 30, 10)
+    rows = src.train_rows  # held as arrays: no JPEG decoding per epoch
+    assert rows.images.shape == (30, 32, 32, 3) and sorted(np.bincount(rows.labels)) == [3] * 10
+    first = {int(i): rows.images[k] for k, i in enumerate(rows.index)}
+    assert np.array_equal(first[int(rows.index[0])], arrays["train/airplane/0.png"])  # labels: sorted class folders
+    assert rows.labels[0] == 0 and set(rows.labels[rows.labels == 9]) == {9}
+
+    def must_not_decode(*args, **kwargs):
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr(decoded, "decode_folder", must_not_decode)
+    again = load_source(DataConfig(source="cifar10", root=str(tmp_path / "cifar"), image_size=32)).train_rows
+    assert np.array_equal(np.asarray(again.images), np.asarray(rows.images))
+    (tmp_path / "cifar" / "train" / "cat" / "0.png").unlink()  # the folder changed: decoded again
+    with pytest.raises(AssertionError, match="decoded again"):
+        load_source(DataConfig(source="cifar10", root=str(tmp_path / "cifar"), image_size=32))
+
+
+def test_cifar_image_folder_is_refused_when_it_is_not_cifar(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONTRASTIVE_CACHE", str(tmp_path / "cache"))
+    _write_folder(tmp_path / "two", classes=("cat", "dog"), size=32)
+    with pytest.raises(DataError, match="has 2 class folders, not 10"):
+        load_source(DataConfig(source="cifar10", root=str(tmp_path / "two")))
+    _write_folder(tmp_path / "big", classes=CIFAR10, per_class=1, size=32)
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "big" / "train" / "dog" / "0.png")
+    with pytest.raises(DataError, match=r"every image must be 32x32; .*dog/0.png' is 40x40"):
+        load_source(DataConfig(source="cifar10", root=str(tmp_path / "big")))
+
+
+def test_a_source_brings_its_own_defaults_below_every_user_layer(tmp_path):
+    from core.config import RunConfig, layered, resolve_layers
+
+    cifar = layered(RunConfig(), overrides=["data.source=cifar10", "data.root=/data"])
+    assert (cifar.data.image_size, cifar.data.num_classes, cifar.eval.corruption_suite) == (32, 10, "cifar_c")
+    assert cifar.data.mean == (0.4914, 0.4822, 0.4465) and cifar.data.std == (0.2470, 0.2435, 0.2616)
+    assert layered(RunConfig(), overrides=["data.source=cifar100", "data.root=/d"]).data.num_classes == 100
+    # a study's defaults, a file and an override each win over the source's
+    study = RunConfig().with_overrides(["model.width=24", "eval.corruption_suite=fast"])
+    f = tmp_path / "c.yaml"
+    f.write_text("data: {source: cifar10, root: /data, image_size: 24}\n")
+    resolved = resolve_layers(study, [f], ["data.std=[0.2]"], base_origin="study defaults",
+                              flags={"optim.epochs": 3})
+    cfg = resolved.config
+    assert (cfg.data.image_size, cfg.data.std, cfg.eval.corruption_suite, cfg.model.width, cfg.optim.epochs) == \
+        (24, (0.2,), "fast", 24, 3)
+    assert cfg.data.mean == (0.4914, 0.4822, 0.4465)  # what no layer above set stays the source's
+    origins = resolved.origins
+    assert origins["data.mean"] == "data.source=cifar10" and origins["data.image_size"] == f"config file {str(f)!r}"
+    assert origins["data.std"] == "override" and origins["model.width"] == "study defaults"
+    assert origins["optim.epochs"] == "flag" and resolved.origin("optim.lr") == "built-in default"
+    printed = resolved.to_yaml()  # --print-config: every value with where it came from
+    assert "# data.source=cifar10" in printed.split("mean:")[1].splitlines()[0]
+    import yaml
+
+    assert RunConfig.from_dict(yaml.safe_load(printed)) == cfg  # and it loads back as a config
+    # the digits' defaults are the built-in ones: the main job's runs keep their names
+    from core.runs.identity import config_hash
+
+    assert config_hash(layered(RunConfig(), overrides=[])) == config_hash(RunConfig()) == "7c980ad2ddf5"
+
+
+def test_the_test_limit_is_a_stratified_subset_the_same_for_every_run(tmp_path):
+    digits = load_source(DataConfig(), test_limit=100)
+    assert digits.test.count() == 100 and np.bincount(digits.test.labels).min() >= 9
+    assert np.array_equal(digits.test.index, load_source(DataConfig(), test_limit=100).test.index)
+    assert "100 of 397 test images (stratified by class" in digits.test_note
+    assert load_source(DataConfig(), test_limit=1000).test.count() == 397  # more than there are: all of them
+    _write_folder(tmp_path / "f", classes=("a", "b", "c", "d"), per_class=5, size=8)
+    folder = load_source(DataConfig(source="imagefolder", root=str(tmp_path / "f"), image_size=8), test_limit=12)
+    assert folder.test_size == 12 and sorted(np.bincount([r["label"] for r in folder.test.take_all()])) == [3] * 4

@@ -10,7 +10,7 @@ from core.eval.glossary import METRICS, known, metric, with_current_names
 from core.eval.stage import evaluate
 from core.models import build_model
 
-PROTOCOL = {"knn_protocol", "probe_protocol"}  # descriptions, not metrics
+PROTOCOL = {"knn_protocol", "probe_protocol", "corruption_protocol"}  # descriptions, not metrics
 
 
 @pytest.mark.parametrize("loss", ["supcon", "vsupcon"])

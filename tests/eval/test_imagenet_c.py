@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from core.data.sources import digits_arrays
-from core.eval import imagenet_c
-from core.eval.imagenet_c import IMAGENET_C, corrupt_imagenet_c, corrupted_split
+from core.eval.corruption_cache import corrupted_split
+from core.eval.imagenet_c import IMAGENET_C, corrupt_imagenet_c
 
 
 @pytest.fixture(scope="module")
@@ -51,26 +51,29 @@ def test_bad_input_fails_clearly(digits16):
         corrupt_imagenet_c(digits16.astype(np.float32), "fog", 1)
 
 
-def test_split_is_cached_on_disk(digits16, tmp_path, monkeypatch):
-    first = corrupted_split(digits16, ("contrast", "fog"), cache_dir=str(tmp_path))
+def split(images, names, cache, corrupt=corrupt_imagenet_c, **kwargs):
+    return corrupted_split(images, names, corrupt, "imagenet_c", cache=cache, **kwargs)
+
+
+def test_split_is_cached_on_disk(digits16, tmp_path):
+    first = split(digits16, ("contrast", "fog"), tmp_path)
     assert len(first) == 10 and len(list((tmp_path / "imagenet_c").glob("*.npz"))) == 1
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("recomputed despite the cache")
 
-    monkeypatch.setattr(imagenet_c, "corrupt_imagenet_c", must_not_run)
-    again = corrupted_split(digits16, ("contrast", "fog"), cache_dir=str(tmp_path))
+    again = split(digits16, ("contrast", "fog"), tmp_path, must_not_run)
     assert all(np.array_equal(first[k], again[k]) for k in first)
 
 
 def test_a_truncated_cache_file_is_computed_again(digits16, tmp_path):
-    first = corrupted_split(digits16, ("contrast",), seed=0, cache_dir=str(tmp_path))
+    first = split(digits16, ("contrast",), tmp_path, seed=0)
     (cached,) = (tmp_path / "imagenet_c").glob("*.npz")
     cached.write_bytes(cached.read_bytes()[:100])  # a kill or a full disk mid-write
     with pytest.warns(UserWarning, match="damaged corruption cache"):
-        again = corrupted_split(digits16, ("contrast",), seed=0, cache_dir=str(tmp_path))
+        again = split(digits16, ("contrast",), tmp_path, seed=0)
     assert all(np.array_equal(first[k], again[k]) for k in first)
-    assert corrupted_split(digits16, ("contrast",), seed=0, cache_dir=str(tmp_path)).keys() == first.keys()
+    assert split(digits16, ("contrast",), tmp_path, seed=0).keys() == first.keys()
 
 
 def test_imagenet_size_test_sets_are_not_corrupted_image_by_image():
@@ -88,7 +91,8 @@ def test_imagenet_size_test_sets_are_not_corrupted_image_by_image():
     check_corruptions(generated.with_overrides(["eval.corruption_suite=fast", "eval.reference_errors=null"]), 50_000)  # the fast suite is cheap
 
 
-def test_a_parallel_build_queues_no_more_tasks_than_the_cluster_has_cpus(ray_session, digits16, monkeypatch):
+def test_a_parallel_build_queues_no_more_tasks_than_the_cluster_has_cpus(ray_session, digits16, monkeypatch,
+                                                                           tmp_path):
     """On an autoscaled cluster every queued task is demand: 10 queued CPU tasks brought up 8-GPU nodes (the
     local cluster's gpu_8x_a100) for CPU work. The build keeps at most the live CPU count in flight."""
     import ray
@@ -97,7 +101,19 @@ def test_a_parallel_build_queues_no_more_tasks_than_the_cluster_has_cpus(ray_ses
     in_flight = []
     wait = ray.wait
     monkeypatch.setattr(ray, "wait", lambda refs, **kw: (in_flight.append(len(refs)), wait(refs, **kw))[1])
-    built = corrupted_split(digits16, ("contrast", "fog"), cache_dir=None, parallel=True)
+    built = split(digits16, ("contrast", "fog"), tmp_path / "parallel", parallel=True)
     assert in_flight == [1] * 10  # one at a time, every one of the 10 sets
-    serial = corrupted_split(digits16, ("contrast", "fog"), cache_dir=None)
+    serial = split(digits16, ("contrast", "fog"), tmp_path / "serial")
     assert built.keys() == serial.keys() and all(np.array_equal(built[k], serial[k]) for k in built)
+
+
+def test_a_cached_split_of_the_wrong_size_is_named_and_built_again(digits16, tmp_path):
+    """A cache file with the right keys but another number of images failed the trial with a tensor-size
+    traceback; it is named in a warning and made again."""
+    first = split(digits16, ("contrast",), tmp_path)
+    (cached,) = (tmp_path / "imagenet_c").glob("*.npz")
+    np.savez(cached, **{f"contrast_{s}": first[("contrast", s)][:3] for s in range(1, 6)})
+    with pytest.warns(UserWarning, match=r"damaged corruption cache .*contrast_1 holds \(3, 16, 16, 3\), not the "
+                                         r"batch's \(\d+, 16, 16, 3\)\); computing it again"):
+        again = split(digits16, ("contrast",), tmp_path)
+    assert all(np.array_equal(first[k], again[k]) for k in first)

@@ -4,7 +4,8 @@ proportion (the first n of a class-sorted ImageNet split would cover its first f
 import numpy as np
 import torch
 
-from core.eval.subsample import StreamSample, class_quotas, stratified_positions
+from core.data.seeded_draws import class_quotas, stratified_positions
+from core.eval.subsample import StreamSample
 from tests.block_views import BlockViews
 
 SORTED = np.repeat(np.arange(10), 100)  # 10 classes, class after class
