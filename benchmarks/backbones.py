@@ -50,10 +50,8 @@ def rescore_saving() -> tuple[float, float]:
     studies): trials differing only in eval.knn_k share
     one training per loss (re-scored) against the same grid where each trial trains (a dummy training
     change makes each point its own run)."""
-    import argparse as ap
 
-    from core.study import Variants, run_study
-    from core.study.cli import add_study_args
+    from core.study import StudyOptions, Variants, run_study
     from core.study.spec import Study
 
     base = RunConfig().with_overrides(["optim.epochs=15", "eval.probe_epochs=20", "model.width=24",
@@ -64,11 +62,9 @@ def rescore_saving() -> tuple[float, float]:
                                      **({"optim.min_lr_ratio": 1e-3 + i * 1e-9} if retrain else {})}
                     for loss in ("supcon", "varcon") for i, k in enumerate((5, 50, 200))}
         with tempfile.TemporaryDirectory() as tmp:
-            parser = ap.ArgumentParser()
-            add_study_args(parser)
-            args = parser.parse_args(["--results-dir", tmp, "--seeds", "0"])
             t0 = time.perf_counter()
-            run_study(Study("rescore", "q", base, Variants(variants), seeds=[0], group="variant"), args)
+            run_study(Study("rescore", "q", base, Variants(variants), seeds=[0], group="variant"),
+                      StudyOptions(results_dir=tmp))
             out.append(time.perf_counter() - t0)
     return out[0], out[1]
 

@@ -19,7 +19,7 @@ import ray
 
 from core.config import RunConfig
 from core.runtime import start_ray
-from core.study import Grid, Study, add_study_args, run_study
+from core.study import Grid, Study, StudyOptions, add_study_args, run_study
 from core.train import fit
 
 OVERRIDES = ["optim.epochs=2", "model.width=16", "eval.probe_epochs=20", "eval.online_knn=false",
@@ -27,12 +27,9 @@ OVERRIDES = ["optim.epochs=2", "model.width=16", "eval.probe_epochs=20", "eval.o
 
 
 def study_wall(base: RunConfig, seeds: list[int], concurrent: int, out: str) -> float:
-    parser = argparse.ArgumentParser()
-    add_study_args(parser)
-    args = parser.parse_args(["--results-dir", out, "--max-concurrent", str(concurrent)])
     study = Study(name="overhead", question="Ray overhead", base=base, trials=Grid({"loss.name": ["supcon"]}), seeds=seeds)
     t0 = time.perf_counter()
-    table, _ = run_study(study, args)
+    table, _ = run_study(study, StudyOptions(results_dir=out, max_concurrent=concurrent))
     wall = time.perf_counter() - t0
     assert (table["status"] == "finished").all(), table
     return wall

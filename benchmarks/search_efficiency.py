@@ -20,7 +20,7 @@ import ray
 
 from core.config import RunConfig
 from core.runtime import start_ray
-from core.study import Grid, Search, Study, add_study_args, run_study
+from core.study import Grid, Search, Study, StudyOptions, run_study
 
 SPACE = {"loss.temperature": [0.03, 0.07, 0.1, 0.2, 0.5], "augment.strength": [0.0, 0.5, 1.0]}
 BASE = ["model.width=16", "eval.probe_epochs=5", "eval.online_knn=true", "optim.batch_size=128",
@@ -39,10 +39,8 @@ class GridSpace:
         return {"seed": 0}
 
 
-def _args(out: str, concurrent: int) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_study_args(parser)
-    return parser.parse_args(["--results-dir", out, "--max-concurrent", str(concurrent)])
+def _args(out: str, concurrent: int) -> StudyOptions:
+    return StudyOptions(results_dir=out, max_concurrent=concurrent)
 
 
 def timeline(results: Path) -> list[dict]:

@@ -15,6 +15,7 @@ class RunStatus(str, Enum):
     DIVERGED = "diverged"
     STOPPED_EARLY = "stopped early"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"  # a study trial that had not ended when the study was interrupted (Ctrl-C)
 
     def __str__(self) -> str:
         return self.value

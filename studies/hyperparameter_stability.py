@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.study import Grid, Study, base_config, grid_study_defaults, main_for, question
+from core.study import Grid, Study, grid_study_defaults, main_for, question, study_base
 from core.study.claims import Claim
 from core.study.report import plot_lines
 
@@ -43,7 +43,7 @@ def make_study(args: argparse.Namespace) -> Study:
     return Study(
         name="hyperparameter_stability",
         question=question(__doc__),
-        base=base_config(args, DEFAULT),
+        **study_base(args, DEFAULT),
         trials=Grid(*blocks),
         seeds=args.seeds or [0, 1],
         summary_metrics=["probe_top1", "corruption_acc", "fewlabel_1_acc", "knn_top1"],

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from core.results import PosteriorStats, RunStatus
-from core.study import Grid, Study, base_config, grid_study_defaults, main_for, question
+from core.study import Grid, Study, grid_study_defaults, main_for, question, study_base
 from core.study.claims import Claim
 from core.study.report import plot_lines, plot_spectrum, to_markdown
 from core.study.stats import mean_ci_text
@@ -129,7 +129,7 @@ def make_study(args: argparse.Namespace) -> Study:
     return Study(
         name="kl_weight",
         question=question(__doc__),
-        base=base_config(args, DEFAULT),
+        **study_base(args, DEFAULT),
         trials=Grid({"loss.name": ["vsupcon"], "loss.beta": args.betas},
                     {"loss.name": ["vsupcon"], "loss.beta": [1e-3], "optim.variance_lr_mult": [1.0]},
                     {"loss.name": ["varcon"], "loss.kl_weight": args.kl_weights}),

@@ -3,10 +3,11 @@ verdicts and plots (``report``); their shared command line (``cli``) and declara
 (``ablate``)."""
 
 from core.study.claims import Claim
-from core.study.cli import add_study_args, base_config, main_for
+from core.study.cli import add_study_args, base_config, main_for, study_base
+from core.study.options import StudyOptions
 from core.study.runner import run_study
 from core.study.space import OptunaSpace
 from core.study.spec import Grid, Search, Study, Variants, grid_study_defaults, question, trial_config
 
-__all__ = ["Study", "Grid", "Variants", "Search", "Claim", "OptunaSpace", "add_study_args", "base_config",
-           "main_for", "run_study", "grid_study_defaults", "question", "trial_config"]
+__all__ = ["Study", "StudyOptions", "Grid", "Variants", "Search", "Claim", "OptunaSpace", "add_study_args", "base_config",
+           "main_for", "study_base", "run_study", "grid_study_defaults", "question", "trial_config"]

@@ -15,12 +15,12 @@ import re
 import sys
 from pathlib import Path
 
-from core.config import CONFIG_HELP, RunConfig
+from core.config import CONFIG_HELP, Layer
 from core.config_loader import load_yaml
 from core.errors import ConfigError
 from core.eval.glossary import require
 from core.study.claims import Claim
-from core.study.cli import base_config, main_for
+from core.study.cli import main_for, study_config
 from core.study.spec import Study, Variants
 
 USAGE = "usage: python -m core.study.ablate SPEC.yaml [study flags]"
@@ -65,8 +65,8 @@ def load_spec(path: str | Path, args: argparse.Namespace) -> Study:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or ".." in name:
         raise ConfigError(f"{path}: name {name!r} must be a plain directory name (letters, digits, _ . -)")
     variants = _variants(spec.get("variants"), str(path))
-    try:
-        base = base_config(args, RunConfig.from_dict(spec.get("base") or {}))  # the spec's base is the default
+    try:  # the spec's base is the study's default layer, above the data source's defaults
+        resolved = study_config(args, Layer(f"ablation spec {str(path)!r}", spec.get("base") or {}))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     metrics = list(spec.get("metrics") or ["probe_top1", "knn_top1"])
@@ -78,7 +78,8 @@ def load_spec(path: str | Path, args: argparse.Namespace) -> Study:
                         group="variant", baseline=reference, settings=()) for m in metrics]
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    return Study(name=name, question=spec.get("question", ""), base=base, trials=Variants(variants),
+    return Study(name=name, question=spec.get("question", ""), base=resolved.config, origins=dict(resolved.origins),
+                 trials=Variants(variants),
                  seeds=args.seeds or spec.get("seeds", [0, 1, 2]), claims=claims, summary_metrics=metrics,
                  group="variant")
 

@@ -12,6 +12,7 @@ from ray.tune.logger import LoggerCallback
 from core.errors import ConfigError
 from core.results import RunStatus
 from core.study.spec import trial_point
+from core.study.studydir import MLRUNS
 
 LOGGERS = ("tensorboard", "mlflow", "wandb")
 
@@ -50,7 +51,7 @@ def _mlflow(study_name: str, results: Path, mlflow_uri: str | None):
         from ray.air.integrations.mlflow import MLflowLoggerCallback
     except ImportError:
         raise ConfigError("--logger mlflow needs MLflow: pip install -e '.[trackers]'") from None
-    uri = mlflow_uri or (results / "mlruns").as_uri()
+    uri = mlflow_uri or (results / MLRUNS).as_uri()
     if uri.startswith("file:"):  # MLflow 3 asks for an opt-in to its file store (kept: no server, no DB)
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     return MLflowLoggerCallback(tracking_uri=uri, experiment_name=study_name)
@@ -84,7 +85,8 @@ def logger_callbacks(names: list[str], study_name: str, results: Path, mlflow_ur
 
 
 class Progress(tune.Callback):
-    """One console line per finished trial: done/running/failed and the best so far."""
+    """One short console line per finished trial: how far the study is, what this trial gave, and the best
+    so far only when it changes."""
 
     def __init__(self, total: int, metric: str, mode: str = "max") -> None:
         self.total, self.metric, self.mode, self.done, self.failed, self.stopped, self.best = \
@@ -92,6 +94,9 @@ class Progress(tune.Callback):
         self.t0 = time.perf_counter()
 
     def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: D401
+        print(self.line(trials, trial), flush=True)
+
+    def line(self, trials, trial) -> str:
         self.done += 1
         r = trial.last_result or {}
         status = RunStatus.of_trial(r.get("status"))
@@ -99,14 +104,34 @@ class Progress(tune.Callback):
         self.failed += status not in (RunStatus.FINISHED, RunStatus.STOPPED_EARLY)
         point = {k: v for k, v in trial_point(trial.config).items() if "point" in trial.config or k != "seed"}
         value = r.get(self.metric)
-        if isinstance(value, (int, float)) and (self.best is None or (value > self.best[0] if self.mode == "max"
-                                                                     else value < self.best[0])):
+        improved = isinstance(value, (int, float)) and (self.best is None or (
+            value > self.best[0] if self.mode == "max" else value < self.best[0]))
+        if improved:
             self.best = (value, point)
         running = sum(t.status == "RUNNING" and t is not trial for t in trials)  # this one is still RUNNING here
-        best = f"best ({self.mode}) {self.metric} {self.best[0]:.2f} at {self.best[1]}" if self.best else ""
-        print(f"[{time.perf_counter() - self.t0:6.0f}s] {self.done}/{self.total} done, {running} running, "
-              f"{self.stopped} stopped early, {self.failed} failed | {status} {point} "
-              f"{self.metric}={value if value is None else round(value, 2)} | {best}", flush=True)
+        queued = sum(t.status == "PENDING" for t in trials)
+        elapsed = time.perf_counter() - self.t0
+        left = elapsed / self.done * (self.total - self.done)
+        shown = "" if value is None else f" {self.metric} {value:.2f}"
+        tail = f" | best so far ({self.mode})" if improved else ""
+        counts = "".join(f", {n} {what}" for n, what in ((self.stopped, "stopped early"), (self.failed, "failed")) if n)
+        return (f"[{_clock(elapsed)}] {self.done}/{self.total} done ({running} running, {queued} queued{counts}; "
+                f"about {_clock(left)} left) | {status}: {_short_point(point)}{shown}{tail}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.on_trial_complete(iteration, trials, trial)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _short_point(point: dict) -> str:
+    """``loss.name=supcon augment.strength=0.3 seed=1`` as ``supcon strength=0.3 seed=1``: a value whose key
+    says nothing more (a name) stands alone."""
+    parts = []
+    for key, value in point.items():
+        leaf = key.rsplit(".", 1)[-1]
+        parts.append(str(value) if leaf in ("name", "policy", "variant") else f"{leaf}={value}")
+    return " ".join(parts)

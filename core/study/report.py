@@ -17,8 +17,7 @@ from core.results import RunStatus
 from core.study.claims import FAMILY_NOTE, adjust_family, verdict_line
 from core.study.spec import Study
 from core.study.stats import t_interval
-
-TIMING_FILE = "timing.json"  # beside report.md: the study's trial counts, wall and summed trial time, date
+from core.study.studydir import CLAIMS_FILE, REPORT_FILE, TIMING_FILE
 
 
 def config_columns(cfg: RunConfig) -> dict:
@@ -55,10 +54,24 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+AXIS_LABELS = {"cfg.augment.strength": "augmentation strength (0 = none, 1 = strongest)",
+               "severity": "corruption severity (0 = clean)", "accuracy": "probe accuracy (%)"}
+
+
+def axis_label(column: str) -> str:
+    """An axis label with its unit, from the glossary where the column is a metric."""
+    if column in AXIS_LABELS:
+        return AXIS_LABELS[column]
+    m = metric(column)
+    unit = f" ({m.unit})" if m is not None and m.unit not in ("-", "") else ""
+    return column.removeprefix("cfg.") + unit
+
+
 def plot_lines(df: pd.DataFrame, x: str, y: str, group: str, facet: str | None, path: str | Path,
                title: str) -> Path | None:
-    """Mean of ``y`` vs ``x`` per group, one panel per ``facet`` value (panels share the y-axis). Error
-    bars: standard deviation over the trials (seeds) of each point, as the figure's caption says."""
+    """Mean of ``y`` vs ``x`` per group, one panel per ``facet`` value (panels share the y-axis), the groups
+    dodged sideways so their error bars do not overlap. Error bars: standard deviation over the trials of each
+    point (seeds, and any setting not on the axes), as the figure's caption says with their count."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,18 +83,26 @@ def plot_lines(df: pd.DataFrame, x: str, y: str, group: str, facet: str | None, 
     facets = sorted(ok[facet].unique()) if facet else [None]
     fig, axes = plt.subplots(1, len(facets), figsize=(4.5 * len(facets), 3.6), squeeze=False, sharey=True)
     per_point = ok.groupby([c for c in (facet, group, x) if c]).size()
+    xs = np.sort(ok[x].unique().astype(float))
+    step = 0.04 * (xs[-1] - xs[0] if len(xs) > 1 else 1.0)
+    names = sorted(ok[group].unique(), key=str)
     for ax, fv in zip(axes[0], facets):
         sub = ok if fv is None else ok[ok[facet] == fv]
-        for name, g in sub.groupby(group):
+        for i, name in enumerate(names):
+            g = sub[sub[group] == name]
+            if g.empty:
+                continue
             stats = g.groupby(x)[y].agg(["mean", "std"]).reset_index()
-            ax.errorbar(stats[x], stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3, label=str(name))
-        ax.set_xlabel(x.removeprefix("cfg."))
-        ax.set_ylabel(y)
+            ax.errorbar(stats[x].astype(float) + (i - (len(names) - 1) / 2) * step, stats["mean"],
+                        yerr=stats["std"].fillna(0), marker="o", capsize=3, label=str(name))
+        ax.set_xlabel(axis_label(x))
+        ax.set_ylabel(axis_label(y))
         ax.set_title(f"{facet.removeprefix('cfg.')}={fv}" if fv is not None else "", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     n = f"n={per_point.min()}" if per_point.min() == per_point.max() else f"n={per_point.min()}-{per_point.max()}"
-    fig.suptitle(f"{title}\nerror bars: std over seeds ({n} trials per point)", fontsize=10)
+    fig.suptitle(f"{title}\nerror bars: std over the {n} trials of each point (seeds x settings not on the axes)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -174,36 +195,88 @@ def write_report(study: Study, df: pd.DataFrame, results: Path, wall_seconds: fl
              f"{len(df)} trials: {finished} finished, {len(df) - finished} not "
              f"({', '.join(f'{k}: {v}' for k, v in df['status'].value_counts().items())}). "
              f"Table: `trials.parquet` (one row per trial, full config as `cfg.*` columns).", ""]
+    lines += data_section(df)
     lines += ["## Summary (mean ± 95% CI half-width over trials)", "",
               to_markdown(summary_table(df, study.group, study.summary_metrics)), ""]
     lines += metrics_section([*study.summary_metrics, *(c.metric for c in study.claims)])
     lines += _claim_lines(study, df, results)
     if study.tables:
         lines += study.tables(df)
-    compute = float(df["trial_seconds"].sum()) if "trial_seconds" in df else float("nan")
-    lines += ["## Overhead", "",
-              f"Study wall time {wall_seconds:.0f} s; summed trial time {compute:.0f} s "
-              f"(trials run concurrently, so the ratio shows parallelism minus Ray overhead: "
-              f"{compute / max(wall_seconds, 1e-9):.2f}x).", ""]
-    failed = df[df["status"] != RunStatus.FINISHED]
-    if not failed.empty:
-        lines += ["## Trials that did not finish", ""]
-        for _, r in failed.iterrows():
-            lines.append(f"- {r.get(study.group, '?')} seed {r.get('cfg.seed', '?')}: {r['status']} "
-                         f"{r.get('diverged_at', '') if isinstance(r.get('diverged_at'), str) else ''}"
-                         f"{r.get('error', '') if isinstance(r.get('error'), str) else ''}")
-        lines.append("")
+    lines += _overhead_lines(df, wall_seconds) + _unfinished_lines(df, study.group)
     if study.plots:
         pngs = [p for p in study.plots(df, results) if p]
         if pngs:
             lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs] + [""]
     storage = (storage or str(results)).rstrip("/")
-    lines += ["## Logs", "", f"Trials ran on {machine_count(df)} machine(s). Tune logs and trial checkpoints: `{storage}/tune` "
+    nodes = int(df["node_id"].dropna().nunique()) if "node_id" in df else 0
+    where = f"{machine_count(df)} machine(s)" + (f", {nodes} Ray node(s)" if nodes else "")
+    lines += ["## Logs", "", f"Trials ran on {where}. Tune logs and trial checkpoints: `{storage}/tune` "
               f"(TensorBoard: `tensorboard --logdir {storage}/tune`); per-run metrics under `{storage}/runs`.", ""]
+    compute = float(df["trial_seconds"].sum()) if "trial_seconds" in df else float("nan")
     write_json_atomic(results / TIMING_FILE, {"trials": len(df), "finished": finished, "wall_seconds": wall_seconds,
                                               "summed_trial_seconds": compute, "machines": machine_count(df),
-                                              "written": time.strftime("%Y-%m-%d")})
-    return write_text_atomic(results / "report.md", "\n".join(lines))
+                                              "written": time.strftime("%Y-%m-%d"), "commit": source_commit()})
+    return write_text_atomic(results / REPORT_FILE, "\n".join(lines))
+
+
+def _overhead_lines(df: pd.DataFrame, wall_seconds: float) -> list[str]:
+    timed = df["trial_seconds"].dropna() if "trial_seconds" in df else pd.Series(dtype=float)
+    compute = float(timed.sum())
+    return ["## Overhead", "", f"Study wall time {wall_seconds:.0f} s; " + (
+        f"summed trial time {compute:.0f} s over the {len(timed)} trials that reported it (trials run concurrently, "
+        f"so the ratio shows parallelism minus Ray overhead: {compute / max(wall_seconds, 1e-9):.2f}x)."
+        if len(timed) else "no trial reported its time (none ran to its end)."), ""]
+
+
+def _unfinished_lines(df: pd.DataFrame, group: str) -> list[str]:
+    """Each trial that did not finish, with why: its error, its divergence, the scheduler, or an interruption."""
+    failed = df[df["status"] != RunStatus.FINISHED]
+    if failed.empty:
+        return []
+    lines = ["## Trials that did not finish", ""]
+    for _, r in failed.iterrows():
+        why = next((r.get(k) for k in ("diverged_at", "error") if isinstance(r.get(k), str)), "")
+        if not why and r["status"] == RunStatus.STOPPED_EARLY:
+            why = "(its last report was an epoch: the scheduler stopped it)"
+        if r["status"] == RunStatus.INTERRUPTED:
+            why = "(the study was interrupted before it ended: --resume finishes it)"
+        lines.append(f"- {r.get(group, '?')} seed {r.get('cfg.seed', '?')}: {r['status']} {why}".rstrip())
+    return lines + [""]
+
+
+SATURATED = 97.0  # % clean probe accuracy above which clean accuracy cannot separate the losses
+
+
+def data_section(df: pd.DataFrame) -> list[str]:
+    """What the trials ran on and how they were scored, from the table itself (so a CIFAR report never
+    carries the digits' text): the data, the test images, the corruption protocol and any warning it
+    carries, and whether clean accuracy saturates."""
+    ok = df[df["status"] == RunStatus.FINISHED]
+    if ok.empty or "cfg.data.source" not in ok:
+        return []
+    lines = ["## Data and evaluation", ""]
+    for _, r in ok.drop_duplicates(["cfg.data.source", "cfg.data.root", "cfg.data.image_size",
+                                    "cfg.data.train_limit"]).iterrows():
+        limit = r["cfg.data.train_limit"]
+        train = f"{int(limit):,} training images (data.train_limit)" if pd.notna(limit) else "every training image"
+        root = f" at `{r['cfg.data.root']}`" if isinstance(r["cfg.data.root"], str) else ""
+        lines.append(f"- Data: `{r['cfg.data.source']}`{root}, {int(r['cfg.data.image_size'])} px, {train}.")
+    if "test_images" in ok:
+        counts = sorted({int(n) for n in ok["test_images"].dropna()})
+        limit = ok["cfg.eval.test_limit"].dropna() if "cfg.eval.test_limit" in ok else pd.Series(dtype=float)
+        how = (f" (eval.test_limit={int(limit.iloc[0]):,}: a class-stratified subset, the same images for every "
+               f"trial)" if len(limit) else " (the whole test split)")
+        lines.append(f"- Scored on {', '.join(f'{n:,}' for n in counts)} test images{how}.")
+    if "corruption_protocol" in ok:
+        for text in ok["corruption_protocol"].dropna().unique():
+            lines.append(f"- Corruptions: {text}.")
+    if "probe_top1" in ok and ok["probe_top1"].notna().any():
+        lo, med, hi = ok["probe_top1"].min(), ok["probe_top1"].median(), ok["probe_top1"].max()
+        note = (f"clean accuracy saturates (median at or above {SATURATED:.0f}%): it cannot separate the losses, so "
+                f"the corrupted and label-scarce metrics are where they can differ" if med >= SATURATED else
+                "clean accuracy is far from saturation, so it can separate the losses")
+        lines.append(f"- Clean linear-probe accuracy {lo:.1f}-{hi:.1f}% (median {med:.1f}%): {note}.")
+    return lines + [""]
 
 
 def _claim_lines(study: Study, df: pd.DataFrame, results: Path) -> list[str]:
@@ -211,7 +284,7 @@ def _claim_lines(study: Study, df: pd.DataFrame, results: Path) -> list[str]:
     verdicts = adjust_family([r for c in study.claims for r in c.evaluate(df)])
     if not verdicts:
         return []
-    write_table(pd.DataFrame(verdicts), results / "claims.parquet")
+    write_table(pd.DataFrame(verdicts), results / CLAIMS_FILE)
     tested = sum(np.isfinite(r["p_holm"]) for r in verdicts)
     return ["## Claims", "", FAMILY_NOTE.format(m=tested), ""] + [verdict_line(r) for r in verdicts] + [""]
 
@@ -227,6 +300,24 @@ def metrics_section(names: Sequence[str]) -> list[str]:
         return []
     return ["## Metrics", "", "From the glossary (`python -m core.eval.glossary` lists every metric).", "",
             "| metric | meaning | unit | better |", "|---|---|---|---|", *rows, ""]
+
+
+def source_commit() -> str | None:
+    """The platform's git commit the study ran at (``+changes`` when tracked files differ from it); None
+    outside a git checkout (an installed copy)."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 def machine_count(df: pd.DataFrame) -> int:

@@ -78,6 +78,7 @@ class Study:
     plots: Callable[[pd.DataFrame, Path], list[Path]] | None = None
     tables: Callable[[pd.DataFrame], list[str]] | None = None  # extra markdown sections for the report
     group: str = "cfg.loss.name"  # column the summary table groups by
+    origins: dict[str, str] = field(default_factory=dict)  # where each value of ``base`` came from (--print-config)
 
     @property
     def search(self) -> Search | None:

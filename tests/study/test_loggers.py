@@ -10,15 +10,20 @@ def _trial(status: str, knn: float | None = None) -> SimpleNamespace:
                            last_result={"status": "finished", "knn_top1": knn} if knn is not None else {})
 
 
-def test_the_last_trial_is_not_counted_as_running(capsys):
-    progress = Progress(total=2, metric="knn_top1")
-    first, second = _trial("RUNNING", 90.0), _trial("RUNNING")
-    progress.on_trial_complete(0, [first, second], first)  # Tune calls it while the trial is still RUNNING
-    assert "1/2 done, 1 running, 0 stopped early, 0 failed" in capsys.readouterr().out
-    first.status, second.last_result = "TERMINATED", {"status": "finished", "knn_top1": 95.0}
-    progress.on_trial_complete(0, [first, second], second)
+def test_the_progress_line_is_short_and_counts_what_runs(capsys):
+    progress = Progress(total=3, metric="knn_top1")
+    first, second, third = _trial("RUNNING", 90.0), _trial("RUNNING"), _trial("PENDING")
+    progress.on_trial_complete(0, [first, second, third], first)  # Tune calls it while the trial is still RUNNING
     line = capsys.readouterr().out
-    assert "2/2 done, 0 running" in line and "best (max) knn_top1 95.00" in line
+    assert "1/3 done (1 running, 1 queued; about" in line and "| finished: supcon seed=0 knn_top1 90.00" in line
+    assert "best so far" in line and len(line) < 160, line
+    first.status, second.last_result = "TERMINATED", {"status": "finished", "knn_top1": 85.0}
+    progress.on_trial_complete(0, [first, second, third], second)
+    line = capsys.readouterr().out
+    assert "2/3 done (0 running, 1 queued;" in line and "best so far" not in line  # said only when it changes
+    second.last_result = {"status": "running"}
+    progress.on_trial_complete(0, [first, second], second)
+    assert "1 stopped early" in capsys.readouterr().out
 
 
 def test_tensorboard_gets_only_what_it_can_show(tmp_path, recwarn):

@@ -93,3 +93,55 @@ def test_mean_ci_text():
     half = 4.302652729911275 / math.sqrt(3)  # as in test_t_interval_hand_computed
     assert mean_ci_text([1.0, 2.0, 3.0], ".3f") == f"2.000 [{2 - half:.3f}, {2 + half:.3f}]"
     assert mean_ci_text([5.0], "+.1f") == "+5.0"
+
+
+# -- honest at small n; claims against another metric or a constant; prose from the data (#51) -------------------
+def test_cells_of_one_seed_are_not_replicates():
+    """A --quick try of one seed and two settings printed DOES NOT HOLD (Holm p=0.000386) from two cells whose
+    differences were -3.300 and -3.298: settings of one seed. It is inconclusive, says why, and is no test."""
+    from core.study.claims import adjust_family, verdict_line
+
+    df = _table([[90, 91]], [[86.7, 87.702]], seeds=(0,))
+    (r,) = Claim("x", "acc", better="higher").evaluate(df)
+    assert r["verdict"].startswith("inconclusive (2 paired cells from 1 independent seed(s); a verdict needs at least 3")
+    assert math.isnan(r["p_value"]) and r["seeds"] == 1
+    (adjusted,) = adjust_family([r])
+    assert math.isnan(adjusted["p_holm"]) and "cells of one seed are settings" in verdict_line(adjusted)
+    two = _table([[90, 91], [89, 90]], [[95, 96], [94, 95.5]], seeds=(0, 1))
+    assert Claim("x", "acc", better="higher").evaluate(two)[0]["verdict"].startswith("inconclusive (4 paired cells "
+                                                                                       "from 2")
+    three = _table([[90, 91], [89, 90], [91, 92]], [[95, 96], [94, 95.5], [96, 96]])
+    assert Claim("x", "acc", better="higher").evaluate(three)[0]["verdict"] == "holds"
+
+
+def test_a_claim_against_another_metric_or_a_constant():
+    df = _table([[0.6, 0.62], [0.61, 0.6], [0.6, 0.63]], [[0.7, 0.72], [0.71, 0.74], [0.7, 0.73]])
+    df["base_acc"] = df["acc"] - 0.05  # the same trials' baseline score (a centroid distance's AUROC)
+    (r,) = Claim("x", "acc", better="higher", versus="base_acc", groups=("supcon",)).evaluate(df)
+    assert r["group"] == "supcon" and r["baseline"] == "base_acc" and r["diff"] == pytest.approx(0.05)
+    assert r["verdict"] == "holds"
+    rows = Claim("x", "acc", better="higher", against=0.65).evaluate(df)  # every group against a constant
+    verdicts = {r["group"]: r["verdict"] for r in rows}
+    assert verdicts == {"cross_entropy": "does not hold", "supcon": "holds"} and rows[0]["baseline"] == "0.65"
+    with pytest.raises(ValueError, match="not both"):
+        Claim("x", "acc", better="higher", versus="base_acc", against=0.0)
+
+
+def test_the_reports_prose_comes_from_the_data_it_ran_on():
+    from core.study.report import data_section
+
+    df = _table([[98.9, 99.1], [99.0, 99.2], [98.8, 99.0]], [[99.1, 99.3], [99.0, 99.4], [99.2, 99.0]])
+    df = df.rename(columns={"acc": "probe_top1"}).assign(**{
+        "cfg.data.source": "digits", "cfg.data.root": None, "cfg.data.image_size": 16, "cfg.data.train_limit": None,
+        "cfg.eval.test_limit": None, "test_images": 397,
+        "corruption_protocol": "imagenet_c: ...; WARNING: the imagenet_c suite was made for 224 px images"})
+    text = "\n".join(data_section(df))
+    assert "`digits`, 16 px, every training image" in text and "Scored on 397 test images (the whole test split)" in text
+    assert "saturates" in text and "WARNING: the imagenet_c suite was made for 224 px" in text
+    cifar = df.assign(**{"cfg.data.source": "cifar10", "cfg.data.root": "/data/c", "cfg.data.image_size": 32,
+                         "cfg.data.train_limit": 8000, "cfg.eval.test_limit": 1000, "test_images": 1000,
+                         "probe_top1": df["probe_top1"] - 45, "corruption_protocol": "cifar_c: CIFAR-10-C"})
+    text = "\n".join(data_section(cifar))
+    assert "`cifar10` at `/data/c`, 32 px, 8,000 training images (data.train_limit)" in text
+    assert "eval.test_limit=1,000: a class-stratified subset" in text and "far from saturation" in text
+    assert "99%" not in text and "saturates" not in text

@@ -10,6 +10,7 @@ import pytest
 
 from core.config import RunConfig
 from core.runs.identity import run_name
+from core.study import StudyOptions
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--losses", "supcon", "cross_entropy", "--policies", "simaugment", "--strengths", "1.0",
@@ -53,7 +54,8 @@ def test_tiny_study_end_to_end(ray_session, tmp_path, monkeypatch, capsys):
         assert row, report
         assert float(row.group(1)) == pytest.approx(g["probe_top1"].mean(), abs=0.006)
         assert float(row.group(2)) == pytest.approx(g["corruption_acc"].mean(), abs=0.006)
-    assert report.count("Claim:") == 4 and "Study wall time" in report
+    assert report.count("Claim:") == 5 and "Study wall time" in report  # the five claims against cross-entropy
+    assert "## Data and evaluation" in report and "Clean linear-probe accuracy" in report  # prose from the data
     assert "## Corruption error normalised by cross-entropy" in report
     assert re.search(r"^\| cross_entropy \| 100 \| 100 \| 15 \|$", report, re.M), report  # all 15 ImageNet-C types
     for png in ("probe_top1_vs_strength.png", "accuracy_vs_severity.png", "feature_spectrum.png"):
@@ -134,7 +136,6 @@ def test_ablation_runner(ray_session, tmp_path):
 
 
 def test_shipped_ablation_specs_are_valid():
-    import argparse
 
     from core.study.ablate import load_spec
 
@@ -240,10 +241,10 @@ def test_dashboard_flag_starts_rays_dashboard_on_loopback_only(monkeypatch, caps
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda *a, **k: calls.append(k) or Context())
-    start_study_ray(argparse.Namespace(address=None, dashboard=True))
+    start_study_ray(StudyOptions(dashboard=True))
     assert calls[0]["include_dashboard"] is True and calls[0]["dashboard_host"] == "127.0.0.1"
     assert "Ray dashboard: http://127.0.0.1:8265" in capsys.readouterr().out
-    start_study_ray(argparse.Namespace(address=None, dashboard=False))
+    start_study_ray(StudyOptions())
     assert calls[1]["include_dashboard"] is False
 
 
@@ -445,3 +446,104 @@ def test_worker_group_trials_report_every_epoch_and_asha_stops_the_poor_ones(ray
         rows.setdefault(reports[-1]["status"], []).append(len(epochs))
     assert set(rows) == {"finished", "running"} and sum(map(len, rows.values())) == 2, rows
     assert set(rows["finished"]) == {2} and set(rows["running"]) == {1}, rows  # stopped ones end at their rung
+
+
+# -- a study's records: what it ran, kept with its storage; the tuner state it loads on --resume (#49) -----------
+def _dirs(tmp_path, results: str, storage: str):
+    from core.study.studydir import StudyDirs
+
+    (tmp_path / results).mkdir(parents=True, exist_ok=True)
+    return StudyDirs(tmp_path / results, str(tmp_path / storage))
+
+
+def _grid_study(losses):
+    from core.study import Grid, Study
+
+    return Study(name="s", question="q", base=RunConfig(), trials=Grid({"loss.name": losses}), seeds=[0, 1, 2])
+
+
+def test_a_resume_from_another_results_directory_is_checked_against_the_storages_record(tmp_path):
+    from core.errors import ConfigError
+    from core.study.runner import _record_spec
+
+    _record_spec(_grid_study(["supcon"]), StudyOptions(), _dirs(tmp_path, "first", "store"))
+    assert (tmp_path / "store" / "study.json").exists() and (tmp_path / "first" / "study.json").exists()
+    resume = StudyOptions(resume=True)
+    with pytest.raises(ConfigError, match=r"--resume with flags that change the study recorded in .*store/study.json"):
+        _record_spec(_grid_study(["varcon"]), resume, _dirs(tmp_path, "new", "store"))
+    _record_spec(_grid_study(["supcon"]), resume, _dirs(tmp_path, "new2", "store"))  # the same study: fine
+
+
+def test_a_resume_loads_only_the_tuner_state_this_study_wrote(tmp_path):
+    from core.errors import ConfigError
+    from core.study.runner import check_tuner_state, record_tuner_state
+
+    dirs = _dirs(tmp_path, "results", "results")
+    (tmp_path / "results" / "tune").mkdir()
+    (tmp_path / "results" / "tune" / "tuner.pkl").write_bytes(b"the pickle Tune wrote")
+    record_tuner_state(dirs)
+    check_tuner_state(dirs)  # unchanged: loaded
+    (tmp_path / "results" / "tune" / "tuner.pkl").write_bytes(b"cos\nsystem\n(S'touch pwned'\ntR.")
+    with pytest.raises(ConfigError, match=r"--resume: refusing to load .*tune/tuner.pkl \(a pickle, run as code when "
+                                          r"loaded\): its sha256"):
+        check_tuner_state(dirs)
+    (tmp_path / "results" / "tuner-state.json").unlink()
+    with pytest.raises(ConfigError, match="no record of the file this study wrote"):
+        check_tuner_state(dirs)
+
+
+def test_results_are_named_by_their_data_and_overwrite_refuses_other_data(tmp_path):
+    from core.errors import ConfigError
+    from core.study.runner import _refuse_other_data, default_results_dir
+
+    study = _grid_study(["supcon"])
+    assert default_results_dir(study, StudyOptions()) == "results/s"
+    assert default_results_dir(study, StudyOptions(config_files=("configs/cifar10_laptop.yaml",))) == \
+        "results/s_cifar10_laptop"
+    cifar = _grid_study(["supcon"])
+    cifar.base = RunConfig().with_overrides(["data.source=cifar10", "data.root=/d", "data.image_size=32"])
+    assert default_results_dir(cifar, StudyOptions()) == "results/s_cifar10"
+    (tmp_path / "study.json").write_text(json.dumps({"base": RunConfig().to_dict()}))
+    _refuse_other_data(tmp_path, study)  # the same data: --overwrite may delete it
+    with pytest.raises(ConfigError, match=r"--overwrite would delete the study in .*, which ran on other data "
+                                          r"\(data.image_size: 16 -> 32"):
+        _refuse_other_data(tmp_path, cifar)
+
+
+def test_an_interrupted_study_says_resume_and_names_its_unfinished_trials(tmp_path):
+    """Ctrl-C printed Ray's advice to call Tuner.restore(...), the report listed the unfinished trials as "stopped
+    early" with no reason, and its overhead line read "nan s ... nanx"."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = [sys.executable, str(REPO / "studies" / "augmentation_robustness.py"), *TINY, "--seeds", "0", "1", "2",
+            "--results-dir", str(tmp_path), "--max-concurrent", "1"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, deadline = [], time.time() + 300
+    for line in proc.stdout:  # interrupt once the first trial is done
+        lines.append(line)
+        if " done (" in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    out = "".join(lines) + proc.communicate(timeout=300)[0]
+    assert proc.returncode == 130, out[-3000:]
+    assert "Tuner.restore" not in out and "study interrupted" in out and "--resume" in out.split("study interrupted")[1]
+    report = (tmp_path / "report.md").read_text()
+    assert "interrupted (the study was interrupted before it ended: --resume finishes it)" in report
+    assert "nan" not in report.split("## Overhead")[1].split("##")[0], report
+    df = pd.read_parquet(tmp_path / "trials.parquet")
+    assert (df["status"] == "finished").sum() >= 1 and (df["status"] == "interrupted").sum() >= 1
+
+
+def test_a_study_runs_from_python_with_its_options_as_a_value(ray_session, tmp_path):
+    """No command line: a Study and a StudyOptions are enough (a notebook, a benchmark, another tool)."""
+    from core.study import Grid, Study, run_study
+
+    base = RunConfig().with_overrides(["optim.epochs=1", "data.train_limit=256", "model.width=8",
+                                       "eval.probe_epochs=2", "eval.online_knn=false", "eval.few_shot_episodes=0"])
+    study = Study(name="py", question="from Python", base=base, trials=Grid({"loss.name": ["supcon"]}), seeds=[0])
+    table, report = run_study(study, StudyOptions(results_dir=str(tmp_path / "py"), loggers=()))
+    assert list(table["status"]) == ["finished"] and report == tmp_path / "py" / "report.md"
+    assert (tmp_path / "py" / "trials.parquet").exists() and (tmp_path / "py" / "tuner-state.json").exists()

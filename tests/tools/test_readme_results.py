@@ -65,3 +65,20 @@ def test_the_readme_quotes_the_main_job_through_its_block():
     text = (REPO / "README.md").read_text()
     block = text.split("<!-- results: augmentation_robustness -->", 1)[1].split("<!-- /results -->", 1)[0]
     assert block.strip().startswith("From `results/augmentation_robustness` (20") and "Holm" in block
+
+
+def test_a_block_is_not_replaced_by_a_study_of_another_shape_unless_asked(tmp_path):
+    """A 1-trial try replaced the 48-trial block without a word; the block also names the commit it was made at."""
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results: s -->\n<!-- /results -->\n")
+    full = results_text(CLAIMS, {**TIMING, "commit": "ab9ef69"}, "results/s")
+    assert ", commit ab9ef69: 48 of 48 trials finished" in full
+    assert update_readme(readme, "s", full)
+    tiny = results_text(CLAIMS.iloc[:1], {**TIMING, "trials": 1, "finished": 1}, "results/s")
+    with pytest.raises(DataError, match="quotes a study of 48 trials and 4 tests; this one has 1 trials and 1 tests: "
+                                        "pass --force"):
+        update_readme(readme, "s", tiny)
+    assert "48 of 48" in readme.read_text()
+    assert update_readme(readme, "s", tiny, force=True) and "1 of 1" in readme.read_text()
+    with pytest.raises(DataError, match="does not exist"):
+        update_readme(tmp_path / "nope.md", "s", tiny)
