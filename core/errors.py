@@ -7,6 +7,7 @@ and exits with status 2 (:func:`cli_main`); anything else is a bug and keeps its
 from __future__ import annotations
 
 import errno
+import re
 import sys
 from typing import Callable
 
@@ -54,7 +55,8 @@ def storage_error(exc: OSError, path: object = None) -> StorageError | None:
     cause = _CAUSES.get(exc.errno or -1)
     if cause is None:
         return None
-    where = path if path is not None else (exc.filename or "?")
+    quoted = re.search(r"'(/[^']+|\w+://[^']+)'", str(exc))  # pyarrow names the file in its message only
+    where = path if path is not None else (exc.filename or (quoted.group(1) if quoted else "?"))
     return StorageError(f"cannot write {str(where)!r}: {cause}")
 
 

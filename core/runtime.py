@@ -29,6 +29,13 @@ def _loopback_only(on: bool) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = not on
 
 
+def _on_loopback(address: str) -> bool:
+    """Whether a cluster address is this machine's loopback (``python -m core.tools.cluster local up``): its
+    nodes are on 127.0.0.1, so a driver joining it must be too (with a LAN address it finds no raylet)."""
+    host = address.split("://", 1)[-1].rpartition(":")[0]
+    return host in (LOCAL_HOST, "localhost")
+
+
 def _reachable(address: str, timeout: float = 5.0) -> None:
     """A ``host:port`` GCS address must answer a TCP connect (Ray itself retries for minutes)."""
     import socket
@@ -204,7 +211,7 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None, num_gp
     import ray
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    _loopback_only(not address)
+    _loopback_only(not address or _on_loopback(address))
     _quiet_token_notice()
     if address:
         _reachable(address)

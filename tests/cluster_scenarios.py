@@ -37,7 +37,7 @@ import psutil  # noqa: E402
 import ray  # noqa: E402
 
 from core.config import RunConfig  # noqa: E402
-from core.runtime import pin_ray_data_actors_here  # noqa: E402
+from core.runtime import start_ray  # noqa: E402
 from core.tools.cluster import LOCAL_GPU, RAY_CLI, S3_BUCKET, cluster_env, down, free_port, own_processes, s3_env, up  # noqa: E402
 from core.train import fit  # noqa: E402
 
@@ -292,6 +292,26 @@ def busy_reasons(gcs_address: str) -> dict:
     return {"nodes": nodes, "actors": actors}
 
 
+def listening_addresses(info) -> list[list]:
+    """(process name, address) of every listening socket of the cluster's processes (its head now)."""
+    pids = set(own_processes(info))
+    return sorted({(psutil.Process(c.pid).name(), c.laddr.ip) for c in psutil.net_connections(kind="inet")
+                   if c.status == psutil.CONN_LISTEN and c.pid in pids})
+
+
+def second_cluster_on_the_same_ports(info, out: Path) -> dict:
+    """``local up`` of a second cluster on the first's ports: refused in one line, the first one's processes
+    untouched."""
+    before = sorted(own_processes(info))
+    port = int(info.gcs_address.rpartition(":")[2])
+    dashboard = int(info.dashboard_url.rpartition(":")[2])
+    proc = subprocess.run([sys.executable, "-m", "core.tools.cluster", "local", "up", "--dir", str(out / "second"),
+                           "--port", str(port), "--dashboard-port", str(dashboard)], cwd=REPO, env=cluster_env(),
+                          capture_output=True, text=True, timeout=300)
+    return {"rc": proc.returncode, "stderr": proc.stderr.strip().splitlines()[-1:] or [""],
+            "traceback": "Traceback" in proc.stderr, "first_kept": sorted(own_processes(info)) == before}
+
+
 def main(out: Path, preempt: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     state = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))  # short: Ray's socket paths live under it
@@ -304,8 +324,9 @@ def main(out: Path, preempt: bool = True) -> dict:
     os.environ.update(s3_env(info))
     facts["up_s"] = time.time() - t0
     try:
-        ray.init(address=info.gcs_address, log_to_driver=False)
-        pin_ray_data_actors_here()  # as every platform driver that joins a cluster does (core.runtime.start_ray)
+        start_ray(info.gcs_address, log_to_driver=False)  # as every platform driver that joins a cluster does
+        facts["listening"] = listening_addresses(info)
+        facts["second_up"] = second_cluster_on_the_same_ports(info, out)
         watch = NodeWatch()
         while not watch.samples:
             time.sleep(0.05)

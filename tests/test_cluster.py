@@ -129,6 +129,19 @@ def test_nodes_return_to_zero_and_down_leaves_no_process(cluster_facts):
     assert cluster_facts["ended"] > 0 and cluster_facts["left"] == []
 
 
+def test_a_one_machine_cluster_listens_on_loopback_only(cluster_facts):
+    """Its GCS, raylets and agents bound to every interface, and Ray's metrics port answered anyone."""
+    listening = cluster_facts["listening"]
+    assert listening, "found no listener of the cluster to check"
+    assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1", "::1") for _, ip in listening), listening
+
+
+def test_a_second_cluster_on_the_same_ports_is_refused_and_touches_nothing(cluster_facts):
+    second = cluster_facts["second_up"]
+    assert second["rc"] == 2 and not second["traceback"] and second["first_kept"], second
+    assert "already in use on this machine" in second["stderr"][0], second
+
+
 def test_killed_train_worker_restarts_from_checkpoint(ray_session, tmp_path):
     cfg = RunConfig().with_overrides(["num_workers=2", "optim.epochs=4", "data.train_limit=1024", "optim.batch_size=64",
                                       "model.width=8", "eval.probe_epochs=5", "eval.online_knn=false",

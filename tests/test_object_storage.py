@@ -125,6 +125,39 @@ def test_shards_written_to_s3_train_a_run_stored_in_s3(s3_env, photos, tmp_path)
     assert config["config"]["eval"]["knn_k"] == 5  # the protocol it was last scored with
 
 
+def test_the_store_is_the_truth_for_every_machines_working_copy(s3_env, tmp_path):
+    """A run finished on machine B after machine A's copy went stale: A reported its own stale metrics as the
+    run's; and B's copy of the same config in another store's prefix passed for a finished run there."""
+    store = f"s3://{BUCKET}/truth"
+    a = {**s3_env, "HOME": str(tmp_path / "machine-a")}
+    _run(a, "-m", "core.train", *SMALL, f"storage_path={store}")
+    run = next(k.split("/")[1] for k in _objects(s3_env, "truth/") if k.endswith("/summary.json"))
+    # machine B resumed and finished it later: the store's record is now another than A's working copy
+    summary = json.loads(env_get(s3_env, f"truth/{run}/summary.json")) | {"knn_top1": 12.5}
+    s3_env["_client"].put_object(Bucket=BUCKET, Key=f"truth/{run}/summary.json", Body=json.dumps(summary).encode())
+    again = _run(a, "-m", "core.train", *SMALL, f"storage_path={store}")
+    assert "finished earlier" in again.stdout and "knn_top1           12.5" in again.stdout, again.stdout
+    # another store holds no run of this config: it trains there, it does not take the first store's copy
+    other = _run({**s3_env, "HOME": str(tmp_path / "machine-b")}, "-m", "core.train", *SMALL,
+                 f"storage_path=s3://{BUCKET}/empty")
+    assert "finished earlier" not in other.stdout and f"empty/{run}/summary.json" in _keys(s3_env, "empty/")
+    _run(a, "-m", "core.train", *SMALL, f"storage_path=s3://{BUCKET}/empty2")  # A too, with its copy of the first
+    assert f"empty2/{run}/summary.json" in _keys(s3_env, "empty2/")
+
+
+def test_export_writes_to_object_storage_or_says_why_not(s3_env, tmp_path):
+    home = {**s3_env, "HOME": str(tmp_path / "home")}
+    _run(home, "-m", "core.train", *SMALL, f"storage_path={tmp_path / 'runs'}")
+    (run,) = os.listdir(tmp_path / "runs")
+    _run(home, "-m", "core.export", str(tmp_path / "runs" / run), f"s3://{BUCKET}/exported/{run}")
+    assert {f"exported/{run}/{n}" for n in ("encoder.pt2", "backbone.pt", "head.pt", "model.json")} <= \
+        set(_keys(s3_env, "exported/"))
+    assert not (REPO / "s3:").exists()  # not a local folder named after the URI
+    proc = subprocess.run([sys.executable, "-m", "core.export", str(tmp_path / "runs" / run), "/dev/null"], cwd=REPO,
+                          env={k: v for k, v in home.items() if not k.startswith("_")}, capture_output=True, text=True)
+    assert proc.returncode == 2 and "/dev/null: exists and is not a directory" in proc.stderr, proc.stderr[-500:]
+
+
 def env_get(env: dict, key: str) -> bytes:
     return env["_client"].get_object(Bucket=BUCKET, Key=key)["Body"].read()
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from core.data.folders import stable_index
+from core.errors import DataError
 from core.fs import filesystem, is_uri, open_input
 
 ROWS_PER_BLOCK = 256  # listing rows per block of a file source (one decode task each)
@@ -64,9 +65,30 @@ def read_files(batch: pd.DataFrame) -> pd.DataFrame:
     return batch.assign(bytes=data)
 
 
-def webdataset_rows(batch: dict) -> dict:
-    key = "jpg" if "jpg" in batch else "png"
+def _absent(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def webdataset_rows(batch: dict, num_classes: int | None = None) -> dict:
+    """WebDataset samples as rows, each label checked as it streams by (a sample without ``.cls``, or with a
+    label outside ``[0, num_classes)``, stops the read naming the sample, before any training is spent on it)."""
     keys = batch["__key__"]
-    return {"bytes": list(batch[key]), "label": np.asarray([int(bytes(c).decode() if isinstance(c, (bytes, bytearray))
-                                                                else c) for c in batch["cls"]], np.int64),
+    image = next((k for k in ("jpg", "jpeg", "png") if k in batch), None)
+    images, classes = (batch.get(image) if image else None), batch.get("cls")
+    for i, k in enumerate(keys):  # a member a sample lacks is None, or NaN where Ray Data fills its column
+        lacks = "an image (jpg/png)" if images is None or _absent(images[i]) else \
+            "a .cls label" if classes is None or _absent(classes[i]) else None
+        if lacks:
+            raise DataError(f"webdataset sample {k!r} lacks {lacks}; every sample needs both")
+    labels = []
+    for k, c in zip(keys, classes):
+        text = bytes(c).decode(errors="replace").strip() if isinstance(c, (bytes, bytearray)) else str(c)
+        try:
+            label = int(text)
+        except ValueError:
+            raise DataError(f"webdataset sample {k!r}: label {text!r} is not an integer") from None
+        if label < 0 or (num_classes is not None and label >= num_classes):
+            raise DataError(f"webdataset sample {k!r}: label {label} is outside [0, {num_classes or 'data.num_classes'})")
+        labels.append(label)
+    return {"bytes": list(images), "label": np.asarray(labels, np.int64),
             "index": np.asarray([stable_index(str(k)) for k in keys], np.int64), "path": np.asarray(keys)}

@@ -78,8 +78,12 @@ class Manifest:
             if not isinstance(entry, dict) or not isinstance(entry.get("rows"), int):
                 raise DataError(f"{where}: shards[{name!r}] must hold an integer 'rows'")
             shards[name] = ShardEntry(entry["rows"], str(entry.get("sha256", "")), dict(entry.get("class_counts", {})))
-        return cls(source_digest=str(raw.get("source_digest", "")), shard_size=int(raw.get("shard_size", 0)),
-                   seed=int(raw.get("seed", 0)), total=int(raw.get("total", sum(e.rows for e in shards.values()))),
+        numbers = {key: raw.get(key, default) for key, default in
+                   (("shard_size", 0), ("seed", 0), ("total", sum(e.rows for e in shards.values())))}
+        for key, value in numbers.items():
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise DataError(f"{where}: field {key!r} must be an integer, got {value!r}")
+        return cls(source_digest=str(raw.get("source_digest", "")), **numbers,
                    classes=[str(c) for c in raw["classes"]], shards=shards, complete=bool(raw.get("complete", True)),
                    class_counts=raw.get("class_counts"))
 
@@ -95,6 +99,29 @@ class Manifest:
             rows = rows_of(path)
             if rows != self.shards[name].rows:
                 raise DataError(f"parquet shard {path!r} holds {rows} rows, {MANIFEST} says {self.shards[name].rows}")
+
+
+    def check_classes(self, files: list[str], labels, shard_of, where: str) -> None:
+        """Each shard's labels counted as its entry records them (``shard_of[i]``: the position in ``files`` of
+        label ``i``'s shard); a shard rewritten with other labels but as many rows is refused, named. (Each
+        shard's sha256 is checked when a build resumes, not on every read: that would hash every epoch's bytes.)"""
+        import numpy as np
+
+        for position, path in enumerate(files):
+            entry = self.shards.get(os.path.basename(path))
+            if entry is None or not entry.class_counts:
+                continue
+            values, counts = np.unique(np.asarray(labels)[np.asarray(shard_of) == position], return_counts=True)
+            found = {str(int(v)): int(c) for v, c in zip(values, counts)}
+            if found != {str(k): int(v) for k, v in entry.class_counts.items()}:
+                raise DataError(f"{where}: shard {path!r} holds labels {_few(found)} but {MANIFEST} recorded "
+                                f"{_few(entry.class_counts)}: the shard was changed after it was written; rebuild it "
+                                f"with python -m core.data.shard")
+
+
+def _few(counts: dict) -> str:
+    items = sorted(counts.items(), key=lambda kv: int(kv[0]))
+    return "{" + ", ".join(f"{k}: {v}" for k, v in items[:6]) + (", ..." if len(items) > 6 else "") + "}"
 
 
 def _need(raw: dict, key: str, kind: type, where: str) -> None:

@@ -27,6 +27,7 @@ classes of ``train/`` (a class missing from ``val/`` shifts no label).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import os
@@ -47,7 +48,8 @@ from core.data.arrays import load_cifar
 from core.data.folders import list_image_folder, stable_index
 from core.data.manifest import Manifest, ShardEntry, read_manifest, write_manifest
 from core.errors import DataError, cli_main
-from core.fs import filesystem, join, list_dir, read_bytes, write_bytes_atomic
+from core.fs import filesystem, is_uri, join, list_dir, read_bytes, write_bytes_atomic
+from core.io import DirectoryLock
 
 # The manifest lists every shard (with its class counts), so writing it after every shard made a build
 # quadratic: at ImageNet's 1,282 shards of 1,000, gigabytes of JSON. It is written this often, or less when one
@@ -71,6 +73,7 @@ def folder_source(root: str, classes: list[str] | None = None) -> ShardSource:
     """An ImageFolder split (labelled by ``classes``, default its own folders) and a digest of its
     listing (path, size, mtime, label)."""
     listing = list_image_folder(root, classes)
+    _refuse_links_out(root, listing.paths)
     h = hashlib.sha256()
     for p, label in zip(listing.paths, listing.labels.tolist()):
         st = os.stat(p)
@@ -80,11 +83,33 @@ def folder_source(root: str, classes: list[str] | None = None) -> ShardSource:
                        listing.classes, f"shards {os.path.basename(root) or root}", h.hexdigest())
 
 
+def _refuse_links_out(root: str, paths: list[str]) -> None:
+    """A file that resolves outside SRC (``train/cls/passwd.jpg -> /etc/passwd``) would put bytes from elsewhere
+    on this machine into shards bound for a bucket: refused, naming it and its target."""
+    inside = os.path.join(os.path.realpath(root), "")
+    for path in paths:
+        real = os.path.realpath(path)
+        if not real.startswith(inside):
+            raise DataError(f"{path!r} is a symbolic link to {real!r}, outside SRC {root!r}; refusing to store it "
+                            f"in a shard (copy the file into SRC, or remove the link)")
+
+
 def _encode_file(record: tuple[str, int], root: str) -> tuple[bytes, int, int, str]:
+    """A file's bytes, once they are known to decode as an image (never bytes that are not one)."""
+    from PIL import Image, UnidentifiedImageError
+
     path, label = record
     with open(path, "rb") as fh:
-        rel = os.path.relpath(path, root)
-        return fh.read(), label, stable_index(rel), rel
+        data = fh.read()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.draft("RGB", (64, 64))  # JPEG: decode at 1/8 scale, enough to know it decodes
+            im.load()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"{path!r} does not decode as an image ({type(exc).__name__}: {str(exc)[:80]}); remove or "
+                        f"replace it, then rerun (shards written so far are kept)") from None
+    rel = os.path.relpath(path, root)
+    return data, label, stable_index(rel), rel
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
@@ -219,8 +244,21 @@ def shard_dataset(src: str, dest: str, shard_size: int, fmt: str = "imagefolder"
         sources = _array_sources(src, fmt)
     else:
         raise DataError(f"--format must be imagefolder, cifar10 or cifar100, got {fmt!r}")
-    return {split: write_shards(s, dest if split == "all" else join(dest, split), shard_size, seed, workers)
-            for split, s in sources.items()}
+    with _dest_lock(dest):
+        return {split: write_shards(s, dest if split == "all" else join(dest, split), shard_size, seed, workers)
+                for split, s in sources.items()}
+
+
+@contextlib.contextmanager
+def _dest_lock(dest: str):
+    """A local DEST is locked for the build (two builds into one DEST left a mixture of both): a second one
+    is refused, naming the holder. Object storage has no lock: one build per DEST there is the user's to keep."""
+    if is_uri(dest):
+        yield
+        return
+    os.makedirs(dest, exist_ok=True)
+    with DirectoryLock(dest, "shard destination"):
+        yield
 
 
 def main(argv: list[str] | None = None) -> int:

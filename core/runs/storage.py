@@ -1,15 +1,17 @@
 """Where a run lives, decided once: a local or shared path, or a working copy on this machine mirrored
 to an object store; and the copies between the two.
 
-With ``storage_path=s3://bucket/runs`` a run's working copy is ``LOCAL_RUNS_DIR/<run name>``, its
-record ``s3://bucket/runs/<run name>``: the in-process loop mirrors it every epoch, a worker group's
+With ``storage_path=s3://bucket/runs`` a run's working copy is ``LOCAL_RUNS_DIR/<store>-<hash>/<run name>``,
+its record ``s3://bucket/runs/<run name>`` (the truth: a working copy is refreshed from it before use): the in-process loop mirrors it every epoch, a worker group's
 checkpoints go there through Ray Train, and another machine fetches it to resume, to find it
 finished, to re-score or to export it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -52,13 +54,25 @@ def place(cfg) -> RunPlace:
     (``<loss>-<version-1 hash>``) when no run of the current name exists: re-running its config resumes
     it or finds it finished instead of training a second copy."""
     storage = cfg.storage_path if is_uri(cfg.storage_path) else os.path.abspath(cfg.storage_path)
+    if not is_uri(storage) and os.path.exists(storage) and not os.path.isdir(storage):
+        raise StorageError(f"storage_path={cfg.storage_path!r} is a file, not a directory: runs are directories "
+                           f"under it")
     name = run_name(cfg)
     old = legacy_run_name(cfg)
     if old and not _has_run(storage, name) and _has_run(storage, old):
         name = old
     if is_uri(storage):
-        return RunPlace(storage, name, os.path.join(os.path.expanduser(LOCAL_RUNS_DIR), name), join(storage, name))
+        return RunPlace(storage, name, working_copy(storage, name), join(storage, name))
     return RunPlace(storage, name, os.path.join(storage, name), None)
+
+
+def working_copy(storage: str, name: str) -> str:
+    """This machine's directory for the run ``name`` stored at ``storage`` (a URI): keyed by the store and
+    the run, so two stores' runs of one config never share a working copy."""
+    store = storage.rstrip("/")
+    readable = re.sub(r"[^A-Za-z0-9]+", "-", store.split("://", 1)[-1]).strip("-")[-48:]
+    key = hashlib.sha1(store.encode()).hexdigest()[:8]
+    return os.path.join(os.path.expanduser(LOCAL_RUNS_DIR), f"{readable}-{key}", name)
 
 
 def _has_run(storage: str, name: str) -> bool:
@@ -85,10 +99,11 @@ def mirror_run(run: RunDir, remote: str, names: Iterable[str] = MIRRORED) -> Non
 
 
 def fetch_run(remote: str, run: RunDir) -> list[str]:
-    """The files of a run stored at ``remote`` that this run directory lacks, copied into it (the run
-    resumes, is found finished, or is re-scored on a machine that did not run it; a worker group's rank 0
-    wrote them on another node): the mirrored files, the TensorBoard event files and, of a worker
-    group's run, its newest ``epoch=*/state.pt``. Returns the names fetched."""
+    """The run stored at ``remote`` brought into this run directory, the store being the truth: each mirrored
+    file and, of a worker group's run, the newest ``epoch=*/state.pt`` the store holds replaces this
+    directory's copy where it differs (a run resumed and finished on another machine is not mistaken for this
+    machine's stale epoch); TensorBoard event files (append-only) are copied where missing. A file only this
+    directory has is kept (the run's own ``config.json`` before its first upload). Returns the names fetched."""
     fs, base = filesystem(remote)
     epochs = sorted(i.base_name for i in list_dir(remote) if i.type == pafs.FileType.Directory
                     and i.base_name.startswith(EPOCH_PREFIX))
@@ -97,8 +112,12 @@ def fetch_run(remote: str, run: RunDir) -> list[str]:
     names = [*MIRRORED, *board, *([f"{epochs[-1]}/{STATE_FILE}"] if epochs else [])]
     fetched = []
     for name in names:
-        if not (run.path / name).exists() and (data := read_bytes(fs, join(base, name))) is not None:
-            write_atomic(run.path / name, lambda tmp, data=data: tmp.write_bytes(data))
+        local = run.path / name
+        if name.startswith(TENSORBOARD_DIR) and local.exists():
+            continue
+        data = read_bytes(fs, join(base, name))
+        if data is not None and (not local.exists() or local.read_bytes() != data):
+            write_atomic(local, lambda tmp, data=data: tmp.write_bytes(data))
             fetched.append(name)
     return fetched
 
@@ -107,7 +126,8 @@ def local_copy(run_dir: str) -> tuple[str, str | None]:
     """(a local run directory, the URI it mirrors or None) for a run directory given as a path or a URI."""
     if not is_uri(run_dir):
         return run_dir, None
-    local = Path(os.path.expanduser(LOCAL_RUNS_DIR)) / run_dir.rstrip("/").rsplit("/", 1)[-1]
+    store, _, name = run_dir.rstrip("/").rpartition("/")
+    local = Path(working_copy(store, name))
     local.mkdir(parents=True, exist_ok=True)
     if not fetch_run(run_dir, RunDir(local)) and not (local / CONFIG_FILE).exists():
         raise CheckpointError(f"{run_dir}: no run there (no {CONFIG_FILE})")

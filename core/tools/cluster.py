@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 
 from core.errors import ConfigError, ResourceError, cli_main
-from core.runtime import SHARED_PATHS
+from core.runtime import LOCAL_HOST, SHARED_PATHS
 
 LOCAL_GPU = "local_gpu"  # the GPUs of cluster.yaml's types, as a custom resource
 HEAD_TYPE = "ray.head.default"
@@ -312,23 +312,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _node_ip() -> str:
-    from ray._private.services import get_node_ip_address
-
-    return get_node_ip_address()
-
-
 def cluster_env() -> dict[str, str]:
-    """The environment of the cluster's processes and clients: Ray 2.60 starts it with token auth, and an
-    inherited ``RAY_ADDRESS`` (a local instance, an earlier cluster) would send the head's processes and
-    every job's driver to another cluster."""
+    """The environment of the cluster's processes and clients: Ray 2.60 starts it with token auth; every node
+    of a one-machine cluster is on 127.0.0.1 (Ray's loopback switch: its GCS, raylets, agents and metrics
+    listen there alone, as a local instance's do); and an inherited ``RAY_ADDRESS`` (a local instance, an
+    earlier cluster) would send the head's processes and every job's driver to another cluster."""
     from core.runtime import CLUSTER_SWITCH
 
-    # and a local instance's loopback-only switch would bind the head's GCS to 127.0.0.1 behind a LAN address
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", CLUSTER_SWITCH)}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # a job's `python` (and `ray`) are this Python's, also when its environment was not activated
     path = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
-    return {**env, "PATH": path, "RAY_AUTH_MODE": "token", "RAY_FAKE_CLUSTER": "1"}
+    return {**env, "PATH": path, "RAY_AUTH_MODE": "token", "RAY_FAKE_CLUSTER": "1", CLUSTER_SWITCH: "0"}
+
+
+def check_ports(ports: dict[str, int]) -> None:
+    """Each port ``up`` will listen on is free (a second cluster started on a running one's ports made Ray's CLI
+    end that cluster's dashboard, raylet and agents); taken ones are refused, named, before anything starts."""
+    import socket
+
+    taken = []
+    for what, port in ports.items():
+        with socket.socket() as s:
+            try:
+                s.bind((LOCAL_HOST, port))
+            except OSError:
+                taken.append(f"{port} ({what})")
+    if taken:
+        raise ConfigError(f"port(s) {', '.join(taken)} already in use on this machine (another cluster, or a "
+                          f"service); pass free ones with --port and --dashboard-port")
 
 
 S3_BUCKET = "cluster"  # the bucket of the local S3 API that `up --s3` starts
@@ -344,12 +355,13 @@ def up(cluster_yaml: str, state_dir: str, port: int = 26379, dashboard_port: int
     state = Path(state_dir).absolute()
     if (state / STATE_FILE).exists() and own_processes(read_state(str(state))):
         raise ConfigError(f"a local cluster is already up from {state}; python -m core.tools.cluster local down first")
+    check_ports({"GCS, --port": port, "Ray client server, --port + 1": port + 1, "dashboard": dashboard_port})
     if not Path(cluster_yaml).is_file():
         raise ConfigError(f"no cluster config at {cluster_yaml} (--cluster-yaml: the file `ray up` takes)")
     if isolated:
         check_isolation()
     cluster = yaml.safe_load(Path(cluster_yaml).read_text())
-    gcs, temp = f"{_node_ip()}:{port}", state / "ray"
+    gcs, temp = f"{LOCAL_HOST}:{port}", state / "ray"
     shutil.rmtree(temp, ignore_errors=True)
     (temp / "nodes").mkdir(parents=True)
     config = local_config(cluster, gcs, str(temp / "nodes"), os.cpu_count() or 2, max_workers, idle_timeout_minutes,

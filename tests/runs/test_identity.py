@@ -2,6 +2,7 @@
 re-scoring and export; an edited config.json is refused by each of them."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def test_a_version_1_run_through_every_entry_point(ray_session, tmp_path, capsys
     rescored = evaluate_run(old, ["eval.knn_k=5"])  # core.eval
     assert rescored["run_status"] == "finished" and 0 <= rescored["knn_top1"] <= 100
     info = export_run(old, tmp_path / "exported")  # core.export
-    assert info["epoch"] == 1 and (tmp_path / "exported" / "backbone.pt").stat().st_size > 0
+    assert info["epochs_trained"] == 2 and (tmp_path / "exported" / "backbone.pt").stat().st_size > 0
 
 
 def test_an_edited_config_is_refused_by_every_entry_point(ray_session, tmp_path):
@@ -82,3 +83,25 @@ def test_an_edited_config_is_refused_by_every_entry_point(ray_session, tmp_path)
             entry()
     with pytest.raises(ConfigError, match="holds another config"):
         fit(cfg.with_overrides(["optim.lr=0.5", f"name={run.name}"]), verbose=False)
+
+
+def test_the_runs_of_a_store_are_listed_with_how_to_rescore_them(tmp_path, capsys):
+    from core.runs.__main__ import main as runs_main
+
+    done = tmp_path / "supcon-aaa"
+    done.mkdir()
+    (done / "config.json").write_text(json.dumps({"config": {"loss": {"name": "supcon"}, "optim": {"epochs": 2}}}))
+    (done / "metrics.jsonl").write_text('{"epoch": 0}\n{"epoch": 1}\n')
+    (done / "summary.json").write_text(json.dumps({"status": "finished", "knn_top1": 91.5, "probe_top1": 93.25}))
+    half = tmp_path / "varcon-bbb"
+    half.mkdir()
+    (half / "config.json").write_text(json.dumps({"config": {"loss": {"name": "varcon"}, "optim": {"epochs": 5}}}))
+    (half / "metrics.jsonl").write_text('{"epoch": 0}\n')
+    (tmp_path / "not-a-run").mkdir()
+    assert runs_main(["list", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"supcon-aaa\s+supcon\s+finished\s+2/2\s+91.50\s+93.25", out), out
+    assert re.search(r"varcon-bbb\s+varcon\s+unfinished\s+1/5", out) and "not-a-run" not in out
+    assert f"python -m core.eval {tmp_path}/supcon-aaa eval.knn_k=20" in out
+    assert runs_main(["list", str(tmp_path / "not-a-run")]) == 2
+    assert "no runs there" in capsys.readouterr().err
