@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow.fs as pafs
+import ray
 import torch
 from torch import Tensor, nn
 
@@ -79,9 +80,14 @@ def prepare_corruptions(cfg: RunConfig, shared: str | None = None, source=None) 
     source = source or load_source(cfg.data, cfg.eval.test_limit)
     check_corruptions(cfg, source.test_size)
     chunk = eval_chunk(build_model(cfg, source.num_classes), cfg.data.image_size, cfg.eval.batch_memory_mb)
-    with corruption_progress(cfg, source.test_size, chunk, "building") as bar:
-        for _ in generated_corruptions(iter_numpy(source.test, chunk), cfg, parallel=True, bar=bar, shared=shared):
-            pass  # each batch's corrupted sets are computed and cached as the generator reaches them
+    had_ray = ray.is_initialized()
+    try:
+        with corruption_progress(cfg, source.test_size, chunk, "building") as bar:
+            for _ in generated_corruptions(iter_numpy(source.test, chunk), cfg, parallel=True, bar=bar, shared=shared):
+                pass  # each batch's corrupted sets are computed and cached as the generator reaches them
+    finally:
+        if not had_ray and ray.is_initialized():  # started for the build (a run that needs no Ray): ended now
+            ray.shutdown()
 
 
 def corruption_progress(cfg: RunConfig, test_size: int | None, chunk: int, what: str, enabled: bool = True) -> Progress:

@@ -115,6 +115,10 @@ def _compute(images: np.ndarray, pairs: list[tuple[str, int]], corrupt: CorruptF
     if parallel:
         import ray
 
+        if not ray.is_initialized():  # a run that needs no Ray otherwise (see prepare_corruptions)
+            from core.runtime import start_ray
+
+            start_ray(log_to_driver=False)
         task = ray.remote(num_cpus=1)(corrupt)
         ref = ray.put(images)
         todo, pending = list(pairs), {}

@@ -462,3 +462,40 @@ def test_a_read_only_or_full_storage_is_one_line(digits, tmp_path):
                 shutil.disk_usage = usage
     finally:
         torch.save = real_save
+
+
+def test_cifar_from_an_image_folder_trains_at_32_px_and_scores_on_cifar10_c(ray_session, tmp_path, capsys,
+                                                                            monkeypatch):
+    """data.source=cifar10 with an ImageFolder root and nothing else: CIFAR's size and statistics, the images held
+    in memory, and with eval.robustness=true CIFAR-10-C's types, built before training with a progress line."""
+    import numpy as np
+    from PIL import Image
+
+    from core.train import main as train_main
+
+    monkeypatch.setenv("CONTRASTIVE_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    for split, n in (("train", 8), ("val", 3)):
+        for c in classes:
+            (tmp_path / "cifar" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+                    tmp_path / "cifar" / split / c / f"{i:04d}.jpg")
+    argv = ["data.source=cifar10", f"data.root={tmp_path / 'cifar'}", "eval.robustness=true", "optim.epochs=1",
+            "optim.batch_size=32", "model.width=8", "eval.probe_epochs=2", "eval.few_shot_episodes=0",
+            "eval.corruptions=[contrast,pixelate]", f"storage_path={tmp_path / 'runs'}"]
+    assert train_main(["--print-config", *argv]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"image_size: 32 +# data.source=cifar10", printed) and "corruption_suite: cifar_c" in printed
+    assert train_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "decoded 80 images once" in out and "building CIFAR-10-C (make_cifar_c.py's parameters): 2 types" in out
+    summary = json.loads(next((tmp_path / "runs").glob("*/summary.json")).read_text())
+    assert summary["status"] == "finished" and summary["test_images"] == 30
+    assert summary["corruption_protocol"].startswith("cifar_c: CIFAR-10-C") and "WARNING" not in \
+        summary["corruption_protocol"]
+    assert 0 <= summary["corruption_acc"] <= 100 and summary["corruption_error"] == pytest.approx(
+        100 - summary["corruption_acc"])
+    config = json.loads(next((tmp_path / "runs").glob("*/config.json")).read_text())["config"]
+    assert config["data"]["image_size"] == 32 and config["data"]["mean"] == [0.4914, 0.4822, 0.4465]
