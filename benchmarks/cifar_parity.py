@@ -12,11 +12,11 @@ with the same backbone, epochs, batch, learning rate and training images, 3 seed
   trained on RandomResizedCrop + flip views with SGD (momentum 0.9, no weight decay) for ``--linear-epochs``,
   its final-epoch test top-1 (SupContrast prints the best epoch's; both are recorded).
 
-Each side is also scored with the other's protocol (the platform's kNN and probe on SupContrast's encoder,
-``main_linear`` on the platform's), so a difference can be placed: in the training loop or in the probe.
-Top-1 on all 10,000 test images; per loss and metric, the mean over seeds with its 95% interval and the
-difference platform - SupContrast with Welch's 95% interval. Parity holds when that interval contains 0 or
-lies above it. VarCon: VarContrast's public recipe is SupContrast's (the same two crops, optimiser and
+Both encoders are scored alike three ways (the platform's weighted kNN, its linear probe on frozen features,
+and ``main_linear``), so a difference lies in the training loop, not in a protocol; each side's own linear
+evaluation is shown beside them. Top-1 on all 10,000 test images; per loss and metric, the mean over seeds with
+its 95% interval and the difference platform - SupContrast with Welch's 95% interval. Parity holds when that
+interval contains 0 or lies above it, for each of the three. VarCon: VarContrast's public recipe is SupContrast's (the same two crops, optimiser and
 ``main_linear``), so ``--losses varcon`` runs the same loop with its loss.
 
     python benchmarks/cifar_parity.py --root ../shared/data/cifar10            # ~40 minutes on 2 cores
@@ -135,7 +135,7 @@ def main_linear(model, cfg, train, test, epochs: int, lr: float) -> dict:
     loader = _loader(*train, transforms.Compose([*_crop_flip(), transforms.ToTensor()]), cfg.optim.batch_size, True,
                      cfg.seed, drop_last=False)
     test_loader = _loader(*test, transforms.ToTensor(), 512, False, 0, drop_last=False)
-    clf = nn.Linear(model.backbone.feature_dim, 10)
+    clf = nn.Linear(model.encoder.feature_dim, 10)
     opt = torch.optim.SGD(clf.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
     milestones = [round(epochs * f) for f in (0.6, 0.75, 0.9)]  # main_linear's 60, 75, 90 of 100, x0.2 each
     accs = []
@@ -249,18 +249,18 @@ def mean_ci(values: list[float]) -> str:
     return mean_ci_text(values, ".2f")
 
 
-METRICS = (("knn_top1", "kNN top-1 (platform's kNN on both)"), ("probe_top1", "linear probe, each side's own protocol"),
-           ("linear_top1", "main_linear on both encoders (final epoch)"),
-           ("platform_probe_both", "the platform's probe on both encoders"))
+METRICS = (("knn_top1", "kNN top-1 (the platform's kNN on both encoders)"),
+           ("probe_top1", "linear probe (the platform's, on frozen features, on both encoders)"),
+           ("linear_top1", "main_linear (SupContrast's, on crop + flip views, on both encoders; final epoch)"),
+           ("own", "each side's own linear evaluation (platform: its probe; SupContrast: main_linear)"))
 
 
 def report(loss: str, rows: dict[str, list[dict]]) -> bool:
-    """The side-by-side table of one loss; whether parity holds on every metric."""
-    own = {"platform": [r["probe_top1"] for r in rows["platform"]],
-           "supcontrast": [r["linear_top1"] for r in rows["supcontrast"]]}
-    series = {"knn_top1": {s: [r["knn_top1"] for r in rows[s]] for s in rows}, "probe_top1": own,
-              "linear_top1": {s: [r["linear_top1"] for r in rows[s]] for s in rows},
-              "platform_probe_both": {s: [r["probe_top1"] for r in rows[s]] for s in rows}}
+    """The side-by-side table of one loss; whether parity holds on the metrics that score both encoders alike
+    (kNN and the two linear evaluations): the interval of the difference contains 0 or lies above it."""
+    series = {key: {s: [r[key] for r in rows[s]] for s in rows} for key in ("knn_top1", "probe_top1", "linear_top1")}
+    series["own"] = {"platform": [r["probe_top1"] for r in rows["platform"]],
+                     "supcontrast": [r["linear_top1"] for r in rows["supcontrast"]]}
     print(f"\n{loss}: top-1 on the 10,000 test images, mean [95% interval] over seeds "
           f"{', '.join(str(r['seed']) for r in rows['platform'])}\n")
     print("| metric | platform | SupContrast | platform - SupContrast (Welch 95%) | parity |\n|---|---|---|---|---|")
@@ -269,9 +269,9 @@ def report(loss: str, rows: dict[str, list[dict]]) -> bool:
         p, s = series[key]["platform"], series[key]["supcontrast"]
         d, lo, hi = welch(p, s)
         holds = not math.isfinite(lo) or hi >= 0
-        ok &= holds if key in ("knn_top1", "probe_top1") else True
-        print(f"| {label} | {mean_ci(p)} | {mean_ci(s)} | {d:+.2f} [{lo:+.2f}, {hi:+.2f}] | "
-              f"{'yes' if holds else 'NO: SupContrast ahead'} |")
+        ok &= holds if key != "own" else True
+        verdict = "(two protocols)" if key == "own" else "yes" if holds else "NO: SupContrast ahead"
+        print(f"| {label} | {mean_ci(p)} | {mean_ci(s)} | {d:+.2f} [{lo:+.2f}, {hi:+.2f}] | {verdict} |")
     best = [r["linear_best_top1"] for r in rows["supcontrast"]]
     print(f"\nSupContrast's own print (main_linear's best epoch, not its final): {mean_ci(best)}; training seconds: "
           f"platform {mean_ci([r['train_seconds'] for r in rows['platform']])}, SupContrast "
@@ -286,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--linear-epochs", type=int, default=10, help="main_linear's epochs (100 in the paper; the "
                         "SupCon paper notes 10 suffice)")
-    parser.add_argument("--linear-lr", type=float, default=0.1, help="main_linear's learning rate (its default)")
+    parser.add_argument("--linear-lr", type=float, default=1.0,
+                        help="main_linear's learning rate (its parser's default is 0.1 and its README's SupCon command "
+                             "5, for ResNet-50's 2,048 features; on this recipe's 128, 1.0 scored best of the three)")
     parser.add_argument("--override", action="append", default=[], help="a config override for both sides (dry runs)")
     parser.add_argument("--worker", choices=("supcontrast", "platform"), help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", help=argparse.SUPPRESS)
@@ -309,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {loss} seed {seed} {side:<11} kNN {res['knn_top1']:.2f} probe {res['probe_top1']:.2f} "
                       f"main_linear {res['linear_top1']:.2f} (best {res['linear_best_top1']:.2f})", flush=True)
         verdicts[loss] = report(loss, rows)
-    print("\nparity (kNN and each side's probe): " + ", ".join(f"{k} {'holds' if v else 'FAILS'}"
+    print("\nparity (kNN and both linear evaluations, each on both encoders): " + ", ".join(f"{k} {'holds' if v else 'FAILS'}"
                                                                  for k, v in verdicts.items()))
     return 0
 

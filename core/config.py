@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass, field, is_dataclass
@@ -24,6 +25,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from core.config_loader import dump_yaml, load_yaml, parse_value
 from core.errors import ConfigError
+from core.fs import is_uri
 from core.registry import AUGMENTATIONS, BACKBONES, CORRUPTION_SUITES, LOSSES, SOURCES
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
@@ -493,11 +495,27 @@ def resolve(layers: Iterable[Layer], base: "RunConfig | None" = None) -> Resolve
             raise ConfigError(_blamed(str(exc), layer.origin)) from None
         raw = _deep_merge(raw, layer.values)
         origins.update(dict.fromkeys(layer.dotted(), layer.origin))
+    raw = _absolute_paths(raw)
     try:
         return Resolved(RunConfig.from_dict(raw), origins)
     except ConfigError as exc:
         named = re.match(r"[a-z_]+(\.[a-z_]+)?", str(exc))
         raise ConfigError(_blamed(str(exc), origins.get(named.group(0), "") if named else "")) from None
+
+
+PATH_FIELDS = (("data", "root"), ("eval", "corruption_root"), ("model", "weights"))
+
+
+def _absolute_paths(raw: dict[str, Any]) -> dict[str, Any]:
+    """Local paths the command line gave relative to where it ran, made absolute: a study's trials and a worker
+    group's ranks run in Ray's processes, whose working directory is another (a trial found no CIFAR at
+    ``../shared/data/cifar10``). URIs are left as they are; ``storage_path`` is placed by ``core.runs.storage``."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for section, key in PATH_FIELDS:
+        value = out.get(section, {}).get(key) if isinstance(out.get(section), dict) else None
+        if isinstance(value, str) and value and not is_uri(value) and not os.path.isabs(value):
+            out[section][key] = os.path.abspath(os.path.expanduser(value))
+    return out
 
 
 def _blamed(message: str, origin: str) -> str:

@@ -38,7 +38,8 @@ import ray  # noqa: E402
 
 from core.config import RunConfig  # noqa: E402
 from core.runtime import start_ray  # noqa: E402
-from core.tools.cluster import LOCAL_GPU, RAY_CLI, S3_BUCKET, cluster_env, down, free_port, own_processes, s3_env, up  # noqa: E402
+from core.tools.cluster import (LOCAL_GPU, NODE_TEMP, RAY_CLI, S3_BUCKET, cluster_env, down, free_port,  # noqa: E402
+                                own_processes, s3_env, up)
 from core.train import fit  # noqa: E402
 
 SMALL = ["data.train_limit=1024", "optim.batch_size=128", "model.width=8", "eval.probe_epochs=5",
@@ -60,6 +61,8 @@ class NodeWatch:
 
     def _run(self) -> None:
         while not self.stop.is_set():
+            if not ray.is_initialized():  # the scenario failed and shut its driver down: its error is the story
+                return
             nodes = {n["NodeID"]: n["Resources"].get(LOCAL_GPU, 0.0) for n in ray.nodes()
                      if n["Alive"] and n["Resources"].get("CPU", 0) > 0}
             self.samples.append((time.time(), nodes))
@@ -85,6 +88,22 @@ def raylet_of(node_id: str) -> psutil.Process:
         if p.info["name"] == "raylet" and f"--node_id={node_id}" in (p.info["cmdline"] or ()):
             return p
     raise RuntimeError(f"no raylet for node {node_id}")
+
+
+def reclaim(raylet: psutil.Process) -> None:
+    """The machine of a node goes at once, as a spot reclaim takes it: SIGKILL to every process of the node's
+    session (an isolated node's ``ray start`` runs in a session of its own), not its raylet alone, whose
+    orphaned trial could finish a short run before it noticed."""
+    sid = os.getsid(raylet.pid)
+    if sid == os.getsid(0):  # not a node of its own: its raylet is all there is to kill
+        raylet.send_signal(signal.SIGKILL)
+        return
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) == sid:
+                p.send_signal(signal.SIGKILL)
+        except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+            pass
 
 
 def s3_client():
@@ -122,8 +141,8 @@ def epochs_logged(rows: list[dict]) -> list[int]:
 
 
 def preempt_mid_study(prefix: str, done: dict) -> None:
-    """Once a trial has finished, kill (SIGKILL) the raylet of a node whose trial is mid-run, as a spot
-    reclaim would; record what had finished and how far the preempted run had got (read from the bucket:
+    """Once a trial has finished, take the node whose trial is mid-run (every process of it, SIGKILL), as a
+    spot reclaim would; record what had finished and how far the preempted run had got (read from the bucket:
     the runs live on the worker nodes, which share no disk with this machine)."""
     deadline = time.time() + 600
     while time.time() < deadline and not done:
@@ -133,7 +152,7 @@ def preempt_mid_study(prefix: str, done: dict) -> None:
             epochs = epochs_logged(run["metrics"])
             if finished and name not in finished and 1 <= len(epochs) < EPOCHS - 1:
                 node = [r for r in run["metrics"] if "worker_nodes" in r][-1]["worker_nodes"][0]  # this attempt's
-                raylet_of(node).send_signal(signal.SIGKILL)
+                reclaim(raylet_of(node))
                 done.update(run=name, node=node, epochs_before=len(epochs), at=time.time(),
                             finished={k: {"probe_top1": v.get("probe_top1"),
                                           "lines": len(epochs_logged(runs[k]["metrics"]))}
@@ -174,7 +193,8 @@ def local_study(results: Path) -> tuple[int, str]:
     return proc.returncode, (proc.stdout + proc.stderr)[-3000:]
 
 
-NOT_COMPARED = ("seconds", "_per_s", "time", "node", "pid", "machine", "data_wait", "resumed_from_epoch")
+NOT_COMPARED = ("seconds", "_per_s", "time", "node", "pid", "machine", "data_wait", "resumed_from_epoch",
+                "shard_overlap")  # how an attempt ran (a preempted trial's second attempt), not what it gave
 
 
 def numbers(results: Path) -> dict[str, dict]:
@@ -302,14 +322,30 @@ def listening_addresses(info) -> list[list]:
 def second_cluster_on_the_same_ports(info, out: Path) -> dict:
     """``local up`` of a second cluster on the first's ports: refused in one line, the first one's processes
     untouched."""
-    before = sorted(own_processes(info))
+    before = services(info)
     port = int(info.gcs_address.rpartition(":")[2])
     dashboard = int(info.dashboard_url.rpartition(":")[2])
     proc = subprocess.run([sys.executable, "-m", "core.tools.cluster", "local", "up", "--dir", str(out / "second"),
                            "--port", str(port), "--dashboard-port", str(dashboard)], cwd=REPO, env=cluster_env(),
                           capture_output=True, text=True, timeout=300)
     return {"rc": proc.returncode, "stderr": proc.stderr.strip().splitlines()[-1:] or [""],
-            "traceback": "Traceback" in proc.stderr, "first_kept": sorted(own_processes(info)) == before}
+            "traceback": "Traceback" in proc.stderr, "first_kept": bool(before) and before <= services(info)}
+
+
+def services(info) -> set[int]:
+    """The head's long-lived processes (GCS, raylet, dashboard, autoscaler, log monitor) and the S3 server:
+    Ray's idle Python workers come and go on their own, and worker nodes with the autoscaler."""
+    kept = ("gcs_server", "raylet", "dashboard", "monitor.py", "moto.server")
+    out = set()
+    for pid in own_processes(info):
+        try:
+            cmd = " ".join(psutil.Process(pid).cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        on_a_worker_node = NODE_TEMP in cmd or os.path.join(info.temp_dir, "nodes") in cmd
+        if any(k in cmd for k in kept) and not on_a_worker_node:
+            out.add(pid)
+    return out
 
 
 def main(out: Path, preempt: bool = True) -> dict:

@@ -152,8 +152,10 @@ def test_killed_train_worker_restarts_from_checkpoint(ray_session, tmp_path):
     def kill_rank1_after_second_epoch() -> None:
         deadline = time.time() + 300
         while time.time() < deadline:
-            # epoch 1 logged: every rank has passed epoch 0's report, so its checkpoint is stored
-            if log.exists() and len(log.read_text().splitlines()) >= 2:
+            # epoch 1 logged: every rank has passed epoch 0's report, so its checkpoint is stored; and Ray
+            # Train's controller has registered one (its snapshot file): a kill before that resumes from none
+            if log.exists() and len(log.read_text().splitlines()) >= 2 \
+                    and (log.parent / "checkpoint_manager_snapshot.json").exists():
                 first = json.loads(log.read_text().splitlines()[0])
                 killed["pids"] = first["worker_pids"]
                 os.kill(int(first["worker_pids"][1]), signal.SIGKILL)

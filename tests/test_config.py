@@ -1,3 +1,5 @@
+import pathlib
+
 import pytest
 
 from core.config import ConfigError, RunConfig
@@ -135,6 +137,21 @@ def test_config_files_layer_in_order_and_overrides_win(tmp_path):
     b.write_text("optim: {epochz: 9}\n")
     with pytest.raises(ConfigError, match=r"b\.yaml.*unknown config field 'optim\.epochz'"):
         layered(base, [a, b])
+
+
+def test_relative_local_paths_are_made_absolute_where_the_command_runs(tmp_path, monkeypatch):
+    """A study's trials run in Ray's processes (another working directory): ``data.root=../shared/data/cifar10``
+    found nothing there."""
+    from core.config import layered
+
+    monkeypatch.chdir(tmp_path)
+    cfg = layered(RunConfig(), [], ["data.source=cifar10", "data.root=../cifar", "eval.corruption_root=c10c",
+                                    "model.weights=~/w.pt"])
+    assert cfg.data.root == str(tmp_path.parent / "cifar")
+    assert cfg.eval.corruption_root == str(tmp_path / "c10c")
+    assert cfg.model.weights == str(pathlib.Path.home() / "w.pt")
+    uri = layered(RunConfig(), [], ["data.source=cifar10", "data.root=s3://bucket/cifar"])
+    assert uri.data.root == "s3://bucket/cifar"
 
 
 @pytest.mark.parametrize("override, field, expected", [

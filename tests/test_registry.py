@@ -37,9 +37,11 @@ def test_each_table_holds_what_its_modules_register():
     assert [n for n, k in SOURCES.items() if not k.needs_root] == ["digits"]
     assert set(BACKBONES) == {"small_cnn", "resnet18", "resnet50", "torchvision:", "timm:"}
     assert set(AUGMENTATIONS) == {"simaugment", "autoaugment", "randaugment", "stacked_randaugment", "none"}
-    assert set(CORRUPTION_SUITES) == {"imagenet_c", "fast"}
+    assert set(CORRUPTION_SUITES) == {"imagenet_c", "fast", "cifar_c"}
     assert len(CORRUPTION_SUITES.get("imagenet_c").corruptions) == 15
     assert CORRUPTION_SUITES.get("imagenet_c").references == ("alexnet",)
+    cifar_c = CORRUPTION_SUITES.get("cifar_c")  # CIFAR-10-C: 15 types + make_cifar_c.py's 4 extra, no AlexNet
+    assert (len(cifar_c.corruptions), len(cifar_c.extra), cifar_c.references, cifar_c.made_for) == (15, 4, (), 32)
     assert set(LOSSES) == {"supcon", "simclr", "varcon", "vsupcon", "vsimclr", "cross_entropy"}
     with pytest.raises(ConfigError, match=r"data\.source must be one of \['digits', .*\], got 'mnist'"):
         RunConfig().with_overrides(["data.source=mnist"])

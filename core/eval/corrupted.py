@@ -96,7 +96,8 @@ def corruption_progress(cfg: RunConfig, test_size: int | None, chunk: int, what:
     names = cfg.eval.corruption_names()
     chunks = -(-(test_size or 0) // chunk) if test_size else 0
     return Progress(chunks * len(names) * 5, f"{what} {suite.title or suite.name}: {len(names)} types x 5 "
-                    f"severities on {test_size or '?':,} test images", unit="set", enabled=enabled)
+                    f"severities of {test_size or '?':,} test images in {chunks} chunk(s)", unit="set-chunk",
+                    enabled=enabled)
 
 
 def corrupted_sets(cfg: RunConfig, test: Any, chunk: int = 512, shared: str | None = None) -> CorruptedBatches:
@@ -276,7 +277,7 @@ def corruption_protocol(cfg: RunConfig, sets: int, images: int) -> str:
     text = (f"{where}; {sets} sets ({sets // 5} types x 5 severities) of {images:,} images each; corruption_acc "
             f"and corruption_error are the mean over the sets, unnormalised")
     note = suite.size_note(cfg.data.image_size) if not cfg.eval.corruption_root else ""
-    return f"{text}; WARNING: {note}" if note else text
+    return f"{text}; **size mismatch**: {note}" if note else text
 
 
 def _uncertainty_scores(scores: _Scores, result: Evaluation) -> None:

@@ -400,7 +400,7 @@ def progress_metric(study: Study) -> tuple[str, str]:
 def results_table(grid, study: Study, interrupted: bool = False) -> pd.DataFrame:
     """One row per trial: its full config as ``cfg.*`` columns, its final metrics and status (``interrupted``:
     the study was, so a trial without a final row had not ended, rather than stopped or failed)."""
-    rows = []
+    rows, seen = [], []
     for res in grid:
         point = trial_point(res.config or {})
         try:
@@ -417,6 +417,12 @@ def results_table(grid, study: Study, interrupted: bool = False) -> pd.DataFrame
         if interrupted and metrics["status"] != RunStatus.FINISHED and not metrics.get("error"):
             metrics["status"] = RunStatus.INTERRUPTED
         rows.append({**cfg_cols, **{k: v for k, v in metrics.items() if not k.startswith(TUNE_COLUMNS_DROPPED)}})
+        seen.append(point)
+    if interrupted and not study.search:  # Tune creates a grid's trials as it starts them: name those it never did
+        for point in (p for p in study.points() if p not in seen):
+            cfg_cols = config_columns(trial_config(study.base, point))
+            rows.append({**cfg_cols, **({"variant": point["variant"]} if "variant" in point else {}),
+                         "status": RunStatus.INTERRUPTED})
     df = pd.DataFrame(rows)
     df["status"] = df["status"].fillna(RunStatus.FAILED).astype(str) if "status" in df else str(RunStatus.FAILED)
     return df

@@ -42,12 +42,17 @@ from typing import Any
 import yaml
 
 from core.errors import ConfigError, ResourceError, cli_main
-from core.runtime import LOCAL_HOST, SHARED_PATHS
+from core.runtime import CLUSTER_SWITCH, LOCAL_HOST, SHARED_PATHS
 
 LOCAL_GPU = "local_gpu"  # the GPUs of cluster.yaml's types, as a custom resource
 HEAD_TYPE = "ray.head.default"
 STATE_FILE = "cluster.json"
 RAY_CLI = (sys.executable, "-m", "ray.scripts.scripts")  # this interpreter's `ray`, on PATH or not
+# `ray start --address` of a worker node on 127.0.0.1: Ray's CLI refuses to join a cluster under its loopback-only
+# switch, and without it rewrites the address 127.0.0.1 to the machine's LAN address (where nothing listens)
+LOOPBACK_WORKER_CLI = (sys.executable, "-c", "import sys, ray._private.services as s; "
+                       f"s.get_node_ip_address = lambda address=None: {LOCAL_HOST!r}; "
+                       "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()")
 # (CPUs, GPUs, accelerator) of instance types a node type may leave to detection (``resources: {}``); on AWS,
 # Ray adds the resource ``accelerator_type:<accelerator>`` to such nodes, which a trial can ask for
 INSTANCE_SHAPES = {
@@ -189,10 +194,13 @@ class LocalNodeProvider(_fake_provider()):
         with self.lock:
             node_type, node_id = tags[TAG_RAY_USER_NODE_TYPE], self._next_hex_node_id()
             cpus, gpus, store = resources.pop("CPU", 0), resources.pop("GPU", 0), resources.pop("object_store_memory")
-            env = {**os.environ, "RAY_OVERRIDE_NODE_ID_FOR_TESTING": node_id, "RAY_CLOUD_INSTANCE_ID": node_id,
+            # without the head's loopback-only switch (see LOOPBACK_WORKER_CLI); on 127.0.0.1 all the same
+            inherited = {k: v for k, v in os.environ.items() if k != CLUSTER_SWITCH}
+            env = {**inherited, "RAY_OVERRIDE_NODE_ID_FOR_TESTING": node_id, "RAY_CLOUD_INSTANCE_ID": node_id,
                    "RAY_NODE_TYPE_NAME": node_type, ray_constants.RESOURCES_ENVIRONMENT_VARIABLE: json.dumps(resources),
                    ray_constants.LABELS_ENVIRONMENT_VARIABLE: json.dumps(labels), **_auth_token_env()}
-            start = [*RAY_CLI, "start", f"--address={self._gcs_address}", f"--num-cpus={int(cpus)}",
+            start = [*LOOPBACK_WORKER_CLI, "start", f"--address={self._gcs_address}",
+                     f"--node-ip-address={LOCAL_HOST}", f"--num-cpus={int(cpus)}",
                      f"--num-gpus={int(gpus)}", f"--object-store-memory={int(store)}",
                      f"--resources={json.dumps(resources)}", f"--labels={json.dumps(labels)}",
                      f"--temp-dir={NODE_TEMP}", "--dashboard-agent-listen-port=0", "--block"]
@@ -317,8 +325,6 @@ def cluster_env() -> dict[str, str]:
     of a one-machine cluster is on 127.0.0.1 (Ray's loopback switch: its GCS, raylets, agents and metrics
     listen there alone, as a local instance's do); and an inherited ``RAY_ADDRESS`` (a local instance, an
     earlier cluster) would send the head's processes and every job's driver to another cluster."""
-    from core.runtime import CLUSTER_SWITCH
-
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # a job's `python` (and `ray`) are this Python's, also when its environment was not activated
     path = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
@@ -551,8 +557,9 @@ def submit_command(extra: str = "--quick", isolated: bool = False) -> str:
     """The Ray Job that runs the main study on the local cluster, as ``up`` prints it and the README shows it
     (an isolated cluster keeps the study's storage in ``up --s3``'s bucket: its nodes share no disk)."""
     storage = f" --storage s3://{S3_BUCKET}/augmentation_robustness" if isolated else ""
+    results = "results/cluster_isolated" if isolated else "results/cluster"
     return (f"ray job submit --working-dir . -- python studies/augmentation_robustness.py {extra} "
-            f"--results-dir $PWD/results/cluster{storage} --trial-resource {LOCAL_GPU}=1 --accelerator-type A10G "
+            f"--results-dir $PWD/{results}{storage} --trial-resource {LOCAL_GPU}=1 --accelerator-type A10G "
             f"--max-concurrent 2").replace("  ", " ")
 
 

@@ -134,10 +134,10 @@ def test_the_reports_prose_comes_from_the_data_it_ran_on():
     df = df.rename(columns={"acc": "probe_top1"}).assign(**{
         "cfg.data.source": "digits", "cfg.data.root": None, "cfg.data.image_size": 16, "cfg.data.train_limit": None,
         "cfg.eval.test_limit": None, "test_images": 397,
-        "corruption_protocol": "imagenet_c: ...; WARNING: the imagenet_c suite was made for 224 px images"})
+        "corruption_protocol": "imagenet_c: ...; **size mismatch**: the imagenet_c suite was made for 224 px images"})
     text = "\n".join(data_section(df))
     assert "`digits`, 16 px, every training image" in text and "Scored on 397 test images (the whole test split)" in text
-    assert "saturates" in text and "WARNING: the imagenet_c suite was made for 224 px" in text
+    assert "saturates" in text and "**size mismatch**: the imagenet_c suite was made for 224 px" in text
     cifar = df.assign(**{"cfg.data.source": "cifar10", "cfg.data.root": "/data/c", "cfg.data.image_size": 32,
                          "cfg.data.train_limit": 8000, "cfg.eval.test_limit": 1000, "test_images": 1000,
                          "probe_top1": df["probe_top1"] - 45, "corruption_protocol": "cifar_c: CIFAR-10-C"})

@@ -490,7 +490,7 @@ def test_cifar_from_an_image_folder_trains_at_32_px_and_scores_on_cifar10_c(ray_
     assert re.search(r"image_size: 32 +# data.source=cifar10", printed) and "corruption_suite: cifar_c" in printed
     assert train_main(argv) == 0
     out = capsys.readouterr().out
-    assert "decoded 80 images once" in out and "building CIFAR-10-C (make_cifar_c.py's parameters): 2 types" in out
+    assert "decoded 80 images once" in out and "building CIFAR-10-C (make_cifar_c.py's parameters): 2 types x 5 severities of 30 test images" in out
     summary = json.loads(next((tmp_path / "runs").glob("*/summary.json")).read_text())
     assert summary["status"] == "finished" and summary["test_images"] == 30
     assert summary["corruption_protocol"].startswith("cifar_c: CIFAR-10-C") and "WARNING" not in \
