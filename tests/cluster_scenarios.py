@@ -329,21 +329,33 @@ def second_cluster_on_the_same_ports(info, out: Path) -> dict:
                            "--port", str(port), "--dashboard-port", str(dashboard)], cwd=REPO, env=cluster_env(),
                           capture_output=True, text=True, timeout=300)
     return {"rc": proc.returncode, "stderr": proc.stderr.strip().splitlines()[-1:] or [""],
-            "traceback": "Traceback" in proc.stderr, "first_kept": bool(before) and before <= services(info)}
+            "traceback": "Traceback" in proc.stderr, "first_kept": bool(before) and before <= services(info),
+            "lost": [_cmdline(p) for p in before - services(info)]}
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return " ".join(psutil.Process(pid).cmdline())[:200]
+    except psutil.NoSuchProcess:
+        return f"{pid} (gone)"
 
 
 def services(info) -> set[int]:
     """The head's long-lived processes (GCS, raylet, dashboard, autoscaler, log monitor) and the S3 server:
-    Ray's idle Python workers come and go on their own, and worker nodes with the autoscaler."""
-    kept = ("gcs_server", "raylet", "dashboard", "monitor.py", "moto.server")
+    Ray's idle Python workers and the dashboard's module processes come and go on their own, and worker
+    nodes with the autoscaler."""
+    scripts = ("dashboard/dashboard.py", "_private/monitor.py", "log_monitor.py", "moto.server")
     out = set()
     for pid in own_processes(info):
         try:
-            cmd = " ".join(psutil.Process(pid).cmdline())
+            proc = psutil.Process(pid)
+            name, cmd = proc.name(), " ".join(proc.cmdline())
         except psutil.NoSuchProcess:
             continue
         on_a_worker_node = NODE_TEMP in cmd or os.path.join(info.temp_dir, "nodes") in cmd
-        if any(k in cmd for k in kept) and not on_a_worker_node:
+        # by name or script: a Python worker's arguments name the raylet's socket and the session's logs too
+        ours = name in ("gcs_server", "raylet") or ("default_worker.py" not in cmd and any(s in cmd for s in scripts))
+        if ours and not on_a_worker_node:
             out.add(pid)
     return out
 
