@@ -28,8 +28,18 @@ BEGIN, END = "<!-- results: {name} -->", "<!-- /results -->"
 
 def _cell(r: pd.Series, p: str = "p_holm") -> str:
     label = "Holm p" if p == "p_holm" else "raw p"
-    return (f"{r['group']} {r['group_value']:.2f} vs {r['baseline']} {r['baseline_value']:.2f} "
-            f"({label}={r[p]:.3g})")
+    versus = str(r["baseline"])
+    if not _is_number(versus):  # a group or another metric has a value of its own; a constant is its value
+        versus = f"{versus} {r['baseline_value']:.2f}"
+    return f"{r['group']} {r['group_value']:.2f} vs {versus} ({label}={r[p]:.3g})"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _claimed(r: pd.Series) -> str:

@@ -40,6 +40,14 @@ def test_the_text_states_each_verdict_with_the_runs_numbers():
     assert "The other 1 tests are inconclusive" in text
 
 
+def test_a_claim_against_a_constant_names_the_constant_once():
+    """VCL's rank correlation is tested against 0: "vsupcon -0.05 vs 0", not "vs 0 0.00"."""
+    row = {**_row("vsupcon", "unc_spearman_logdet", "does not hold", "inconclusive", 0.043, 0.6, better="higher",
+                  a=-0.05, b=0.0), "baseline": "0"}
+    text = results_text(pd.DataFrame([row]), TIMING, "r")
+    assert "higher `unc_spearman_logdet`, vsupcon -0.05 vs 0 (raw p=0.043)" in text
+
+
 def test_the_readme_block_is_replaced_and_only_it(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("before\n<!-- results: s -->\nold numbers\n<!-- /results -->\nafter\n")
