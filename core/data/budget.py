@@ -15,15 +15,13 @@
   a slow consumer it turned about 400 times a second, 20-45% of a core on 2 cores; the training step's
   threads lost that core share and more (an epoch took 1.3-1.7x as long). :class:`PauseWhileHeldBack`
   rides along with every budget and makes each such turn wait (``core/data/scheduler_pause.py``).
-- **Evaluation chunks.** Images are encoded ``chunk`` at a time, sized so that the largest
-  activations of one chunk fit ``eval.batch_memory_mb`` (at most ``MAX_CHUNK`` images).
+- **Evaluation chunks.** Images are encoded ``chunk`` at a time (at most ``MAX_CHUNK``), sized from the
+  model's activations by ``core.eval.chunk``.
 """
 
 from __future__ import annotations
 
 import ray.data
-import torch
-from torch import nn
 
 from core.config import DataConfig, RunConfig
 from core.data.block_ops import ROWS_PER_BLOCK
@@ -35,7 +33,6 @@ BATCHES_IN_FLIGHT = 4  # training batches the pipeline may hold ahead of its con
 CHUNKS_IN_FLIGHT = 2  # evaluation chunks (up to MAX_CHUNK images each) ahead of the encoder
 TASKS_IN_FLIGHT = 2  # decode tasks' outputs (ROWS_PER_BLOCK rows each): fewer and the tasks wait for each other
 MAX_CHUNK = 512  # evaluation images per forward pass at most
-MIN_CHUNK = 16
 
 
 def store_budget(data: DataConfig, rows: int, views: int = 1, float_views: bool = False,
@@ -94,29 +91,3 @@ def execution_options(cfg: RunConfig):
 
     return ExecutionOptions(preserve_order=True,
                             resource_limits=ExecutionResources(object_store_memory=evaluation_budget(cfg.data)))
-
-
-@torch.no_grad()
-def eval_chunk(model: nn.Module, image_size: int, memory_mb: int) -> int:
-    """Images per evaluation forward pass: the largest activation of one image, measured on a forward
-    pass of two (hooks on every module), times two (a layer's input and output are alive together),
-    must fit ``memory_mb`` for the whole chunk."""
-    largest = [0]
-
-    def hook(_, __, out) -> None:
-        for t in (out if isinstance(out, (tuple, list)) else [getattr(out, "z", out)]):
-            if isinstance(t, torch.Tensor):
-                largest[0] = max(largest[0], t.numel() * t.element_size() // 2)
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
-    was = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        model.features(torch.zeros(2, 3, image_size, image_size, device=device))
-    finally:
-        model.train(was)
-        for h in handles:
-            h.remove()
-    per_image = 2 * max(largest[0], 3 * image_size ** 2 * 4)
-    return int(min(MAX_CHUNK, max(MIN_CHUNK, (memory_mb << 20) // per_image)))

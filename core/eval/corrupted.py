@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from core.config import RunConfig
 from core.data.arrays import resize_uint8
 from core.data.bad_images import BadImages
-from core.data.budget import eval_chunk
+from core.eval.chunk import eval_chunk
 from core.data.seeded_draws import stratified_positions
 from core.data.sources import eval_folder_dataset, load_source
 from core.errors import EvaluationError

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from core.config import RunConfig
 from core.data.augment import augment_views
 from core.data.bad_images import BadImages
-from core.data.budget import eval_chunk
+from core.eval.chunk import eval_chunk
 from core.data.seeded_draws import stratified_positions
 from core.errors import EvaluationError
 from core.eval.calibration import ece_from_confidence, negative_log_likelihood

@@ -11,9 +11,10 @@ from torch import nn
 
 from core.losses.registry import LossFamily, family_names, loss_family, register
 
-for _mod in pkgutil.iter_modules(__path__):
-    if _mod.name not in ("registry", "dist"):
-        importlib.import_module(f"{__name__}.{_mod.name}")
+# SupCon, the reference family, registers first (it leads the choices an error lists), then the others by name
+for _name in sorted((m.name for m in pkgutil.iter_modules(__path__)), key=lambda n: (n != "supcon", n)):
+    if _name not in ("registry", "dist", "ops"):
+        importlib.import_module(f"{__name__}.{_name}")
 
 from core.losses.cross_entropy import CrossEntropyLoss, cross_entropy_loss  # noqa: E402
 from core.losses.supcon import SimCLRLoss, SupConLoss, simclr_loss, supcon_loss  # noqa: E402

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.losses.registry import LossFamily, register
-from core.losses.supcon import upcast
+from core.losses.ops import upcast
 
 
 def cross_entropy_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:

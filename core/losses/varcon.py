@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from core.errors import ConfigError
 from core.losses.dist import global_batch
 from core.losses.registry import LossFamily, register
-from core.losses.supcon import upcast
+from core.losses.ops import upcast
 
 
 def varcon_loss(

@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 from core.losses.dist import global_batch
 from core.losses.registry import LossFamily, register
-from core.losses.supcon import simclr_loss, supcon_loss, upcast
+from core.losses.ops import upcast
+from core.losses.supcon import simclr_loss, supcon_loss
 
 
 def normalized_gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:

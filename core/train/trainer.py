@@ -4,7 +4,7 @@
 the laptop and small-study path); ``num_workers>=1`` starts a DDP worker group (gloo on CPU, nccl
 on GPU). The run is named by the config hash, so re-running the same config resumes from its last
 checkpoint and a different config never picks up another's. The loop lives in ``core.train.loop``,
-the run directory's format in ``core.train.checkpoint``.
+the run directory's format in ``core.runs.rundir`` and its checkpoints in ``core.runs.checkpoint``.
 """
 
 from __future__ import annotations

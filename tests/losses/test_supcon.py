@@ -114,7 +114,7 @@ def test_bf16_autocast_is_finite_and_close():
 
 
 def test_dense_label_ids_match_unique_without_a_host_sync():
-    from core.losses.supcon import dense_label_ids
+    from core.losses.ops import dense_label_ids
 
     labels = torch.tensor([7, 3, 7, 100, 3, 3, -1])
     _, inverse = torch.unique(labels, return_inverse=True)
