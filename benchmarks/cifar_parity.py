@@ -19,7 +19,7 @@ its 95% interval and the difference platform - SupContrast with Welch's 95% inte
 interval contains 0 or lies above it, for each of the three. VarCon: VarContrast's public recipe is SupContrast's (the same two crops, optimiser and
 ``main_linear``), so ``--losses varcon`` runs the same loop with its loss.
 
-    python benchmarks/cifar_parity.py --root ../shared/data/cifar10            # ~40 minutes on 2 cores
+    python benchmarks/cifar_parity.py --root ../shared/data/cifar10            # ~45 minutes on 2 cores
     python benchmarks/cifar_parity.py --root ../shared/data/cifar10 --seeds 0 --epochs 1 --images 1024  # dry run
 """
 
