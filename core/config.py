@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 import re
 import typing
 from dataclasses import dataclass, field, is_dataclass
@@ -25,7 +24,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from core.config_loader import dump_yaml, load_yaml, parse_value
 from core.errors import ConfigError
-from core.fs import is_uri
+from core.fs import absolute
 from core.registry import AUGMENTATIONS, BACKBONES, CORRUPTION_SUITES, LOSSES, SOURCES
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
@@ -513,8 +512,8 @@ def _absolute_paths(raw: dict[str, Any]) -> dict[str, Any]:
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     for section, key in PATH_FIELDS:
         value = out.get(section, {}).get(key) if isinstance(out.get(section), dict) else None
-        if isinstance(value, str) and value and not is_uri(value) and not os.path.isabs(value):
-            out[section][key] = os.path.abspath(os.path.expanduser(value))
+        if isinstance(value, str) and value:
+            out[section][key] = absolute(value)
     return out
 
 

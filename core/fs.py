@@ -25,6 +25,12 @@ def is_uri(path: str) -> bool:
     return "://" in str(path)
 
 
+def absolute(path: str) -> str:
+    """A URI as it is; a local path with ``~`` expanded and made absolute (where this process runs: a path
+    handed to Ray's processes, whose working directory is another, must not be relative)."""
+    return str(path) if is_uri(path) else os.path.abspath(os.path.expanduser(str(path)))
+
+
 def scheme(path: str) -> str | None:
     """``s3`` of ``s3://bucket/key``; None for a local path."""
     return str(path).split("://", 1)[0] if is_uri(path) else None
@@ -45,7 +51,7 @@ def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     """(pyarrow file system, the path inside it) for a local path or a URI."""
     path = str(path)
     if not is_uri(path):
-        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
+        return pafs.LocalFileSystem(), absolute(path)
     try:
         return pafs.FileSystem.from_uri(path)
     except (ValueError, OSError) as exc:

@@ -106,10 +106,10 @@ def multi_node() -> bool:
 def not_shared(paths: dict[str, str | None]) -> list[str]:
     """The local paths of ``paths`` (what -> path or URI) that no node but this one is known to see: not
     URIs, and not under a prefix of ``$CONTRASTIVE_SHARED_PATHS``."""
-    from core.fs import is_uri
+    from core.fs import absolute, is_uri
 
     prefixes = [os.path.abspath(p) for p in os.environ.get(SHARED_PATHS, "").split(":") if p]
-    local = {what: os.path.abspath(os.path.expanduser(p)) for what, p in paths.items() if p and not is_uri(p)}
+    local = {what: absolute(p) for what, p in paths.items() if p and not is_uri(p)}
     return [f"{what}={path}" for what, path in local.items()
             if not any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)]
 
