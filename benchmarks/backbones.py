@@ -16,6 +16,7 @@ import time
 import torch
 
 from core.config import RunConfig
+from core.losses import head_of
 from core.models import build_model, check_backbone
 
 BACKBONES = [  # (name, stem, image size it needs)
@@ -31,7 +32,7 @@ def step_time(name: str, stem: str, size: int, batch: int, reps: int) -> tuple[f
     cfg = RunConfig().with_overrides([f"model.backbone={name}", f"model.stem={stem}", f"data.image_size={size}"])
     check_backbone(cfg)
     torch.manual_seed(0)
-    model = build_model(cfg, 10)
+    model = build_model(cfg, 10, head_of(cfg))
     loss_fn = torch.nn.functional.mse_loss
     x = torch.rand(batch, 3, size, size)
     times = []

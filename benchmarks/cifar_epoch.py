@@ -65,13 +65,13 @@ def _setup(root: str, model: str, images: int):
     import core.losses  # noqa: F401
     from core.config import RunConfig, layered
     from core.data.sources import load_source
-    from core.losses import build_loss
+    from core.losses import build_loss, head_of
     from core.models import build_model
 
     cfg = layered(RunConfig(), overrides=["data.source=cifar10", f"data.root={root}", f"optim.lr={LR}",
                                           f"data.train_limit={images}", *model_overrides(model)])
     torch.manual_seed(0)
-    net = build_model(cfg, 10)
+    net = build_model(cfg, 10, head_of(cfg))
     opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=0.9, weight_decay=1e-4)
     rows = load_source(cfg.data).train_rows
     return cfg, net, build_loss(cfg.loss), opt, rows

@@ -89,7 +89,7 @@ def supcontrast_train(cfg, train):
     import torch
     from torchvision import transforms
 
-    from core.losses import build_loss
+    from core.losses import build_loss, head_of
     from core.losses.registry import loss_family
     from core.models import build_model
 
@@ -100,7 +100,7 @@ def supcontrast_train(cfg, train):
     ce = cfg.loss.name == "cross_entropy"
     two = (lambda x: [augment(x), augment(x)]) if not ce else augment  # main_ce.py: one crop per image
     loader = _loader(*train, two, cfg.optim.batch_size, True, cfg.seed, drop_last=True)
-    model = build_model(cfg, 10)
+    model = build_model(cfg, 10, head_of(cfg))
     loss_fn, family = build_loss(cfg.loss), loss_family(cfg.loss.name)
     base_lr, epochs = cfg.optim.lr, cfg.optim.epochs
     opt = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=cfg.optim.momentum,
@@ -183,11 +183,12 @@ def worker(args) -> dict:
     if args.worker == "supcontrast":
         model = supcontrast_train(cfg, train)
     else:
+        from core.losses import head_of
         from core.models import build_model
         from core.runs.checkpoint import model_checkpoint
         from core.runs.rundir import RunDir
 
-        model = build_model(cfg, 10)
+        model = build_model(cfg, 10, head_of(cfg))
         model.load_state_dict(model_checkpoint(RunDir(args.run_dir), torch.device("cpu")).model)
     seconds = time.perf_counter() - t0
     own = platform_protocol(model, cfg, train, test)

@@ -55,7 +55,7 @@ def baseline(root: str) -> None:
     from torchvision import datasets, transforms
 
     from core.config import RunConfig
-    from core.losses import build_loss
+    from core.losses import build_loss, head_of
     from core.models import build_model
 
     class TwoCropTransform:
@@ -74,7 +74,7 @@ def baseline(root: str) -> None:
     loader = torch.utils.data.DataLoader(data, batch_size=BATCH, shuffle=True, num_workers=2, drop_last=True,
                                          persistent_workers=True)
     cfg = RunConfig().with_overrides([f"model.width={WIDTH}", f"data.image_size={SIZE}"])
-    model = build_model(cfg, len(data.classes))
+    model = build_model(cfg, len(data.classes), head_of(cfg))
     loss_fn = build_loss(cfg.loss)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     for epoch in range(EPOCHS):

@@ -113,7 +113,7 @@ def reference(model: str, data_root: str, kind: str, epochs_batches: int = 30) -
     from torchvision import datasets, transforms
 
     from core.config import RunConfig
-    from core.losses import supcon_loss
+    from core.losses import head_of, supcon_loss
     from core.models import build_model
 
     s = SETUPS[model]
@@ -135,7 +135,7 @@ def reference(model: str, data_root: str, kind: str, epochs_batches: int = 30) -
     loader = DataLoader(ds, batch_size=s["batch"], shuffle=True, num_workers=os.cpu_count() or 1, pin_memory=True,
                         drop_last=True, persistent_workers=True)
     cfg = RunConfig().with_overrides([f"model.backbone={model}", f"model.stem={s['stem']}"])
-    net = build_model(cfg, 10).cuda().to(memory_format=torch.channels_last)
+    net = build_model(cfg, 10, head_of(cfg)).cuda().to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     n, t0 = 0, None
     for epoch in range(100):

@@ -15,7 +15,7 @@ import time
 import torch
 
 from core.config import RunConfig
-from core.losses import build_loss, supcon_loss, varcon_loss
+from core.losses import build_loss, head_of, supcon_loss, varcon_loss
 from core.models import build_model
 
 
@@ -34,7 +34,7 @@ def bench(backbone: str, stem: str, size: int, batch: int, loss_name: str, mode:
     cfg = RunConfig().with_overrides([f"model.backbone={backbone}", f"model.stem={stem}", f"loss.name={loss_name}",
                                       "model.proj_hidden=2048" if backbone == "resnet50" else "model.proj_hidden=512"])
     torch.manual_seed(0)
-    model = build_model(cfg, num_classes=100).cuda()
+    model = build_model(cfg, 100, head_of(cfg)).cuda()
     bf16 = mode != "fp32"
     if bf16:
         model = model.to(memory_format=torch.channels_last)

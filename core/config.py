@@ -28,6 +28,10 @@ from core.fs import absolute
 from core.registry import AUGMENTATIONS, BACKBONES, CORRUPTION_SUITES, LOSSES, SOURCES
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
+
+# What names a run (core.runs.identity reads these field metadata; the hash is built from them):
+NOT_TRAINED = {"trains": False}  # changes no trained weight: the evaluation, where the run lives, memory budgets
+LOSS_KNOB = {"loss_knob": True}  # read only by the loss families that list it (LossFamily.fields)
 LR_SCALING = ("none", "linear", "sqrt")
 
 
@@ -67,7 +71,7 @@ class DataConfig:
     std: tuple[float, ...] = (0.25,)
     # Ray Data's object-store budget per dataset, MiB (None: a few batches of its output, >= 128 MiB;
     # core/data/budget.py); memory then does not grow with the data set
-    object_store_mb: int | None = None
+    object_store_mb: int | None = field(default=None, metadata=NOT_TRAINED)
 
     def __post_init__(self) -> None:
         source = SOURCES.get(self.source)
@@ -142,15 +146,16 @@ class LossConfig:
     """Which objective, with every knob of every loss family (unused knobs are ignored)."""
 
     name: str = "supcon"
-    temperature: float = 0.1  # SupCon/SimCLR t; VarCon t1
-    base_temperature: float | None = None  # SupCon: scale loss by t/base_t (off by default)
-    supcon_variant: str = "out"  # "out" (L_out, the paper's best) or "in" (L_in)
-    contrast_mode: str = "all"  # "all" or "one" (anchor = first view only)
-    epsilon: float = 0.02  # VarCon adaptive-temperature half-width
-    kl_weight: float = 1.0  # VarCon KL term weight (1.0 = official)
-    adaptive_temperature: bool = True  # VarCon ablation: False fixes t2 = t1
-    centroid_stop_grad: bool = True  # VarCon ablation: False lets gradients flow into centroids
-    beta: float = 1e-3  # VCL KL weight
+    # the knobs: each names a run only of the families that read it (a SupCon run's loss.beta trains nothing)
+    temperature: float = field(default=0.1, metadata=LOSS_KNOB)  # SupCon/SimCLR t; VarCon t1
+    base_temperature: float | None = field(default=None, metadata=LOSS_KNOB)  # SupCon: loss x t/base_t (off)
+    supcon_variant: str = field(default="out", metadata=LOSS_KNOB)  # "out" (L_out, the paper's best) or "in"
+    contrast_mode: str = field(default="all", metadata=LOSS_KNOB)  # "all" or "one" (anchor = first view only)
+    epsilon: float = field(default=0.02, metadata=LOSS_KNOB)  # VarCon adaptive-temperature half-width
+    kl_weight: float = field(default=1.0, metadata=LOSS_KNOB)  # VarCon KL term weight (1.0 = official)
+    adaptive_temperature: bool = field(default=True, metadata=LOSS_KNOB)  # VarCon ablation: False fixes t2 = t1
+    centroid_stop_grad: bool = field(default=True, metadata=LOSS_KNOB)  # VarCon ablation: False: grads reach centroids
+    beta: float = field(default=1e-3, metadata=LOSS_KNOB)  # VCL KL weight
 
     def __post_init__(self) -> None:
         LOSSES.get(self.name)
@@ -286,13 +291,13 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata=NOT_TRAINED)
     seed: int = 0
     num_workers: int = 0  # 0: Ray Train local mode (in-process, no worker start-up)
     use_gpu: bool = False
     precision: str = "auto"  # auto (bf16 autocast on a GPU, fp32 on CPU), fp32 or bf16
-    storage_path: str = "runs"
-    name: str | None = None
+    storage_path: str = field(default="runs", metadata=NOT_TRAINED)
+    name: str | None = field(default=None, metadata=NOT_TRAINED)
 
     def __post_init__(self) -> None:
         _check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32)", self.seed)
@@ -371,7 +376,7 @@ def split_overrides(argv: Iterable[str]) -> tuple[list[str], list[str]]:
 CONFIG_HELP = (f"config: sections {', '.join(SECTIONS)} plus top-level seed, num_workers, use_gpu, precision, "
                "storage_path, name. Set a field with section.key=value (lists: key=a,b or key=[a,b]); "
                "--config files layer in order. Every field and its value: --print-config; their meaning: "
-               "core/config.py. Every metric (meaning, unit, better side): python -m core.eval.glossary.")
+               "core/config.py. Every metric (meaning, unit, better side): python -m core.metrics.")
 
 
 @dataclass(frozen=True)

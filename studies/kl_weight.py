@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.metrics import logdet_at
 from core.results import PosteriorStats, RunStatus
 from core.study import Grid, Study, grid_study_defaults, main_for, question, study_base
 from core.study.claims import Claim
@@ -42,9 +43,9 @@ def plots(df: pd.DataFrame, out: Path) -> list[Path]:
     made.append(plot_lines(var, "cfg.loss.kl_weight", "probe_top1", "cfg.loss.name", None,
                            out / "varcon_accuracy_vs_kl_weight.png", "VarCon accuracy vs kl_weight"))
     if {"logdet_s0", "logdet_s5"} <= set(vcl.columns) and not vcl.empty:
-        long = pd.DataFrame([{"cfg.loss.beta": r["cfg.loss.beta"], "severity": s, "logdet": r[f"logdet_s{s}"],
+        long = pd.DataFrame([{"cfg.loss.beta": r["cfg.loss.beta"], "severity": s, "logdet": r[logdet_at(s)],
                               "cfg.seed": r["cfg.seed"], "status": r["status"]}
-                             for _, r in vcl.iterrows() for s in range(6) if f"logdet_s{s}" in r])
+                             for _, r in vcl.iterrows() for s in range(6) if logdet_at(s) in r])
         made.append(plot_lines(long, "severity", "logdet", "cfg.loss.beta", None, out / "uncertainty_vs_severity.png",
                                "posterior log-det vs corruption severity, per beta"))
     if {"unc_auroc_logdet", "unc_auroc_centroid"} <= set(vcl.columns) and not vcl.empty:

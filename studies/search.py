@@ -42,7 +42,7 @@ def extra_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", default=None, choices=searchable_losses(),
                    help="the loss searched (default: loss.name of the config, supcon unless set)")
     p.add_argument("--objectives", nargs="+", default=["knn_top1"],
-                   help="metric[:max|:min] (default direction: the glossary's, python -m core.eval.glossary). One: "
+                   help="metric[:max|:min] (default direction: the glossary's, python -m core.metrics). One: "
                         "optimised by TPE, with ASHA early stopping when it is reported every epoch (knn_top1); "
                         "several: final metrics, multi-objective, no early stopping")
     p.add_argument("--space", default=None, metavar="FILE.yaml",

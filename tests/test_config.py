@@ -3,7 +3,7 @@ import pathlib
 import pytest
 
 from core.config import ConfigError, RunConfig
-from core.runs.identity import config_hash, legacy_hash
+from core.runs.identity import config_hash, legacy_hash, v2_hash
 
 
 @pytest.mark.parametrize("override, field", [
@@ -46,8 +46,9 @@ def test_simclr_needs_two_views():
 
 def test_hash_is_stable_and_identifies_the_resolved_config():
     a, b = RunConfig(), RunConfig()
-    # pinned: changing it orphans checkpoints (hash version 2, session 5: evaluation excluded)
-    assert config_hash(a) == config_hash(b) == "7c980ad2ddf5"
+    # pinned: changing it orphans checkpoints (hash version 3: only the loss knobs the family reads)
+    assert config_hash(a) == config_hash(b) == "b777ea6a168b"
+    assert v2_hash(a) == "7c980ad2ddf5"  # what hash version 2 (sessions 5-) called the same config
     assert legacy_hash(a) == "c89b7e7cd07c"  # what hash version 1 (sessions 1-4) called the same config
     assert config_hash(a.with_overrides(["loss.temperature=0.2"])) != config_hash(a)
     # placement fields and the evaluation protocol do not change identity (they do not change the weights)
@@ -58,6 +59,21 @@ def test_hash_is_stable_and_identifies_the_resolved_config():
         assert config_hash(a.with_overrides([weights])) != config_hash(a), weights
     # int vs float spelling of the same value resolves identically
     assert config_hash(a.with_overrides(["optim.lr=1"])) == config_hash(a.with_overrides(["optim.lr=1.0"]))
+
+
+def test_a_loss_knob_names_only_the_runs_of_the_families_that_read_it():
+    from core.losses import loss_family
+
+    base = RunConfig()
+    for name in ("supcon", "simclr", "varcon", "vsupcon", "vsimclr", "cross_entropy"):
+        cfg = base.with_overrides([f"loss.name={name}"])
+        reads = loss_family(name).fields
+        for knob, other in (("temperature", 0.3), ("base_temperature", 0.2), ("supcon_variant", "in"),
+                            ("contrast_mode", "one"), ("epsilon", 0.05), ("kl_weight", 0.5),
+                            ("adaptive_temperature", False), ("centroid_stop_grad", False), ("beta", 0.5)):
+            changed = cfg.with_overrides([f"loss.{knob}={other}"])
+            assert (config_hash(changed) != config_hash(cfg)) == (knob in reads), (name, knob)
+            assert v2_hash(changed) != v2_hash(cfg)  # version 2 hashed every knob
 
 
 def test_yaml_round_trip(tmp_path):

@@ -24,17 +24,18 @@ from torch import Tensor, nn
 from core.config import RunConfig
 from core.data.arrays import resize_uint8
 from core.data.bad_images import BadImages
-from core.eval.chunk import eval_chunk
 from core.data.seeded_draws import stratified_positions
 from core.data.sources import eval_folder_dataset, load_source
 from core.errors import EvaluationError
 from core.eval import cifar_c, imagenet_c  # noqa: F401  (register the cifar_c and imagenet_c suites)
 from core.eval.calibration import ece_from_confidence
+from core.eval.chunk import eval_chunk
 from core.eval.features import Features, extract, iter_numpy
 from core.eval.robustness import mean_corruption_error, prototype_accuracy, reference_mce
 from core.eval.uncertainty import centroid_distance, misclassification_auroc, severity_correlation
 from core.fs import filesystem, join
-from core.losses import posterior_log_det
+from core.losses import head_of, posterior_log_det
+from core.metrics import corruption_acc_at, ece_at, fewlabel_acc, fewlabel_std, logdet_at
 from core.models import build_model
 from core.progress import Progress
 from core.registry import CORRUPTION_SUITES
@@ -79,7 +80,8 @@ def prepare_corruptions(cfg: RunConfig, shared: str | None = None, source=None) 
         return
     source = source or load_source(cfg.data, cfg.eval.test_limit)
     check_corruptions(cfg, source.test_size)
-    chunk = eval_chunk(build_model(cfg, source.num_classes), cfg.data.image_size, cfg.eval.batch_memory_mb)
+    model = build_model(cfg, source.num_classes, head_of(cfg))
+    chunk = eval_chunk(model, cfg.data.image_size, cfg.eval.batch_memory_mb)
     had_ray = ray.is_initialized()
     try:
         with corruption_progress(cfg, source.test_size, chunk, "building") as bar:
@@ -243,7 +245,7 @@ def robustness_metrics(model: nn.Module, cfg: RunConfig, tr: Features, te: Featu
     _corruption_scores(scores, result, cfg)
     _uncertainty_scores(scores, result)
     for k in cfg.eval.label_budgets:
-        result.scalars[f"fewlabel_{k}_acc"], result.scalars[f"fewlabel_{k}_std"] = prototype_accuracy(
+        result.scalars[fewlabel_acc(k)], result.scalars[fewlabel_std(k)] = prototype_accuracy(
             tr.feats, tr.labels, te.feats, te.labels, k, seed=cfg.seed)
 
 
@@ -258,8 +260,8 @@ def _corruption_scores(scores: _Scores, result: Evaluation, cfg: RunConfig) -> N
         result.corruptions.append(CorruptionScore(name, sev, acc_by[(name, sev)], ece_by[(name, sev)]))
     out = result.scalars
     for sev in range(1, 6):
-        out[f"corruption_acc_s{sev}"] = float(np.mean([a for (n, s), a in acc_by.items() if s == sev]))
-        out[f"ece_s{sev}"] = float(np.mean([e for (n, s), e in ece_by.items() if s == sev]))
+        out[corruption_acc_at(sev)] = float(np.mean([a for (n, s), a in acc_by.items() if s == sev]))
+        out[ece_at(sev)] = float(np.mean([e for (n, s), e in ece_by.items() if s == sev]))
     out["corruption_acc"] = float(np.mean(list(acc_by.values())))
     out["corruption_error"] = mean_corruption_error(acc_by)
     if cfg.eval.reference_errors:
@@ -293,7 +295,7 @@ def _uncertainty_scores(scores: _Scores, result: Evaluation) -> None:
         out[f"unc_spearman_{name}"] = severity_correlation(v, severity)
         if name == "logdet":  # mean posterior log-det per severity (0 = clean)
             for sev in range(6):
-                out[f"logdet_s{sev}"] = float(v[severity == sev].mean())
+                out[logdet_at(sev)] = float(v[severity == sev].mean())
             kinds = np.asarray(scores.kinds)
             out["unc_spearman_logdet_vs_centroid"] = severity_correlation(v, torch.cat(scores.dist))
             clean = kinds == "clean"

@@ -27,17 +27,19 @@ from core.data.sources import load_source
 from core.errors import CheckpointError, ConfigError, cli_main
 from core.eval.stage import evaluate
 from core.io import DirectoryLock, write_json_atomic
+from core.losses import head_of
+from core.metrics import HEADLINE
 from core.models import build_model
 from core.runs.checkpoint import model_checkpoint
 from core.runs.rundir import CONFIG_FILE, EVALUATION_FILE, SUMMARY_FILE, RunDir
-from core.runs.storage import local_copy, mirror_run
+from core.runs.storage import StoredRun
 from core.runtime import start_ray
 
 
 def run_config(run_dir: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
     """A run directory's config with ``eval.*`` overrides (the only fields re-scoring may change). A
     config.json edited after the run (its config no longer hashes to the recorded hash) is refused; a
-    run written before hash version 2 is checked against the hash it was given then."""
+    run written under an earlier hash version is checked against the hash it was given then."""
     return RunDir(run_dir).run_config(overrides)
 
 
@@ -49,7 +51,7 @@ def rescore(run: RunDir, cfg: RunConfig, source: Any = None, device: torch.devic
     dev = device or _device(None, cfg)
     state = model_checkpoint(run, dev)
     source = source or load_source(cfg.data, cfg.eval.test_limit)
-    model = build_model(cfg, source.num_classes).to(dev)
+    model = build_model(cfg, source.num_classes, head_of(cfg)).to(dev)
     model.load_state_dict(state.model)
     result = evaluate(model, cfg, source.train_eval, source.test, source.num_classes, dev, train_size=source.train_size,
                       corruption_cache=corruption_cache)
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    args.run_dir, remote = local_copy(args.run_dir)  # a run in object storage is scored from a local copy
+    stored = StoredRun.open(args.run_dir)  # a run in object storage is scored from a local copy
+    args.run_dir, remote = str(stored.run.path), stored.mirror
     cfg = run_config(args.run_dir, args.overrides)  # bad input fails before Ray starts
     _device(args.device, cfg)
     if not RunDir(args.run_dir).state_files():
@@ -107,12 +110,11 @@ def _main(args: argparse.Namespace) -> int:
         metrics = evaluate_run(args.run_dir, args.overrides, args.device)
     finally:
         ray.shutdown()
-    for k in ("knn_top1", "probe_top1", "probe_ece", "corruption_acc", "corruption_error", "bad_eval_images"):
+    for k in (*HEADLINE, "bad_eval_images"):
         if k in metrics:
             print(f"  {k:<16} {metrics[k]:.4g}" if isinstance(metrics[k], float) else f"  {k:<16} {metrics[k]}")
     print(f"  {'run':<16} {metrics['run_status']} (scored epoch {metrics['eval_epoch'] + 1})")
-    if remote:
-        mirror_run(RunDir(args.run_dir), remote, [EVALUATION_FILE, SUMMARY_FILE, CONFIG_FILE])
+    stored.push([EVALUATION_FILE, SUMMARY_FILE, CONFIG_FILE])
     print(f"written: {RunDir(args.run_dir).evaluation}" + (f" and {remote}" if remote else ""))
     return 0
 

@@ -18,10 +18,10 @@ from torch import Tensor, nn
 from core.config import RunConfig
 from core.data.augment import augment_views
 from core.data.bad_images import BadImages
-from core.eval.chunk import eval_chunk
 from core.data.seeded_draws import stratified_positions
 from core.errors import EvaluationError
 from core.eval.calibration import ece_from_confidence, negative_log_likelihood
+from core.eval.chunk import eval_chunk
 from core.eval.corrupted import corrupted_sets, robustness_metrics
 from core.eval.features import Features, check_classes, extract, iter_numpy
 from core.eval.fewshot import few_shot_episodes
@@ -29,6 +29,7 @@ from core.eval.geometry import alignment, cluster_agreement, effective_rank, nor
 from core.eval.probe import KNN_PROTOCOL, ProbeResult, knn_accuracy, linear_probe
 from core.eval.subsample import StreamSample
 from core.losses.registry import loss_family
+from core.metrics import fewshot_acc, fewshot_ci95
 from core.progress import Progress
 from core.results import Evaluation
 
@@ -158,5 +159,5 @@ def few_shot_metrics(cfg: RunConfig, te: Features) -> dict:
     for k in (k for k in (1, 5) if int(counts.min()) > k):
         acc, ci = few_shot_episodes(te.feats, te.labels, n_way, k, episodes=cfg.eval.few_shot_episodes,
                                     seed=cfg.seed)
-        out[f"fewshot_{n_way}w{k}s_acc"], out[f"fewshot_{n_way}w{k}s_ci95"] = acc, ci
+        out[fewshot_acc(n_way, k)], out[fewshot_ci95(n_way, k)] = acc, ci
     return out

@@ -22,13 +22,19 @@ from core.losses.varcon import VarConLoss, varcon_loss, varcon_loss_views  # noq
 from core.losses.vcl import VCLLoss, normalized_gaussian_kl, posterior_log_det, vcl_loss  # noqa: E402
 
 __all__ = [
-    "build_loss", "loss_family", "family_names", "register", "LossFamily",
+    "build_loss", "head_of", "loss_family", "family_names", "register", "LossFamily",
     "supcon_loss", "simclr_loss", "varcon_loss", "varcon_loss_views", "vcl_loss",
     "cross_entropy_loss", "normalized_gaussian_kl", "posterior_log_det",
     "SupConLoss", "SimCLRLoss", "VarConLoss", "VCLLoss", "CrossEntropyLoss",
 ]
 
 
-def build_loss(cfg) -> nn.Module:
-    """The loss module a ``LossConfig`` names."""
-    return loss_family(cfg.name).build(cfg)
+def head_of(cfg) -> str:
+    """The head kind the model of a run config needs: its loss family's."""
+    return loss_family(cfg.loss.name).head
+
+
+def build_loss(cfg, num_classes: int | None = None) -> nn.Module:
+    """The loss module a ``LossConfig`` names; ``num_classes`` (the data set's) lets a family size its
+    per-class buffers without looking at the batch (VarCon's centroids: no host sync)."""
+    return loss_family(cfg.name).build(cfg, num_classes)

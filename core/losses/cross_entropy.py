@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.losses.registry import LossFamily, register
 from core.losses.ops import upcast
+from core.losses.registry import LossFamily, register
 
 
 def cross_entropy_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
@@ -27,6 +27,6 @@ class CrossEntropyLoss(nn.Module):
 
 CROSS_ENTROPY = register(LossFamily(
     name="cross_entropy", head="linear", summary="cross-entropy on a linear head (the supervised baseline)",
-    fields=(), build=lambda c: CrossEntropyLoss(),
+    fields=(), build=lambda c, k: CrossEntropyLoss(),
     # logits need no global batch: each worker's mean, averaged by DDP
     objective=lambda fn, out, y, b, v: fn(out.z.reshape(b, v, -1), y)))

@@ -30,7 +30,7 @@ class LossFamily:
     name: str
     head: str  # "projection" (normalised z), "variational" (mu, logvar, projected-normal z) or "linear" (logits)
     fields: tuple[str, ...]  # LossConfig fields this family reads (the others are ignored)
-    build: Callable[[Any], "nn.Module"]  # LossConfig -> loss module
+    build: Callable[[Any, int | None], "nn.Module"]  # (LossConfig, the data set's class count or None) -> module
     # (loss module, model output with .z [B*V, D] (.mu/.logvar for variational heads), labels [B], B, V) -> loss
     objective: Callable[["nn.Module", Any, "Tensor", int, int], "Tensor"]
     summary: str = ""

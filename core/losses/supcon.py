@@ -59,7 +59,7 @@ def supcon_loss(
         anchor, anchor_labels = contrast[:n], labels
 
     if variant == "out":
-        per_anchor, has_pos = _supcon_out(anchor, anchor_labels, contrast, contrast_labels, temperature)
+        per_anchor, has_pos = _supcon_out(anchor, contrast, contrast_labels, temperature)
     else:
         per_anchor, has_pos = _supcon_in(anchor, anchor_labels, contrast, contrast_labels, temperature)
     # with V >= 2 every anchor has its other view as a positive: the check (a host sync) is needed for V=1 only
@@ -79,8 +79,8 @@ def _masked_logits(anchor: Tensor, contrast: Tensor, temperature: float) -> Tens
     return logits
 
 
-def _supcon_out(anchor: Tensor, anchor_labels: Tensor, contrast: Tensor, contrast_labels: Tensor,
-                temperature: float) -> tuple[Tensor, Tensor]:
+def _supcon_out(anchor: Tensor, contrast: Tensor, contrast_labels: Tensor, temperature: float
+                ) -> tuple[Tensor, Tensor]:
     """L_out per anchor. The positive term is linear in z_p, so it comes from per-class sums:
     (1/|P_i|) sum_p z_i.z_p/t = z_i.(S_{y_i} - z_i) / (t |P_i|), in O(M D); only the log-denominator
     needs the [A, M] similarity matrix (one matmul + one logsumexp)."""
@@ -162,10 +162,10 @@ def _global(loss_fn: nn.Module, out, labels: Tensor, b: int, v: int) -> Tensor:
 SUPCON = register(LossFamily(
     name="supcon", head="projection", summary="SupCon L_out (default) or L_in, Khosla et al. 2020",
     fields=("temperature", "supcon_variant", "contrast_mode", "base_temperature"),
-    build=lambda c: SupConLoss(c.temperature, c.supcon_variant, c.contrast_mode, c.base_temperature),
+    build=lambda c, k: SupConLoss(c.temperature, c.supcon_variant, c.contrast_mode, c.base_temperature),
     objective=_global, search_space=_temperature_space))
 
 SIMCLR = register(LossFamily(
     name="simclr", head="projection", summary="SimCLR / NT-Xent (each image its own class)",
-    fields=("temperature",), build=lambda c: SimCLRLoss(c.temperature), objective=_global,
+    fields=("temperature",), build=lambda c, k: SimCLRLoss(c.temperature), objective=_global,
     min_views=2, search_space=_temperature_space))

@@ -9,12 +9,13 @@ For flat normalised embeddings z ``[M, D]`` with labels y ``[M]`` and the C_b cl
     q(y|z)   = e^{1/t2} / (e^{1/t2} + C_b - 1),  others 1 / (e^{1/t2} + C_b - 1)
     L        = mean_i [ kl_weight * KL(q || p) - log p(y|z) ]
 
-q is computed in log space so a tiny t2 cannot overflow. Cost O(M * C_b * D).
+q is computed in log space so a tiny t2 cannot overflow. The classes present are found on the labels'
+device with no host synchronisation (``torch.unique`` copies its size to the host: a stall per GPU step):
+with the data set's class count K the labels index K columns, else dense ids index M; absent columns are
+masked out of the softmax, the KL and C_b. Cost O(M * K * D).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +23,8 @@ from torch import Tensor, nn
 
 from core.errors import ConfigError
 from core.losses.dist import global_batch
+from core.losses.ops import dense_label_ids, upcast
 from core.losses.registry import LossFamily, register
-from core.losses.ops import upcast
 
 
 def varcon_loss(
@@ -35,6 +36,7 @@ def varcon_loss(
     kl_weight: float = 1.0,
     adaptive_temperature: bool = True,
     centroid_stop_grad: bool = True,
+    num_classes: int | None = None,
 ) -> Tensor:
     """VarCon loss on flat normalised embeddings ``z [M, D]`` and labels ``[M]``.
 
@@ -50,24 +52,27 @@ def varcon_loss(
     if not 0 <= epsilon < temperature:
         raise ValueError(f"epsilon must be in [0, temperature={temperature}), got {epsilon}")
     z = upcast(z)
-    classes, idx = torch.unique(labels, return_inverse=True)
-    num_present = classes.numel()
-    one_hot = F.one_hot(idx, num_present).to(z.dtype)  # [M, C_b]
-    centroids = F.normalize(one_hot.T @ z / one_hot.sum(0)[:, None], dim=1)
+    ids, width = (labels, num_classes) if num_classes else (dense_label_ids(labels), z.shape[0])
+    one_hot = torch.zeros(z.shape[0], width, dtype=z.dtype, device=z.device).scatter_(1, ids[:, None], 1.0)  # [M, K]
+    count = one_hot.sum(0)  # [K]
+    present = count > 0
+    num_present = present.sum()  # C_b, a tensor: no host sync
+    centroids = F.normalize(one_hot.T @ z / count.clamp_min(1)[:, None], dim=1)  # an absent class: a zero row
     if centroid_stop_grad:
         centroids = centroids.detach()
 
-    log_p = F.log_softmax(z @ centroids.T / temperature, dim=1)
-    log_p_y = log_p.gather(1, idx[:, None]).squeeze(1)
+    log_p = F.log_softmax((z @ centroids.T / temperature).masked_fill(~present, float("-inf")), dim=1)
+    log_p_y = log_p.gather(1, ids[:, None]).squeeze(1)
     if adaptive_temperature:
         t2 = ((temperature - epsilon) + 2 * epsilon * log_p_y.exp()).clamp_min(1e-6)
     else:
         t2 = torch.full_like(log_p_y, temperature)
     inv_t2 = 1.0 / t2
     # log(e^{1/t2} + C_b - 1), with log(0) = -inf when only one class is present
-    log_norm = torch.logaddexp(inv_t2, torch.full_like(inv_t2, math.log(num_present - 1) if num_present > 1 else float("-inf")))
-    log_q = (inv_t2[:, None] * one_hot) - log_norm[:, None]  # [M, C_b]
-    kl = (log_q.exp() * (log_q - log_p)).sum(1)
+    log_norm = torch.logaddexp(inv_t2, torch.log((num_present - 1).double()).to(z.dtype).expand_as(inv_t2))
+    log_q = (inv_t2[:, None] * one_hot) - log_norm[:, None]  # [M, K]
+    # absent classes hold no mass: masked before the product (inf - inf there would make the gradient nan)
+    kl = (log_q.exp() * torch.where(present, log_q - log_p, 0.0)).sum(1)
     return (kl_weight * kl - log_p_y).mean()
 
 
@@ -81,10 +86,12 @@ class VarConLoss(nn.Module):
     """Module wrapper of :func:`varcon_loss_views`."""
 
     def __init__(self, temperature: float = 0.1, epsilon: float = 0.02, kl_weight: float = 1.0,
-                 adaptive_temperature: bool = True, centroid_stop_grad: bool = True) -> None:
+                 adaptive_temperature: bool = True, centroid_stop_grad: bool = True,
+                 num_classes: int | None = None) -> None:
         super().__init__()
         self.kwargs = dict(temperature=temperature, epsilon=epsilon, kl_weight=kl_weight,
-                           adaptive_temperature=adaptive_temperature, centroid_stop_grad=centroid_stop_grad)
+                           adaptive_temperature=adaptive_temperature, centroid_stop_grad=centroid_stop_grad,
+                           num_classes=num_classes)
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
         return varcon_loss_views(features, labels, **self.kwargs)
@@ -104,6 +111,7 @@ def _space(trial) -> None:
 VARCON = register(LossFamily(
     name="varcon", head="projection", summary="VarCon: variational class-posterior contrastive loss (NeurIPS 2025)",
     fields=("temperature", "epsilon", "kl_weight", "adaptive_temperature", "centroid_stop_grad"),
-    build=lambda c: VarConLoss(c.temperature, c.epsilon, c.kl_weight, c.adaptive_temperature, c.centroid_stop_grad),
+    build=lambda c, k: VarConLoss(c.temperature, c.epsilon, c.kl_weight, c.adaptive_temperature,
+                                  c.centroid_stop_grad, num_classes=k),
     objective=lambda fn, out, y, b, v: fn(*global_batch(out.z.reshape(b, v, -1), y)),
     validate=_validate, search_space=_space))

@@ -14,8 +14,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from core.losses.dist import global_batch
-from core.losses.registry import LossFamily, register
 from core.losses.ops import upcast
+from core.losses.registry import LossFamily, register
 from core.losses.supcon import simclr_loss, supcon_loss
 
 
@@ -86,10 +86,10 @@ def _space(trial) -> None:
 
 VSUPCON = register(LossFamily(
     name="vsupcon", head="variational", summary="VSupCon: SupCon on projected-normal samples + beta * KL/D (VCL)",
-    fields=("temperature", "beta"), build=lambda c: VCLLoss(c.beta, c.temperature, supervised=True),
+    fields=("temperature", "beta"), build=lambda c, k: VCLLoss(c.beta, c.temperature, supervised=True),
     objective=_objective, search_space=_space))
 
 VSIMCLR = register(LossFamily(
     name="vsimclr", head="variational", summary="VSimCLR: SimCLR on projected-normal samples + beta * KL/D (VCL)",
-    fields=("temperature", "beta"), build=lambda c: VCLLoss(c.beta, c.temperature, supervised=False),
+    fields=("temperature", "beta"), build=lambda c, k: VCLLoss(c.beta, c.temperature, supervised=False),
     objective=_objective, min_views=2, search_space=_space))

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.config import RunConfig
-from core.losses.registry import loss_family
 from core.models.backbones import build_backbone, check_input, load_weights
 from core.models.encoders import SmallCNN
 from core.models.heads import ProjectionHead, VariationalHead, projected_normal_sample
@@ -81,12 +80,13 @@ class ContrastiveModel(nn.Module):
         return list(self.head.logvar.parameters()) if isinstance(self.head, VariationalHead) else []
 
 
-def build_model(cfg: RunConfig, num_classes: int) -> ContrastiveModel:
-    """The model a run config asks for (``model.weights`` loaded into its backbone)."""
+def build_model(cfg: RunConfig, num_classes: int, head: str) -> ContrastiveModel:
+    """The model a run config asks for (``model.weights`` loaded into its backbone), with the head its loss
+    family needs (``projection``, ``variational`` or ``linear``: ``core.losses.head_of(cfg)``)."""
     encoder = build_backbone(cfg.model.backbone, cfg.model.stem, cfg.model.base_width())
     if cfg.model.weights:
         load_weights(encoder, cfg.model.weights, cfg.model.backbone)
-    return ContrastiveModel(encoder, loss_family(cfg.loss.name).head, cfg.model.proj_dim, cfg.model.proj_hidden,
+    return ContrastiveModel(encoder, head, cfg.model.proj_dim, cfg.model.proj_hidden,
                             num_classes, cfg.data.mean, cfg.data.std)
 
 

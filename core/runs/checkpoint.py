@@ -133,7 +133,9 @@ def model_checkpoint(run: RunDir, device: torch.device) -> TrainState:
     state = load_state(files, device)
     saved = run.saved_config()
     recorded = saved.config_hash if saved else None
-    if state is None or state.config_hash != recorded:
+    # the same run under another hash version (a run resumed after an upgrade records the newer one)
+    if state is None or not (state.config_hash == recorded or (saved and same_run(state.config_hash,
+                                                                                    saved.run_config(run.config)))):
         raise CheckpointError(f"{run.path}: the checkpoint belongs to config {state and state.config_hash}, the run "
                               f"directory to {recorded}; refusing to use another run's weights")
     if not state.model:

@@ -153,7 +153,7 @@ class RunDir:
     def record_protocol(self, cfg: RunConfig) -> None:
         """``config.json``'s evaluation section becomes ``cfg``'s (the protocol the run was last scored with)."""
         saved = self.read_json(self.config)
-        if saved and saved.get("config_hash") == config_hash(cfg):
+        if saved and same_run(saved.get("config_hash"), cfg):
             write_json_atomic(self.config, {**saved, "config": {**saved["config"], "eval": cfg.to_dict()["eval"]}})
 
     # -- the result -----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 from core.config import CONFIG_HELP, Layer
 from core.config_loader import load_yaml
 from core.errors import ConfigError
-from core.eval.glossary import require
+from core.metrics import require
 from core.study.claims import Claim
 from core.study.cli import main_for, study_config
 from core.study.spec import Study, Variants

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.metrics import config_column, metric
 from core.results import RunStatus
 from core.study.stats import detectable_difference, holm, paired_p_value, pairs_needed, t_interval
 
@@ -24,7 +25,7 @@ class Claim:
     columns; paired differences over seeds (a lower spread supports it). ``versus``: instead of a baseline
     group, another metric of the same trials (VCL's log-det AUROC against the centroid distance's);
     ``against``: a constant (a rank correlation above 0). ``groups``: only these groups are compared (all
-    but the baseline by default). ``better`` comes from the metric glossary (``core/eval/glossary.py``) and
+    but the baseline by default). ``better`` comes from the metric glossary (``core/metrics.py``) and
     may only restate it. ``paper_effect``: the paper's difference as a relative change of the baseline's
     value (e.g. -0.02 for 2% lower), when it gives one. A verdict needs cells from at least ``MIN_SEEDS``
     independent seeds; with fewer the claim is inconclusive, says why, and is left out of the Holm family.
@@ -34,10 +35,10 @@ class Claim:
     metric: str
     kind: str = "mean"
     better: str | None = None
-    group: str = "cfg.loss.name"
+    group: str = config_column("loss.name")
     baseline: str = "cross_entropy"
-    settings: tuple[str, ...] = ("cfg.augment.policy", "cfg.augment.strength")
-    seed: str = "cfg.seed"
+    settings: tuple[str, ...] = (config_column("augment.policy"), config_column("augment.strength"))
+    seed: str = config_column("seed")
     where: tuple[tuple[str, Any], ...] = ()  # (column, value) filters applied first
     paper_effect: float | None = None
     groups: tuple[str, ...] = ()
@@ -45,8 +46,6 @@ class Claim:
     against: float | None = None
 
     def __post_init__(self) -> None:
-        from core.eval.glossary import metric
-
         entry = metric(self.metric)
         known = "lower" if self.kind == "spread" else (entry.better if entry else None)
         if self.better is not None and known and self.better != known:

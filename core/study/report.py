@@ -10,19 +10,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from core.config import RunConfig, flatten
-from core.eval.glossary import metric
 from core.io import write_atomic, write_json_atomic, write_text_atomic
+from core.metrics import config_column, config_key, corruption_acc_at, mce_vs, metric, relative_mce_vs
 from core.results import RunStatus
 from core.study.claims import FAMILY_NOTE, adjust_family, verdict_line
 from core.study.spec import Study
 from core.study.stats import t_interval
 from core.study.studydir import CLAIMS_FILE, REPORT_FILE, TIMING_FILE
-
-
-def config_columns(cfg: RunConfig) -> dict:
-    """The full resolved config as ``cfg.section.key`` columns."""
-    return flatten("cfg.", cfg.to_dict())
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
@@ -35,7 +29,7 @@ def summary_table(df: pd.DataFrame, group: str, metrics: Sequence[str]) -> pd.Da
     ok = df[df["status"] == RunStatus.FINISHED]
     rows = []
     for name, g in ok.groupby(group):
-        row = {group.removeprefix("cfg."): name, "trials": len(g)}
+        row = {config_key(group): name, "trials": len(g)}
         for m in metrics:
             if m in g:
                 mean, lo, hi = t_interval(g[m].values)
@@ -54,7 +48,7 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-AXIS_LABELS = {"cfg.augment.strength": "augmentation strength (0 = none, 1 = strongest)",
+AXIS_LABELS = {config_column("augment.strength"): "augmentation strength (0 = none, 1 = strongest)",
                "severity": "corruption severity (0 = clean)", "accuracy": "probe accuracy (%)"}
 
 
@@ -64,7 +58,7 @@ def axis_label(column: str) -> str:
         return AXIS_LABELS[column]
     m = metric(column)
     unit = f" ({m.unit})" if m is not None and m.unit not in ("-", "") else ""
-    return column.removeprefix("cfg.") + unit
+    return config_key(column) + unit
 
 
 def plot_lines(df: pd.DataFrame, x: str, y: str, group: str, facet: str | None, path: str | Path,
@@ -109,17 +103,17 @@ def plot_lines(df: pd.DataFrame, x: str, y: str, group: str, facet: str | None, 
     return Path(path)
 
 
-def severity_frame(df: pd.DataFrame, group: str = "cfg.loss.name") -> pd.DataFrame:
+def severity_frame(df: pd.DataFrame, group: str = config_column("loss.name")) -> pd.DataFrame:
     """Long table of corruption accuracy per severity (0 = clean probe accuracy)."""
-    ok = df[df["status"] == RunStatus.FINISHED]
+    ok, seed = df[df["status"] == RunStatus.FINISHED], config_column("seed")
     rows = []
     for _, r in ok.iterrows():
         if "probe_top1" in r:
-            rows.append({group: r[group], "severity": 0, "accuracy": r["probe_top1"], "cfg.seed": r["cfg.seed"]})
+            rows.append({group: r[group], "severity": 0, "accuracy": r["probe_top1"], seed: r[seed]})
         for s in range(1, 6):
-            col = f"corruption_acc_s{s}"
+            col = corruption_acc_at(s)
             if col in r and np.isfinite(r[col]):
-                rows.append({group: r[group], "severity": s, "accuracy": r[col], "cfg.seed": r["cfg.seed"]})
+                rows.append({group: r[group], "severity": s, "accuracy": r[col], seed: r[seed]})
     return pd.DataFrame(rows)
 
 
@@ -152,8 +146,8 @@ def normalized_mce_table(df: pd.DataFrame, group: str, baseline: str) -> pd.Data
     rows = []
     for name in sorted(set(long[group])):
         out = normalized_corruption_errors(pairs(name), float(clean[name]), pairs(baseline), float(clean[baseline]))
-        rows.append({group.removeprefix("cfg."): name, f"mce_vs_{baseline}": out["mce"],
-                     f"relative_mce_vs_{baseline}": out["relative_mce"],
+        rows.append({config_key(group): name, mce_vs(baseline): out["mce"],
+                     relative_mce_vs(baseline): out["relative_mce"],
                      "corruption types": long[long[group] == name]["corruption"].nunique()})
     return pd.DataFrame(rows)
 
@@ -252,18 +246,19 @@ def data_section(df: pd.DataFrame) -> list[str]:
     carries the digits' text): the data, the test images, the corruption protocol and any warning it
     carries, and whether clean accuracy saturates."""
     ok = df[df["status"] == RunStatus.FINISHED]
-    if ok.empty or "cfg.data.source" not in ok:
+    source, root, size, limit_col, test_limit = (config_column(k) for k in (
+        "data.source", "data.root", "data.image_size", "data.train_limit", "eval.test_limit"))
+    if ok.empty or source not in ok:
         return []
     lines = ["## Data and evaluation", ""]
-    for _, r in ok.drop_duplicates(["cfg.data.source", "cfg.data.root", "cfg.data.image_size",
-                                    "cfg.data.train_limit"]).iterrows():
-        limit = r["cfg.data.train_limit"]
+    for _, r in ok.drop_duplicates([source, root, size, limit_col]).iterrows():
+        limit = r[limit_col]
         train = f"{int(limit):,} training images (data.train_limit)" if pd.notna(limit) else "every training image"
-        root = f" at `{r['cfg.data.root']}`" if isinstance(r["cfg.data.root"], str) else ""
-        lines.append(f"- Data: `{r['cfg.data.source']}`{root}, {int(r['cfg.data.image_size'])} px, {train}.")
+        where = f" at `{r[root]}`" if isinstance(r[root], str) else ""
+        lines.append(f"- Data: `{r[source]}`{where}, {int(r[size])} px, {train}.")
     if "test_images" in ok:
         counts = sorted({int(n) for n in ok["test_images"].dropna()})
-        limit = ok["cfg.eval.test_limit"].dropna() if "cfg.eval.test_limit" in ok else pd.Series(dtype=float)
+        limit = ok[test_limit].dropna() if test_limit in ok else pd.Series(dtype=float)
         how = (f" (eval.test_limit={int(limit.iloc[0]):,}: a class-stratified subset, the same images for every "
                f"trial)" if len(limit) else " (the whole test split)")
         lines.append(f"- Scored on {', '.join(f'{n:,}' for n in counts)} test images{how}.")
@@ -298,7 +293,7 @@ def metrics_section(names: Sequence[str]) -> list[str]:
             rows.append(f"| `{name}` | {m.meaning} | {m.unit} | {m.better or '-'} |")
     if not rows:
         return []
-    return ["## Metrics", "", "From the glossary (`python -m core.eval.glossary` lists every metric).", "",
+    return ["## Metrics", "", "From the glossary (`python -m core.metrics` lists every metric).", "",
             "| metric | meaning | unit | better |", "|---|---|---|---|", *rows, ""]
 
 

@@ -29,15 +29,15 @@ from ray import tune
 from core.config import RunConfig, config_differences
 from core.errors import ConfigError, platform_cause
 from core.eval.corrupted import prepare_corruptions
-from core.eval.glossary import metric
 from core.fs import filesystem, is_uri, join, read_bytes, write_bytes_atomic
 from core.io import DirectoryLock, refuse_symlink, remove_paths, unlocked_entries, write_json_atomic
+from core.metrics import config_columns, metric
 from core.results import RunStatus, scalars
 from core.runs.identity import config_hash
 from core.runtime import check_fits, require_shared, start_ray
 from core.study.loggers import Progress, logger_callbacks
 from core.study.options import StudyOptions
-from core.study.report import config_columns, write_report, write_table
+from core.study.report import write_report, write_table
 from core.study.spec import Study, trial_config, trial_point
 from core.study.studydir import (
     OWNER_FILE,

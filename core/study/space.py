@@ -24,8 +24,8 @@ from typing import Any
 from core.config import RunConfig, field_hint
 from core.config_loader import load_yaml
 from core.errors import ConfigError
-from core.eval.glossary import metric
 from core.losses.registry import loss_family
+from core.metrics import metric
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Objective:
         name, _, mode = text.partition(":")
         entry = metric(name)
         if entry is None:
-            raise ConfigError(f"--objectives: unknown metric {name!r} (the glossary: python -m core.eval.glossary)")
+            raise ConfigError(f"--objectives: unknown metric {name!r} (the glossary: python -m core.metrics)")
         if mode and mode not in ("max", "min"):
             raise ConfigError(f"--objectives {text}: the direction must be max or min")
         if not mode and not entry.better:

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from core.config import RunConfig
+from core.metrics import config_column, require
 from core.study.claims import Claim
 
 
@@ -77,7 +78,10 @@ class Study:
     summary_metrics: list[str] = field(default_factory=lambda: ["probe_top1", "knn_top1"])
     plots: Callable[[pd.DataFrame, Path], list[Path]] | None = None
     tables: Callable[[pd.DataFrame], list[str]] | None = None  # extra markdown sections for the report
-    group: str = "cfg.loss.name"  # column the summary table groups by
+    group: str = config_column("loss.name")  # column the summary table groups by
+
+    def __post_init__(self) -> None:
+        require(self.summary_metrics, f"study {self.name}: summary_metrics")
     origins: dict[str, str] = field(default_factory=dict)  # where each value of ``base`` came from (--print-config)
 
     @property

@@ -17,8 +17,8 @@ from core.data.pipeline import epoch_dataset, epoch_stream, in_memory
 from core.data.sources import ImageSource, TrainRows
 from core.results import scalars
 from core.runs.checkpoint import TrainState, choose_state, load_state, save_state
-from core.runs.rundir import LOCAL_STATE_FILE, METRICS_FILE, PREVIOUS, STATE_FILE, RunDir
-from core.runs.storage import mirror_run
+from core.runs.rundir import PREVIOUS, STATE_FILE
+from core.runs.storage import StoredRun
 
 
 class WorkerContext:
@@ -55,7 +55,7 @@ class WorkerContext:
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
             if self.rank == 0:
-                torch.save(state.to_dict(), os.path.join(d, STATE_FILE))
+                save_state(os.path.join(d, STATE_FILE), state)
                 ckpt = Checkpoint.from_directory(d)
             ray.train.report(scalars(metrics), checkpoint=ckpt, checkpoint_dir_name=dir_name)
 
@@ -64,18 +64,16 @@ class InProcessContext:
     """``num_workers=0``: the loop runs in this process (a laptop run, or one Tune trial) on the
     full datasets. The checkpoint is the run directory's state file (write-then-rename). Inside a
     Tune trial (``tune_trial=True``) each epoch is also reported to Tune, so ASHA sees every epoch.
-    With object storage, ``mirror`` (the run's URI there) receives the state file after every epoch:
+    With object storage, the stored run pushes the state file to its record after every epoch:
     a trial retried on another node, or after a driver restart, fetches it and resumes (the run
     directory on a local or shared path is that record already). A state that Tune holds as a
     checkpoint (studies of earlier versions) is read too; resuming takes whichever is further along."""
 
     rank, world = 0, 1
 
-    def __init__(self, source: ImageSource, run_dir: str, tune_trial: bool = False,
-                 mirror: str | None = None) -> None:
-        self.source, self.tune_trial, self.mirror = source, tune_trial, mirror
-        self.run = RunDir(run_dir)
-        self.state_path = self.run.local_state
+    def __init__(self, source: ImageSource, stored: StoredRun, tune_trial: bool = False) -> None:
+        self.source, self.stored, self.tune_trial = source, stored, tune_trial
+        self.state_path = stored.run.local_state
 
     def dataset(self, name: str):
         return {"train_eval": self.source.train_eval, "test": self.source.test}[name]
@@ -95,8 +93,6 @@ class InProcessContext:
         # The local file is written synchronously, before Tune hears of the epoch: a driver killed
         # before Tune's next experiment snapshot restores the trial as unfinished, and the rerun
         # must find this file to return at once instead of training again.
-        save_state(self.state_path, state)
-        if self.mirror:
-            mirror_run(self.run, self.mirror, [LOCAL_STATE_FILE, METRICS_FILE])
+        self.stored.save_state(state)
         if self.tune_trial:
             ray.tune.report(scalars(metrics))

@@ -46,13 +46,13 @@ from torch import nn
 from core.errors import DataError, cli_main
 from core.fs import filesystem, is_uri, join, write_bytes_atomic
 from core.io import write_atomic, write_json_atomic
+from core.losses import head_of
 from core.losses.registry import loss_family
 from core.models import ContrastiveModel, build_model
 from core.models.backbones import RESNET_FAMILY
 from core.runs.checkpoint import model_checkpoint
 from core.runs.identity import config_hash
-from core.runs.rundir import RunDir
-from core.runs.storage import local_copy
+from core.runs.storage import StoredRun
 
 LOAD_HINTS = {"torchvision": "torchvision.models.get_model({name!r}, weights=None).load_state_dict(sd, strict=False)",
               "timm": "timm.create_model({name!r}, pretrained=False, num_classes=0).load_state_dict(sd)",
@@ -68,7 +68,7 @@ CHANNELS = 3  # every backbone takes RGB
 def export_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Write the run's backbone, head and description to ``out_dir`` (a local directory or an object-store
     URI: written locally, then uploaded); returns the description. A run in object storage is read from a
-    local copy (``core.runs.storage.local_copy``)."""
+    local copy (``core.runs.storage.StoredRun.open``)."""
     if is_uri(str(out_dir)):
         with tempfile.TemporaryDirectory() as local:
             info = export_run(run_dir, local)
@@ -79,13 +79,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
             return info
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise DataError(f"{out_dir}: exists and is not a directory; OUT_DIR is the directory the encoder is written to")
-    run_dir, _ = local_copy(str(run_dir))
-    run, out = RunDir(run_dir), Path(out_dir)
+    run, out = StoredRun.open(run_dir).run, Path(out_dir)
     cfg = run.run_config()  # the run's own config, refused if edited after the run
     state = model_checkpoint(run, torch.device("cpu"))
     head = loss_family(cfg.loss.name).head
     num_classes = state.model["head.weight"].shape[0] if head == "linear" else 2
-    model = build_model(cfg.with_(**{"model.weights": None}), num_classes)
+    model = build_model(cfg.with_(**{"model.weights": None}), num_classes, head_of(cfg))
     model.load_state_dict(state.model)
     program, sizes = portable_program(model, cfg.data.image_size)
     info = describe(model.encoder, cfg, head, finished=bool(state.final), epoch=state.epoch, sizes=sizes)

@@ -22,21 +22,21 @@ from core.data.sources import TrainRows
 from core.eval import stage
 from core.eval.features import NonFiniteFeatures
 from core.io import ScalarBoard, append_jsonl
-from core.losses import build_loss
+from core.losses import build_loss, head_of
 from core.losses.dist import gather_objects
 from core.losses.registry import loss_family
+from core.metrics import HEADLINE
 from core.models import build_model
 from core.results import EpochStats, RunStatus, scalars
 from core.runs.checkpoint import ResumePoint, TrainState, resume_point
 from core.runs.identity import config_hash, run_name
 from core.runs.rundir import METRICS_FILE, RunDir, epoch_dir_name
-from core.runs.storage import fetch_run, mirror_run
+from core.runs.storage import StoredRun
 from core.train.context import InProcessContext, WorkerContext
 from core.train.optim import build_optimizer, lr_at
 from core.train.step import Diverged, Stepper, check_weights, train_epoch
 
 EVALUATING = "evaluating"  # the word of the line that says the evaluation starts (benchmarks watch for it)
-HEADLINE_METRICS = ("knn_top1", "probe_top1", "probe_ece", "probe_nll", "corruption_acc", "corruption_error")
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,8 @@ class _Epochs:
             self.online = tuple(stage.bounded_images(ctx.dataset(split), spec.num_classes, seed=self.cfg.seed)
                                 for split in ("train_eval", "test"))
         if ctx.rank == 0:  # epochs past the checkpoint are trained again: their old rows go
-            if spec.mirror:  # a new worker group's rank 0 may be on a node that never held the log
-                fetch_run(spec.mirror, RunDir(spec.run_dir))
+            # a new worker group's rank 0 may be on a node that never held the log
+            StoredRun(RunDir(spec.run_dir), spec.mirror).pull()
             RunDir(spec.run_dir).truncate_metrics(self.start)
         self.board = ScalarBoard(spec.run_dir) if ctx.rank == 0 else None
 
@@ -124,9 +124,9 @@ class _Epochs:
         """A worker group's rank 0 may run on another node than the driver, whose run directory is the one
         that counts: what rank 0 writes there (the metrics log, the TensorBoard scalars) goes to the run's
         store, from which the driver fetches it (in process, the driver wrote them itself)."""
-        if self.spec.mirror:  # set for worker groups only (in process, the context mirrors the run)
-            run = RunDir(self.spec.run_dir)
-            mirror_run(run, self.spec.mirror, run.board_files() if board else [METRICS_FILE])
+        # spec.mirror is set for worker groups only (in process, the context pushes the run)
+        stored = StoredRun(RunDir(self.spec.run_dir), self.spec.mirror)
+        stored.push(stored.run.board_files() if board else [METRICS_FILE])
 
     def _train(self, epoch: int) -> tuple[EpochStats, np.ndarray]:
         world = self.ctx.world
@@ -215,7 +215,7 @@ def precision(cfg: RunConfig, device: torch.device) -> str:
 
 def make_stepper(cfg: RunConfig, num_classes: int, train_size: int, world: int, device: torch.device) -> Stepper:
     """Model, loss, optimiser and schedule of a run, wired into a :class:`Stepper`."""
-    model = build_model(cfg, num_classes).to(device)
+    model = build_model(cfg, num_classes, head_of(cfg)).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if cfg.model.sync_bn and world > 1:  # batch statistics over the global batch, not each worker's share
@@ -227,7 +227,7 @@ def make_stepper(cfg: RunConfig, num_classes: int, train_size: int, world: int, 
     schedule = partial(lr_at, total_steps=steps_per_epoch * cfg.optim.epochs,
                        warmup_steps=steps_per_epoch * cfg.optim.warmup_epochs, base_lr=cfg.optim.effective_lr(),
                        min_lr_ratio=cfg.optim.min_lr_ratio)
-    return Stepper(net=net, model=model, loss_fn=build_loss(cfg.loss), family=loss_family(cfg.loss.name),
+    return Stepper(net=net, model=model, loss_fn=build_loss(cfg.loss, num_classes), family=loss_family(cfg.loss.name),
                    optimizer=build_optimizer(model, cfg.optim), device=device,
                    make_views=lambda batch, epoch: make_views(batch, cfg, epoch, device),
                    lr_at=schedule, grad_clip=cfg.optim.grad_clip, precision=precision(cfg, device), world=world,
@@ -264,7 +264,7 @@ def run_record(cfg: RunConfig, world: int, epoch: int, start_epoch: int, workers
 
 def fail_if_not_finite(metrics: dict[str, Any]) -> dict[str, Any]:
     """A run whose headline metrics are not finite is ``failed``, never ``finished``."""
-    nonfinite = sorted(k for k in HEADLINE_METRICS if k in metrics and not np.isfinite(metrics[k]))
+    nonfinite = sorted(k for k in HEADLINE if k in metrics and not np.isfinite(metrics[k]))
     if nonfinite:
         metrics.update(status=RunStatus.FAILED, error=f"non-finite evaluation metrics: {', '.join(nonfinite)}")
     return metrics

@@ -27,10 +27,10 @@ from core.eval.corrupted import check_corruptions, prepare_corruptions
 from core.eval.rescore import rescore
 from core.io import DirectoryLock, refuse_symlink, remove_paths, unlocked_entries
 from core.models import check_backbone
+from core.registry import SOURCES
 from core.results import RunResult, RunStatus, scalars
 from core.runs.rundir import RunDir
-from core.runs.storage import RunPlace, fetch_run, mirror_run, place
-from core.registry import SOURCES
+from core.runs.storage import RunPlace, place
 from core.runtime import check_fits, run_cpus, start_ray
 from core.train.context import InProcessContext
 from core.train.loop import LoopOutcome, LoopSpec, train_loop, training_device
@@ -89,9 +89,10 @@ def _fit_held(cfg: RunConfig, source: ImageSource, where: RunPlace, opts: FitOpt
     and evaluated. In process with object storage, the run directory is mirrored to the store (and
     fetched from it first, so a run resumes or is found finished on another machine); a worker group's
     checkpoints go there through Ray Train."""
-    run = RunDir(where.run_dir)
-    if where.mirror and not opts.overwrite:
-        fetch_run(where.mirror, run)
+    stored = where.stored()
+    run = stored.run
+    if not opts.overwrite:
+        stored.pull()
     run.check_identity(cfg)  # before --overwrite: another config's run is never deleted
     if not opts.overwrite and (done := run.finished_as_asked(cfg)) is not None:
         return done  # nothing to train, score or write (a resumed study's finished trials land here)
@@ -109,15 +110,12 @@ def _fit_held(cfg: RunConfig, source: ImageSource, where: RunPlace, opts: FitOpt
         spec = LoopSpec(cfg, source.num_classes, source.train_size, str(run.path), opts.verbose,
                         opts.torch_threads or torch.get_num_threads(), corruption_cache=opts.corruption_cache)
         if cfg.num_workers == 0:
-            outcome = train_loop({"spec": spec}, InProcessContext(source, str(run.path), opts.tune_trial,
-                                                                  where.mirror))
+            outcome = train_loop({"spec": spec}, InProcessContext(source, stored, opts.tune_trial))
         else:
             outcome = _fit_worker_group(replace(spec, mirror=where.mirror), source, where, opts)
-            if where.mirror:  # what rank 0 wrote on its node (the metrics log, the scalars)
-                fetch_run(where.mirror, run)
+            stored.pull()  # what rank 0 wrote on its node (the metrics log, the scalars)
         result = run.write_result(outcome.metrics, outcome.records)
-    if where.mirror:
-        mirror_run(run, where.mirror)
+    stored.push()
     return result
 
 
@@ -174,9 +172,7 @@ def finished_run(cfg: RunConfig) -> RunResult | None:
     """The result of this config's run if it already finished (its ``summary.json``, fetched from
     object storage when the run is stored there), else None."""
     where = place(cfg)
-    run = RunDir(where.run_dir)
-    if where.mirror:
-        os.makedirs(where.run_dir, exist_ok=True)
-        fetch_run(where.mirror, run)
-    run.check_identity(cfg)
-    return run.finished_as_asked(cfg)
+    stored = where.stored()
+    stored.pull()
+    stored.run.check_identity(cfg)
+    return stored.run.finished_as_asked(cfg)

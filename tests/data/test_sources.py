@@ -487,7 +487,7 @@ def test_a_source_brings_its_own_defaults_below_every_user_layer(tmp_path):
     # the digits' defaults are the built-in ones: the main job's runs keep their names
     from core.runs.identity import config_hash
 
-    assert config_hash(layered(RunConfig(), overrides=[])) == config_hash(RunConfig()) == "7c980ad2ddf5"
+    assert config_hash(layered(RunConfig(), overrides=[])) == config_hash(RunConfig()) == "b777ea6a168b"
 
 
 def test_the_test_limit_is_a_stratified_subset_the_same_for_every_run(tmp_path):

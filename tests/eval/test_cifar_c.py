@@ -158,6 +158,7 @@ def test_a_released_layout_that_lacks_a_type_or_has_wrong_shapes_is_refused(tmp_
 def test_a_run_scores_the_released_files_with_cifars_convention(tmp_path):
     from core.data.arrays import ArraySplit
     from core.eval.stage import evaluate
+    from core.losses import head_of
     from core.models import build_model
 
     _released(tmp_path / "c", n=40)
@@ -165,7 +166,7 @@ def test_a_run_scores_the_released_files_with_cifars_convention(tmp_path):
     rng = np.random.default_rng(0)
     split = ArraySplit(rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8), np.arange(60) % 10, np.arange(60))
     torch.manual_seed(0)
-    result = evaluate(build_model(cfg, 10), cfg, split, split, 10, torch.device("cpu"))
+    result = evaluate(build_model(cfg, 10, head_of(cfg)), cfg, split, split, 10, torch.device("cpu"))
     s = result.scalars
     assert len(result.corruptions) == 10 and {c.severity for c in result.corruptions} == {1, 2, 3, 4, 5}
     assert s["corruption_error"] == pytest.approx(100 - s["corruption_acc"])  # mean over the sets, unnormalised

@@ -112,3 +112,32 @@ def test_bf16_autocast_close_to_fp32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = varcon_loss(z.bfloat16(), y)
     assert torch.isfinite(got) and got.item() == pytest.approx(ref.item(), rel=2e-2)
+
+
+@pytest.mark.parametrize("classes", [1, 3, 10])
+def test_the_class_count_path_is_the_same_loss_and_gradient(classes):
+    """Given the data set's K, the labels index K columns (7 of 10 absent here): the same loss and gradient
+    as the reference and as the batch's dense ids, through all of VarCon's terms."""
+    z, y = _batch(m=24, classes=classes, seed=classes)
+    grads, losses = [], []
+    for k in (None, 10, 50):
+        zz = z.clone().requires_grad_(True)
+        loss = varcon_loss(zz, y, 0.1, 0.05, kl_weight=1.5, num_classes=k)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(zz.grad)
+        assert torch.isfinite(zz.grad).all(), k
+    assert losses[0] == pytest.approx(varcon_ref(z.double().numpy(), y.numpy(), 0.1, 0.05, 1.5), rel=1e-5, abs=1e-6)
+    for loss, grad in zip(losses[1:], grads[1:]):
+        assert loss == pytest.approx(losses[0], rel=1e-6, abs=1e-7)
+        torch.testing.assert_close(grad, grads[0], rtol=1e-5, atol=1e-6)
+
+
+def test_no_host_sync_to_find_the_classes(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.unique copies its output size to the host")
+
+    monkeypatch.setattr(torch, "unique", refuse)
+    z, y = _batch()
+    assert torch.isfinite(varcon_loss(z, y, num_classes=3)) and torch.isfinite(varcon_loss(z, y))
+    assert torch.isfinite(VarConLoss(num_classes=3)(z.reshape(8, 2, -1), y[:8]))

@@ -6,6 +6,7 @@ import torch
 
 from core.config import RunConfig
 from core.errors import ConfigError, DataError
+from core.losses import head_of
 from core.models import build_backbone, build_model, check_backbone
 from core.models.backbones import check_input, load_weights
 
@@ -77,12 +78,12 @@ def test_local_weights_load_strictly(tmp_path):
         check_backbone(RunConfig().with_overrides([f"model.weights={tmp_path / 'nope.pt'}"]))
     cfg = RunConfig().with_overrides(["model.backbone=torchvision:resnet18", "model.stem=imagenet",
                                       f"model.weights={tmp_path / 'full.pt'}"])
-    assert torch.equal(build_model(cfg, 10).encoder.conv1.weight, reference.conv1.weight)
+    assert torch.equal(build_model(cfg, 10, head_of(cfg)).encoder.conv1.weight, reference.conv1.weight)
 
 
 def test_normalisation_is_the_models_and_configurable():
     cfg = RunConfig().with_overrides(["data.mean=[0.485, 0.456, 0.406]", "data.std=[0.229, 0.224, 0.225]"])
-    model = build_model(cfg, 10).eval()
+    model = build_model(cfg, 10, head_of(cfg)).eval()
     x = torch.rand(2, 3, 16, 16)
     want = model.encoder((x - torch.tensor(cfg.data.mean).view(1, 3, 1, 1)) / torch.tensor(cfg.data.std).view(1, 3, 1, 1))
     assert torch.allclose(model.features(x), want)
@@ -99,7 +100,7 @@ def test_sync_bn_needs_a_gpu_and_norms_can_skip_weight_decay():
     from core.train.optim import build_optimizer
 
     cfg = RunConfig().with_overrides(["optim.exclude_norm_bias_decay=true", "optim.optimizer=adamw"])
-    model = build_model(cfg, 10)
+    model = build_model(cfg, 10, head_of(cfg))
     groups = build_optimizer(model, cfg.optim).param_groups
     no_decay = [p for g in groups if g["weight_decay"] == 0 for p in g["params"]]
     assert no_decay and all(p.ndim == 1 for p in no_decay)

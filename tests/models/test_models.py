@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from core.config import RunConfig
+from core.losses import head_of
 from core.models import ContrastiveModel, build_backbone, build_model
 
 
@@ -19,7 +20,7 @@ def test_resnet_stems(depth, dim):
 @pytest.mark.parametrize("loss, shape_last", [("supcon", 128), ("varcon", 128), ("vsupcon", 128), ("cross_entropy", 10)])
 def test_heads_for_each_loss(loss, shape_last):
     cfg = RunConfig().with_overrides([f"loss.name={loss}"])
-    model = build_model(cfg, num_classes=10)
+    model = build_model(cfg, 10, head_of(cfg))
     out = model(torch.randn(4, 3, 16, 16))
     assert out.z.shape == (4, shape_last)
     if loss != "cross_entropy":

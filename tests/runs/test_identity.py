@@ -1,4 +1,4 @@
-"""One identity rule everywhere: a run written under hash version 1 is the same run for training,
+"""One identity rule everywhere: a run written under hash version 1 or 2 is the same run for training,
 re-scoring and export; an edited config.json is refused by each of them."""
 
 import json
@@ -12,7 +12,7 @@ import torch
 from core.config import RunConfig
 from core.errors import CheckpointError, ConfigError
 from core.eval.rescore import evaluate_run
-from core.runs.identity import config_hash, legacy_hash, legacy_run_name, run_name, same_run
+from core.runs.identity import config_hash, legacy_hash, run_name, run_names, same_run, v2_hash
 from core.runs.rundir import RunDir
 from core.train import finished_run, fit
 from core.train.export import export_run
@@ -24,29 +24,38 @@ ADDED_SINCE_V1 = ("mean", "std", "object_store_mb")  # data fields version 1 did
 
 def test_the_rule():
     cfg = RunConfig()
-    assert same_run(config_hash(cfg), cfg) and same_run(legacy_hash(cfg), cfg)
+    assert same_run(config_hash(cfg), cfg) and same_run(v2_hash(cfg), cfg) and same_run(legacy_hash(cfg), cfg)
     assert not same_run("0123456789ab", cfg) and not same_run(None, cfg)
-    assert legacy_run_name(cfg) == f"supcon-{legacy_hash(cfg)}" != run_name(cfg)
+    assert run_names(cfg) == [run_name(cfg), f"supcon-{v2_hash(cfg)}", f"supcon-{legacy_hash(cfg)}"]
     assert legacy_hash(cfg.with_overrides(["data.mean=[0.4]"])) is None  # no version-1 run can hold it
-    assert legacy_run_name(cfg.with_overrides(["name=mine"])) is None
+    assert run_names(cfg.with_overrides(["data.mean=[0.4]"]))[2:] == []
+    assert run_names(cfg.with_overrides(["name=mine"])) == ["mine"]
+    # a knob SupCon does not read: one run now, two names under version 2 (both found)
+    other = cfg.with_overrides(["loss.beta=0.5"])
+    assert run_name(other) == run_name(cfg) and same_run(v2_hash(cfg), cfg) and not same_run(v2_hash(cfg), other)
 
 
-def _as_version_1(run_dir: Path, cfg: RunConfig) -> Path:
-    """The run directory as hash version 1 wrote it: its old name, config.json and checkpoints."""
-    old = run_dir.parent / legacy_run_name(cfg)
+OLD_HASHES = {1: legacy_hash, 2: v2_hash}
+
+
+def _as_version(run_dir: Path, cfg: RunConfig, version: int) -> Path:
+    """The run directory as hash version ``version`` wrote it: its old name, config.json and checkpoints."""
+    old_hash = OLD_HASHES[version](cfg)
+    old = run_dir.parent / f"{cfg.loss.name}-{old_hash}"
     if old != run_dir:
         shutil.move(run_dir, old)
     saved = json.loads((old / "config.json").read_text())
-    for key in ADDED_SINCE_V1:
+    for key in ADDED_SINCE_V1 if version == 1 else ():
         del saved["config"]["data"][key]
-    (old / "config.json").write_text(json.dumps({**saved, "config_hash": legacy_hash(cfg)}))
+    (old / "config.json").write_text(json.dumps({**saved, "config_hash": old_hash}))
     for state_file in reversed(RunDir(old).state_files()):  # oldest first: the newest stays the newest
         state = torch.load(state_file, weights_only=True)
-        torch.save({**state, "config_hash": legacy_hash(cfg)}, state_file)
+        torch.save({**state, "config_hash": old_hash}, state_file)
     return old
 
 
-def test_a_version_1_run_through_every_entry_point(ray_session, tmp_path, capsys):
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_versions_run_through_every_entry_point(ray_session, tmp_path, capsys, version):
     cfg = RunConfig().with_overrides([*BASE, f"storage_path={tmp_path}"])
     first = fit(cfg, verbose=False)
     run = Path(first.run_dir)
@@ -55,7 +64,7 @@ def test_a_version_1_run_through_every_entry_point(ray_session, tmp_path, capsys
     for name in ("summary.json", "evaluation.json"):
         (run / name).unlink()
     RunDir(run).truncate_metrics(1)
-    old = _as_version_1(run, cfg)
+    old = _as_version(run, cfg, version)
     assert finished_run(cfg) is None  # found under its old name, unfinished
 
     resumed = fit(cfg, verbose=True)  # train resume: continues the old run, does not start a new one
@@ -65,11 +74,17 @@ def test_a_version_1_run_through_every_entry_point(ray_session, tmp_path, capsys
     assert resumed.metrics["loss"] == pytest.approx(first.metrics["loss"], rel=1e-6)  # the same training
     assert finished_run(cfg).run_dir == str(old)
 
-    _as_version_1(old, cfg)  # written by version 1 again (the resumed run recorded its version-2 hash)
+    _as_version(old, cfg, version)  # written by the old version again (the resumed run recorded today's hash)
     rescored = evaluate_run(old, ["eval.knn_k=5"])  # core.eval
     assert rescored["run_status"] == "finished" and 0 <= rescored["knn_top1"] <= 100
     info = export_run(old, tmp_path / "exported")  # core.export
     assert info["epochs_trained"] == 2 and (tmp_path / "exported" / "backbone.pt").stat().st_size > 0
+    if version == 1:  # version 1 hashed the evaluation too: its runs are found with their own protocol only
+        return
+    # re-scored through fit with another protocol: recorded once, then found finished as asked
+    rescore_cfg = cfg.with_overrides(["eval.knn_k=7"])
+    assert fit(rescore_cfg, verbose=False).run_dir == str(old)
+    assert RunDir(old).finished_as_asked(rescore_cfg) is not None
 
 
 def test_an_edited_config_is_refused_by_every_entry_point(ray_session, tmp_path):

@@ -70,11 +70,13 @@ def test_export_loads_into_the_librarys_constructor_with_the_same_features(ray_s
         assert isinstance(getattr(parent, leaf), torch.nn.Linear)
         setattr(parent, leaf, torch.nn.Identity())
     from core.eval.rescore import run_config
+    from core.losses import head_of
     from core.models import build_model
     from core.runs.checkpoint import load_state
     from core.runs.rundir import RunDir
 
-    model = build_model(run_config(res.run_dir), 10).eval()
+    cfg = run_config(res.run_dir)
+    model = build_model(cfg, 10, head_of(cfg)).eval()
     model.load_state_dict(load_state(RunDir(res.run_dir).state_files(), torch.device("cpu")).model)
     x = torch.rand(4, 3, 32, 32)
     mean, std = (torch.tensor(info["normalization"][k]).view(1, -1, 1, 1) for k in ("mean", "std"))

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from core.config import OptimConfig, RunConfig
+from core.losses import head_of
 from core.models import build_model
 from core.train.optim import LARS, build_optimizer, lr_at
 
@@ -19,7 +20,8 @@ def test_warmup_then_cosine():
 
 @pytest.mark.parametrize("name, cls", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW), ("lars", LARS)])
 def test_build_optimizer_uses_effective_lr(name, cls):
-    model = build_model(RunConfig().with_overrides(["model.width=4"]), num_classes=10)
+    cfg = RunConfig().with_overrides(["model.width=4"])
+    model = build_model(cfg, 10, head_of(cfg))
     opt = build_optimizer(model, OptimConfig(optimizer=name, lr=0.2, batch_size=1024, lr_scaling="linear"))
     assert isinstance(opt, cls) and opt.param_groups[0]["lr"] == pytest.approx(0.8)
 

@@ -6,7 +6,7 @@ import torch
 
 from core.config import RunConfig
 from core.data.bad_images import BadImages
-from core.losses import build_loss
+from core.losses import build_loss, head_of
 from core.losses.registry import loss_family
 from core.models import build_model
 from core.results import PosteriorStats, RunStatus
@@ -26,7 +26,7 @@ def test_finite_guard_reports_the_first_bad_step():
 
 
 def _stepper(lr: float) -> Stepper:
-    model = build_model(CFG, num_classes=10)
+    model = build_model(CFG, 10, head_of(CFG))
     return Stepper(net=model, model=model, loss_fn=build_loss(CFG.loss), family=loss_family("supcon"),
                    optimizer=torch.optim.SGD(model.parameters(), lr=lr), device=torch.device("cpu"),
                    make_views=lambda batch, epoch: torch.randn(len(batch["label"]), 2, 3, 16, 16), lr_at=lambda s: lr)
@@ -74,7 +74,7 @@ def test_variance_head_learns_at_its_lr_multiplier_and_is_tracked():
     torch.manual_seed(0)
     cfg = CFG.with_overrides(["loss.name=vsupcon", "optim.momentum=0", "optim.weight_decay=0",
                               "optim.variance_lr_mult=100"])
-    model = build_model(cfg, num_classes=10)
+    model = build_model(cfg, 10, head_of(cfg))
     opt = build_optimizer(model, cfg.optim)
     stepper = Stepper(net=model, model=model, loss_fn=build_loss(cfg.loss), family=loss_family("vsupcon"),
                       optimizer=opt, device=torch.device("cpu"),

@@ -1,8 +1,11 @@
-"""Every metric the platform reports, in one table: its meaning, unit, direction and where it comes from.
+"""Every metric the platform reports, in one table, and every name made from it: its meaning, unit,
+direction and where it comes from (``python -m core.metrics`` prints the glossary).
 
 The report, ``--help``, the claims and the searches read directions from here (``better``), so a
 claim or an objective cannot disagree with the metric it names. Families of metrics with a number in
-their name (``corruption_acc_s3``, ``fewlabel_5_acc``) are matched by pattern. Names used by earlier
+their name (``corruption_acc_s3``, ``fewlabel_5_acc``) are made by the builders below, which producers
+(the evaluation) and readers (the report) both call, and matched back by pattern. The run's headline
+metrics and a study table's config columns (``cfg.section.key``) are named here too. Names used by earlier
 versions are mapped to today's (:data:`RENAMED`), so old result tables stay readable.
 """
 
@@ -10,8 +13,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
+
+from core.config import flatten
+from core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -56,10 +63,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("imagenet_c_mce", "the ImageNet-C paper's mCE: per-type error summed over severities, divided by the "
            "reference model's (eval.reference_errors, e.g. AlexNet's published errors), averaged over types; 100 = "
            "as the reference", "%", "lower", _CORR),
-    Metric("mce_vs_<baseline>", "a study's mCE normalised by its baseline group's errors (100 = as the baseline; "
-           "SupCon's Table 6 protocol)", "%", "lower", _STUDY),
-    Metric("relative_mce_vs_<baseline>", "as mce_vs_<baseline> on errors minus the clean error", "%", "lower",
-           _STUDY),
+    MCE_VS := Metric("mce_vs_<baseline>", "a study's mCE normalised by its baseline group's errors (100 = as the "
+                     "baseline; SupCon's Table 6 protocol)", "%", "lower", _STUDY),
+    RELATIVE_MCE_VS := Metric("relative_mce_vs_<baseline>", "as mce_vs_<baseline> on errors minus the clean error",
+                              "%", "lower", _STUDY),
     Metric("bad_eval_images", "evaluation images that could not be decoded (skipped, named)", "count", "lower",
            "evaluation"),
     Metric("test_images", "test images every clean metric was scored on (eval.test_limit: a stratified subset); each "
@@ -111,10 +118,68 @@ PATTERNS: tuple[tuple[str, Metric], ...] = (
                                      "cosine)", "%", "higher", _FEW)),
     (r"fewshot_\d+w\d+s_ci95", Metric("fewshot_<n>w<k>s_ci95", "95% interval half-width of the episode accuracy",
                                       "%", "", _FEW)),
-    (r"mce_vs_.+", METRICS[9]),
-    (r"relative_mce_vs_.+", METRICS[10]),
+    (r"mce_vs_.+", MCE_VS),
+    (r"relative_mce_vs_.+", RELATIVE_MCE_VS),
 )
 RENAMED = {"mce": "corruption_error"}  # names of earlier versions -> today's
+GLOSSARY_COMMAND = "python -m core.metrics"
+# what a run's summary leads with; a run whose headline is not finite failed
+HEADLINE = ("knn_top1", "probe_top1", "probe_ece", "probe_nll", "corruption_acc", "corruption_error")
+
+
+def corruption_acc_at(severity: int) -> str:
+    return f"corruption_acc_s{severity}"
+
+
+def ece_at(severity: int) -> str:
+    return f"ece_s{severity}"
+
+
+def logdet_at(severity: int) -> str:
+    return f"logdet_s{severity}"
+
+
+def fewlabel_acc(labels_per_class: int) -> str:
+    return f"fewlabel_{labels_per_class}_acc"
+
+
+def fewlabel_std(labels_per_class: int) -> str:
+    return f"fewlabel_{labels_per_class}_std"
+
+
+def fewshot_acc(n_way: int, shots: int) -> str:
+    return f"fewshot_{n_way}w{shots}s_acc"
+
+
+def fewshot_ci95(n_way: int, shots: int) -> str:
+    return f"fewshot_{n_way}w{shots}s_ci95"
+
+
+def mce_vs(baseline: str) -> str:
+    return f"mce_vs_{baseline}"
+
+
+def relative_mce_vs(baseline: str) -> str:
+    return f"relative_mce_vs_{baseline}"
+
+
+# A study table's config columns: the resolved config flattened as ``cfg.section.key``.
+CONFIG_PREFIX = "cfg."
+
+
+def config_column(key: str) -> str:
+    """The study-table column of the config field ``key`` (``loss.name`` -> ``cfg.loss.name``)."""
+    return CONFIG_PREFIX + key
+
+
+def config_key(column: str) -> str:
+    """The config field a column holds (``cfg.loss.name`` -> ``loss.name``); other columns as they are."""
+    return column.removeprefix(CONFIG_PREFIX)
+
+
+def config_columns(cfg: Any) -> dict[str, Any]:
+    """A run config's every field as ``cfg.section.key`` columns."""
+    return flatten(CONFIG_PREFIX, cfg.to_dict())
 _BY_NAME = {m.name: m for m in METRICS}
 
 
@@ -134,9 +199,7 @@ def require(names, what: str) -> None:
     """Refuse names the glossary does not know, listing them (``what`` says where they came from)."""
     unknown = [n for n in names if not known(n)]
     if unknown:
-        from core.errors import ConfigError
-
-        raise ConfigError(f"{what}: unknown metric(s) {unknown} (the glossary: python -m core.eval.glossary)")
+        raise ConfigError(f"{what}: unknown metric(s) {unknown} (the glossary: {GLOSSARY_COMMAND})")
 
 
 def with_current_names(df: pd.DataFrame) -> pd.DataFrame:
@@ -147,7 +210,7 @@ def with_current_names(df: pd.DataFrame) -> pd.DataFrame:
 def glossary_markdown() -> str:
     rows = ["| metric | meaning | unit | better | from |", "|---|---|---|---|---|"]
     rows += [f"| `{m.name}` | {m.meaning} | {m.unit} | {m.better or '-'} | {m.source} |"
-             for m in (*METRICS, *(m for _, m in PATTERNS[:7]))]
+             for m in (*METRICS, *(m for _, m in PATTERNS if m not in METRICS))]
     return "\n".join(rows) + "\n"
 
 
