@@ -49,7 +49,7 @@ from core.study.studydir import (
     TUNER_STATE,
     StudyDirs,
 )
-from core.train.trainer import fit
+from core.train.trainer import FitOptions, fit
 
 TUNE_COLUMNS_DROPPED = ("config/", "time_", "date", "hostname", "node_ip", "pid", "timestamp", "training_iteration",
                         "iterations_since", "done", "trial_id", "checkpoint_dir", "checkpoint_path", "experiment_tag")
@@ -75,10 +75,10 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
     try:
         cfg = trial_config(setup.base, trial_point(params), storage_path=setup.runs_dir,
                            num_workers=setup.workers, use_gpu=setup.gpus > 0)
-        res = fit(cfg, verbose=False, torch_threads=setup.torch_threads,
-                  tune_trial=setup.per_epoch, max_failures=1, worker_resources=dict(setup.custom),
-                  corruption_cache=setup.corruption_cache,
-                  wait=True)  # trials that differ only in evaluation share a run: the second re-scores it
+        res = fit(cfg, options=FitOptions(
+            verbose=False, torch_threads=setup.torch_threads, tune_trial=setup.per_epoch, max_failures=1,
+            worker_resources=dict(setup.custom), corruption_cache=setup.corruption_cache,
+            wait=True))  # trials that differ only in evaluation share a run: the second re-scores it
         row: dict[str, Any] = {**res.metrics, "status": res.status, "config_hash": config_hash(cfg),
                                "node_id": ray.get_runtime_context().get_node_id(), "machine": socket.gethostname()}
         records = res.records

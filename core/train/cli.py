@@ -16,7 +16,7 @@ from core.errors import cli_main
 from core.results import RunResult, RunStatus
 from core.runs.identity import run_name
 from core.runtime import require_shared, start_ray
-from core.train.trainer import finished_run, fit
+from core.train.trainer import FitOptions, finished_run, fit
 
 SUMMARY_KEYS = ("status", "epoch", "loss", "knn_top1", "knn_top5", "probe_top1", "probe_top5", "corruption_acc",
                 "corruption_error", "corruption_acc_s1", "corruption_acc_s5", "test_images", "views_per_s",
@@ -74,7 +74,7 @@ def _main(args: argparse.Namespace) -> int:
                         **({"storage_path": cfg.storage_path} if cfg.num_workers else {})},
                        "Ray Data's tasks and the Train workers run on any of them")
     try:
-        result = fit(cfg, overwrite=args.overwrite)
+        result = fit(cfg, options=FitOptions(overwrite=args.overwrite))
     finally:
         ray.shutdown()
     print(format_summary(cfg, result))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import ray
 import ray.train
@@ -52,11 +53,13 @@ class FitOptions:
     corruption_cache: str | None = None  # a path or URI every node reaches holding the corrupted split, if built
 
 
-def fit(cfg: RunConfig, source: ImageSource | None = None, **options) -> RunResult:
-    """Pretrain + evaluate one config (options: :class:`FitOptions`); resumes if the run (named by
-    config hash) has a checkpoint. ``cfg.storage_path`` may be a local/shared path or a URI
+def fit(cfg: RunConfig, source: ImageSource | None = None, options: FitOptions | None = None,
+        **changes: Any) -> RunResult:
+    """Pretrain + evaluate one config; resumes if the run (named by config hash) has a checkpoint.
+    ``options`` says how it runs; ``changes`` are a shorthand for fields of it (``fit(cfg, verbose=False)``;
+    an unknown one is a TypeError naming it). ``cfg.storage_path`` may be a local/shared path or a URI
     (``s3://``, ``gs://``); with a URI, the run's working copy is under ``LOCAL_RUNS_DIR``, mirrored to the store."""
-    opts = FitOptions(**options)
+    opts = replace(options or FitOptions(), **changes)
     if not ray.is_initialized() and needs_ray(cfg):
         start_ray(log_to_driver=opts.verbose, num_cpus=run_cpus(cfg.num_workers),
                   object_store_memory=run_store_bytes(cfg))
