@@ -10,14 +10,13 @@ from typing import Any, Callable
 
 from core.config import CONFIG_HELP, Layer, Resolved, RunConfig, resolve_layers, split_overrides
 from core.errors import ConfigError, cli_main
-from core.eval.corrupted import check_corruptions
-from core.models import check_backbone
 from core.results import RunStatus
 from core.runs.identity import config_hash
 from core.study.loggers import LOGGERS
 from core.study.options import StudyOptions
 from core.study.spec import Study, trial_config
 from core.study.studydir import TABLE_FILE
+from core.train.trainer import preflight
 
 
 def add_study_args(parser: argparse.ArgumentParser) -> None:
@@ -144,10 +143,7 @@ def validate_trials(study: Study, options: StudyOptions) -> None:
         if key in seen:
             raise ConfigError(f"trial {point} is listed twice; remove the repeat")
         seen[key] = point
-    configs = [trial_config(study.base, p) for p in study.points()] or [study.base]
-    for cfg in {(c.model, c.data.image_size): c for c in configs}.values():
-        check_backbone(cfg)  # every backbone builds and takes the image size, before Ray starts
-    check_corruptions(study.base, None)  # an eval.corruption_root that lacks folders fails before Ray starts
+    preflight([trial_config(study.base, p) for p in study.points()] or [study.base])  # before Ray starts
     if study.base.name and (len(seen) > 1 or study.search):
         raise ConfigError(f"name={study.base.name} would put every trial in one run directory; remove name= "
                           f"(trials are named by their config hash)")

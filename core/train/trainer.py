@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Iterable
 
 import ray
 import ray.train
@@ -65,9 +65,9 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, options: FitOptions |
                   object_store_memory=run_store_bytes(cfg))
     quiet_ray_data()
     _check_resources(cfg, opts.worker_resources)
-    check_backbone(cfg)  # builds, takes data.image_size, its weights fit: before any data is read
+    preflight([cfg])  # a backbone or corruption root that cannot work fails before any data is read
     source = source or load_source(cfg.data, cfg.eval.test_limit)
-    check_corruptions(cfg, source.test_size)  # an evaluation that cannot run fails before training
+    check_corruptions(cfg, source.test_size)  # and a suite too slow to generate for this many images
     if source.train_size == 0:
         raise DataError(f"training set of {source.description} is empty")
     if source.train_size < cfg.optim.batch_size:
@@ -78,6 +78,19 @@ def fit(cfg: RunConfig, source: ImageSource | None = None, options: FitOptions |
     os.makedirs(where.run_dir, exist_ok=True)
     with DirectoryLock(where.run_dir, "run directory", wait=opts.wait):  # a second identical run refuses (or waits)
         return _fit_held(cfg, source, where, opts)
+
+
+def preflight(configs: Iterable[RunConfig], test_size: int | None = None) -> None:
+    """The checks that fail a bad run in seconds, before any data is read or Ray work starts: every backbone
+    builds, takes ``data.image_size`` and its weights fit; every evaluation's corruption suite can be had (an
+    ``eval.corruption_root`` holds what it names). One run's (:func:`fit`), or a study's for all its trials
+    (``core.study.cli``), each distinct model and evaluation checked once."""
+    configs = list(configs)
+    for cfg in {(c.model, c.data.image_size): c for c in configs}.values():
+        check_backbone(cfg)
+    for cfg in {(c.eval.robustness, c.eval.corruption_root, c.eval.corruption_suite,
+                 tuple(c.eval.corruption_names())): c for c in configs}.values():
+        check_corruptions(cfg, test_size)
 
 
 def needs_ray(cfg: RunConfig) -> bool:
