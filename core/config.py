@@ -30,8 +30,9 @@ from core.registry import AUGMENTATIONS, BACKBONES, CORRUPTION_SUITES, LOSSES, S
 OPTIMIZERS = ("sgd", "lars", "adamw")
 
 # What names a run (core.runs.identity reads these field metadata; the hash is built from them):
-NOT_TRAINED = {"trains": False}  # changes no trained weight: the evaluation, where the run lives, memory budgets
-LOSS_KNOB = {"loss_knob": True}  # read only by the loss families that list it (LossFamily.fields)
+TRAINS, READ_BY_FAMILY = "trains", "loss_knob"  # the metadata keys
+NOT_TRAINED = {TRAINS: False}  # changes no trained weight: the evaluation, where the run lives, memory budgets
+LOSS_KNOB = {READ_BY_FAMILY: True}  # read only by the loss families that list it (LossFamily.fields)
 LR_SCALING = ("none", "linear", "sqrt")
 
 

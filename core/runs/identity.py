@@ -18,6 +18,7 @@ import hashlib
 import json
 from typing import Any
 
+from core.config import READ_BY_FAMILY, TRAINS
 from core.registry import LOSSES
 
 HASH_VERSION = 3
@@ -46,7 +47,7 @@ def _trained(section: Any, knobs: tuple[str, ...]) -> dict:
     """The fields of a config section that train the weights, by their metadata, sections as nested dicts."""
     out = {}
     for f in dataclasses.fields(section):
-        if f.metadata.get("trains", True) and (f.name in knobs or not f.metadata.get("loss_knob")):
+        if f.metadata.get(TRAINS, True) and (f.name in knobs or not f.metadata.get(READ_BY_FAMILY)):
             value = getattr(section, f.name)
             out[f.name] = _trained(value, knobs) if dataclasses.is_dataclass(value) else value
     return out

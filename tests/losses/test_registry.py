@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.config import ConfigError, LossConfig, RunConfig
+from core.config import READ_BY_FAMILY, ConfigError, LossConfig, RunConfig
 from core.losses import build_loss, head_of
 from core.losses.registry import LossFamily, loss_family, register
 from core.models import build_model
@@ -76,7 +76,7 @@ def test_registered_families_and_their_fields():
 def test_a_family_reads_no_knob_beyond_its_fields():
     """``fields`` names the run (core.runs.identity hashes only those knobs): a family that built its loss or
     checked its config from a knob it does not list would give runs of other weights one name."""
-    knobs = {f.name for f in dataclasses.fields(LossConfig) if f.metadata.get("loss_knob")}
+    knobs = {f.name for f in dataclasses.fields(LossConfig) if f.metadata.get(READ_BY_FAMILY)}
     assert knobs == set(LossConfig.__dataclass_fields__) - {"name"}
 
     class Guarded:
