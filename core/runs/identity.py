@@ -21,7 +21,6 @@ from typing import Any
 from core.config import READ_BY_FAMILY, TRAINS
 from core.registry import LOSSES
 
-HASH_VERSION = 3
 # Versions 1 and 2 as they were: what they left out, and the fields added since, at their defaults (a config
 # away from such a default cannot be a run of that version). Frozen history: new fields never go here.
 _V2_UNHASHED = frozenset({"storage_path", "name", "eval"})
